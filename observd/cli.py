@@ -1,0 +1,215 @@
+"""The `observd` command line: the only place that parses argv, sets up logging and picks exit codes.
+
+Exit codes: 0 success; 1 something failed (a real processing failure, not bad input);
+2 usage or configuration error. Library errors become one-line messages here; a traceback
+reaches the console only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load_config, to_toml
+
+log = logging.getLogger("observd")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; exit code 2."""
+
+
+def _load(args) -> Config:
+    return load_config(Path(args.config) if getattr(args, "config", None) else None)
+
+
+def _open_catalog(config: Config, *, readonly: bool = False):
+    from .catalog import Catalog
+    try:
+        return Catalog.open(config.paths.database, readonly=readonly)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def cmd_config(args) -> int:
+    config = _load(args)
+    if args.check:
+        print(f"{config.source}: OK")
+    else:
+        sys.stdout.write(to_toml(config))
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if not self.enabled or total == 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def cmd_ingest(args) -> int:
+    from .ingest import ingest, summary_table
+    config = _load(args)
+    catalog = _open_catalog(config)
+    try:
+        result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress())
+        print(summary_table(catalog, result))
+    finally:
+        catalog.close()
+    return 1 if result.failed else 0
+
+
+def cmd_frames(args) -> int:
+    from .report import format_frames, frames_report
+    config = _load(args)
+    catalog = _open_catalog(config, readonly=True)
+    try:
+        entries = frames_report(catalog, night=args.night, state=args.state)
+    finally:
+        catalog.close()
+    print(json.dumps(entries, indent=2) if args.json else format_frames(entries))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .report import format_status, status_report
+    config = _load(args)
+    if not config.paths.database.exists():
+        raise UsageError(f"no catalog at {config.paths.database} yet: start `observd run` or `observd ingest`")
+    catalog = _open_catalog(config, readonly=True)
+    try:
+        from .masters_plan import calibration_groups
+        report = status_report(catalog, night=args.night, status_log=str(config.paths.status_log),
+                               pending_groups=calibration_groups(catalog, config))
+    finally:
+        catalog.close()
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import write_night
+    spec = simulation_spec(args)
+    out = Path(args.outdir)
+    truth = write_night(out, spec, on_file=(lambda p: print(p)) if args.verbose else None)
+    print(f"wrote {len(truth.get('files', []))} files to {out} ({spec.dialect} dialect)")
+    return 0
+
+
+def simulation_spec(args):
+    """Map `observd simulate` options onto a SimSpec."""
+    from .simulate import SimSpec, TargetSpec
+    targets = []
+    for item in args.target or ["M42:L:6"]:
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise UsageError(f"--target {item!r}: expected NAME:FILTER[,FILTER...]:N, e.g. M42:L,R:6")
+        targets.append(TargetSpec(name=parts[0], filters=tuple(parts[1].split(",")), n_lights=int(parts[2]),
+                                  exptime=args.exptime))
+    return SimSpec(seed=args.seed, shape=(args.size, args.size), dialect=args.dialect, night=args.night,
+                   timezone=args.timezone, n_bias=args.n_bias, n_dark=args.n_dark, n_flat=args.n_flat,
+                   flats_at=args.flats, targets=tuple(targets), pace=args.pace, chunked=args.chunked,
+                   temp_names=args.temp_names, truth=not args.no_truth)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(keep=args.keep, size=args.size)
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="observd", description="Unattended observatory data reduction.")
+    parser.add_argument("--version", action="version", version=f"observd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func, help_text: str, config: bool = True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("-c", "--config", metavar="FILE", help="TOML configuration (default: embedded defaults)")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("config", cmd_config, "print the effective configuration, or validate a file")
+    p.add_argument("--check", action="store_true", help="only validate; exit 2 on error")
+
+    p = command("ingest", cmd_ingest, "process existing files and folders once through the pipeline")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = command("frames", cmd_frames, "list catalogued files with their type, state and reason")
+    p.add_argument("--night", metavar="YYYY-MM-DD")
+    p.add_argument("--state", metavar="STATE")
+    p.add_argument("--json", action="store_true")
+
+    p = command("status", cmd_status, "what happened tonight: counts, masters, waiting, failures, products")
+    p.add_argument("--night", metavar="YYYY-MM-DD")
+    p.add_argument("--json", action="store_true")
+
+    p = command("simulate", cmd_simulate, "write a simulated night of FITS files into OUTDIR", config=False)
+    p.add_argument("outdir")
+    p.add_argument("--dialect", default="nina", help="maxim, nina, iraf, theskyx or asiair")
+    p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--night", default="2026-11-20", help="local date of the evening")
+    p.add_argument("--timezone", default="Europe/Berlin")
+    p.add_argument("--target", action="append", metavar="NAME:FILTERS:N",
+                   help="a target, e.g. M42:L,R:6 (repeatable; default M42:L:6)")
+    p.add_argument("--exptime", type=float, default=60.0)
+    p.add_argument("--n-bias", type=int, default=9)
+    p.add_argument("--n-dark", type=int, default=7)
+    p.add_argument("--n-flat", type=int, default=7)
+    p.add_argument("--flats", choices=("dawn", "dusk"), default="dawn")
+    p.add_argument("--pace", type=float, default=0.0, help="seconds between files")
+    p.add_argument("--chunked", action="store_true", help="write each file slowly in chunks")
+    p.add_argument("--temp-names", action="store_true", help="write NAME.tmp then rename")
+    p.add_argument("--no-truth", action="store_true", help="do not write truth.json/truth.npz")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each file as it is written")
+
+    p = command("demo", cmd_demo, "simulate a night and reduce it on embedded defaults", config=False)
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--size", type=int, default=512)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"observd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("observd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the boundary: a one-line message, traceback only on request
+        if args.debug:
+            raise
+        print(f"observd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""FITS reading and atomic writing: the only module that opens image files.
+
+Raw files are opened read-only and never written. Every output goes through
+`write_atomic`: a temporary file in the destination folder, fsync, rename, fsync of the
+folder, so a crash, SIGKILL or full disk never leaves a partial product under its final
+name (the temporary is removed on failure, and a stale one is ignored by the watcher's
+dotfile rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    header: fits.Header
+    hdu_index: int
+
+
+class FitsReadError(Exception):
+    """A file that is FITS-shaped but cannot be used; the message is the reason for the catalog."""
+
+
+def read_image_header(path: Path) -> ImageHeader:
+    """The header of the first HDU holding a 2-D image (primary, or an extension / tile-compressed HDU).
+
+    For multi-extension files the primary header's cards (OBJECT, DATE-OBS...) are merged
+    under the image header's, since many writers put them only in the primary HDU.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                for index, hdu in enumerate(hdul):
+                    header = hdu.header
+                    naxis = header.get("ZNAXIS", header.get("NAXIS", 0)) if isinstance(hdu, fits.CompImageHDU) \
+                        else header.get("NAXIS", 0)
+                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and naxis >= 2:
+                        merged = header.copy()
+                        if index > 0:
+                            for card in hdul[0].header.cards:
+                                if card.keyword not in merged and card.keyword not in ("", "COMMENT", "HISTORY"):
+                                    merged.append(card)
+                        return ImageHeader(merged, index)
+        except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+            raise FitsReadError(f"not readable as FITS: {exc}") from exc
+    raise FitsReadError("no 2-D image in any HDU")
+
+
+def read_image(path: Path, hdu_index: int = 0) -> np.ndarray:
+    """Image data as float32 (BZERO/BSCALE applied)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False) as hdul:
+            data = hdul[hdu_index].data
+            if data is None or data.ndim < 2:
+                raise FitsReadError(f"HDU {hdu_index} holds no 2-D image")
+            if data.ndim > 2:        # e.g. (1, ny, nx) cubes written by some programs
+                data = data.reshape(data.shape[-2:]) if np.prod(data.shape[:-2]) == 1 else data[0]
+            return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def write_atomic(path: Path, hdul: fits.HDUList) -> Path:
+    """Write `hdul` to `path` so that `path` is either absent, the old file, or complete."""
+    def write(fh):
+        with warnings.catch_warnings():   # long comments are truncated by design; say nothing
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            hdul.writeto(fh, output_verify="silentfix")
+    return write_with(path, write)
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> Path:
+    """Same guarantee for non-FITS outputs (PNG previews)."""
+    return write_with(path, lambda fh: fh.write(payload))
+
+
+def write_with(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Temp file in the destination folder (a dotfile, so watchers ignore it), fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def image_hdus(data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None,
+               mask: np.ndarray | None = None) -> fits.HDUList:
+    """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands."""
+    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header)]
+    if uncertainty is not None:
+        uh = fits.Header()
+        uh["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
+        hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=np.float32), header=uh, name="UNCERT"))
+    if mask is not None:
+        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
+    return fits.HDUList(hdus)

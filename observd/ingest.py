@@ -1,0 +1,103 @@
+"""`observd ingest`: run existing files and folders once through the daemon's pipeline.
+
+The batch is catalogued file by file (the same `intake.catalogue` the daemon uses), then
+the reduction is advanced with `final=True`: settle times do not apply, because nothing
+more of this batch is coming.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .catalog import Catalog
+from .config import Config
+from .intake import Seen, catalogue, classify_rules
+from .reduce import Reducer
+from .watcher import WatchSettings, is_candidate, scan
+
+
+@dataclass
+class BatchResult:
+    seen: list[Seen] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)     # not FITS by name (.txt, .tmp, dotfiles...)
+    missing: list[str] = field(default_factory=list)     # command-line paths that do not exist
+    errors: list[str] = field(default_factory=list)      # internal errors (bugs): make the exit code non-zero
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors or self.missing)
+
+
+def collect(paths: Iterable[Path], config: Config) -> tuple[list[Path], list[str], list[str]]:
+    """Files to catalogue (recursively, sorted), names ignored, paths missing."""
+    settings = watch_settings(config)
+    files: list[Path] = []
+    ignored: list[str] = []
+    missing: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(scan(path, settings))
+        elif path.exists() or path.is_symlink():
+            if is_candidate(path, settings):
+                files.append(path)
+            else:
+                ignored.append(str(path))
+        else:
+            missing.append(str(path))
+    return files, ignored, missing
+
+
+def watch_settings(config: Config) -> WatchSettings:
+    w = config.watch
+    return WatchSettings(polling=w.polling, poll_interval=w.poll_interval, settle_seconds=w.settle_seconds,
+                         ignore=w.ignore)
+
+
+def ingest(paths: Iterable[Path], catalog: Catalog, config: Config, *,
+           progress: Callable[[int, int, str], None] | None = None,
+           reducer: Reducer | None = None) -> BatchResult:
+    files, ignored, missing = collect(paths, config)
+    result = BatchResult(ignored=ignored, missing=missing)
+    known = catalog.known_stats()
+    rules = classify_rules(config)
+    for index, path in enumerate(files, start=1):
+        try:
+            result.seen.append(catalogue(path, catalog, config, rules=rules, known=known, final=True))
+        except Exception as exc:  # a bug must not stop the batch; it is reported and fails the exit code
+            result.errors.append(f"{path}: {exc}")
+            catalog.event("error", "internal-error", traceback.format_exc(), str(path))
+        if progress:
+            progress(index, len(files), path.name)
+    reducer = reducer or Reducer(config, catalog)
+    try:
+        reducer.advance(final=True, progress=progress)
+    except Exception as exc:
+        result.errors.append(f"reduction: {exc}")
+        catalog.event("error", "internal-error", traceback.format_exc())
+    return result
+
+
+def summary_table(catalog: Catalog, result: BatchResult) -> str:
+    """Counts of this batch's files by type and final state."""
+    ids = [s.file_id for s in result.seen if s.file_id is not None]
+    rows = [catalog.file(i) for i in ids]
+    counts = Counter((r["frame_type"] or "-", r["state"]) for r in rows if r)
+    types = sorted({t for t, _ in counts})
+    states = sorted({s for _, s in counts})
+    width = max([8] + [len(s) for s in states])
+    lines = [f"{'type':<8} " + " ".join(f"{s:>{width}}" for s in states) + f" {'total':>6}"]
+    for t in types:
+        lines.append(f"{t:<8} " + " ".join(f"{counts.get((t, s), 0):>{width}}" for s in states)
+                     + f" {sum(counts.get((t, s), 0) for s in states):>6}")
+    skipped = sum(1 for s in result.seen if not s.new)
+    lines.append(f"{len(ids)} file(s) catalogued ({skipped} already known, unchanged)"
+                 + (f", {len(result.ignored)} ignored (not FITS by name)" if result.ignored else ""))
+    for path in result.missing:
+        lines.append(f"error: {path}: no such file or folder")
+    for err in result.errors:
+        lines.append(f"error: {err}")
+    return "\n".join(lines)

@@ -1,0 +1,270 @@
+"""Building one master calibration from a planned group of raw frames.
+
+`build_master(job)` is what a worker process runs: it checks each frame's pixels
+(non-finite values, saturation, flat level), subtracts the bias (and scaled dark, for
+flats) band by band while combining with the fast engine in `combine`, derives the
+bad-pixel mask (hot pixels from darks, weak pixels from flats) and writes the master
+atomically with its uncertainty plane and provenance. It touches no database: the caller
+records the returned `MasterResult`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from . import __version__
+from .combine import Combined, FitsSource, combine
+from .fitsio import image_hdus, read_image, write_atomic
+from .masters_plan import DATA_EXCLUSION_PREFIX
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    id: int
+    path: str
+    hdu: int
+    exptime: float | None
+    ccd_temp: float | None
+    saturation: float | None
+    date_obs: str | None
+
+
+@dataclass(frozen=True)
+class MasterRef:
+    id: int
+    path: str
+    exptime: float | None = None
+    includes_bias: bool = False
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    method: str = "median"
+    rejection: str = "sigclip"
+    sigma: float = 3.0
+    memory_limit: int = 1 << 30
+    saturation_fraction: float = 0.01
+    flat_min_level: float = 0.05
+    flat_max_level: float = 0.80
+    hot_pixel_sigma: float = 5.0
+    weak_pixel_level: float = 0.5
+    min_frames: int = 1
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class MasterJob:
+    kind: str                       # bias | dark | flat
+    group_key: str
+    version: int
+    frames: tuple[FrameRef, ...]
+    output: str
+    settings: MasterSettings
+    header: dict = field(default_factory=dict)   # provenance cards: INSTRUME, FILTER, XBINNING...
+    bias: MasterRef | None = None   # subtracted from darks and flats
+    dark: MasterRef | None = None   # subtracted (scaled) from flats
+    includes_bias: bool = False     # a dark master built without bias subtraction
+
+
+@dataclass(frozen=True)
+class MasterResult:
+    path: str | None
+    used: tuple[int, ...]
+    excluded: dict[int, str]        # file id -> reason (pixel-level)
+    median: float | None = None
+    n_bad_pixels: int = 0
+    message: str = ""
+
+
+def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
+    """Why a raw calibration frame's pixels make it unusable, or None.
+
+    Integer data cannot hold NaN, so for it a quarter of the rows is enough to judge
+    saturation and flat level; float data is scanned whole for NaN/inf.
+    """
+    data = read_image(Path(frame.path), frame.hdu)
+    sample = data[::4]
+    full_scale = frame.saturation or 65535.0
+    if np.issubdtype(data.dtype, np.floating):
+        bad = np.count_nonzero(~np.isfinite(data))
+        if bad:
+            return f"{DATA_EXCLUSION_PREFIX}{bad:,} NaN/inf pixel(s)"
+    saturated = np.count_nonzero(sample >= full_scale) / sample.size
+    if saturated > s.saturation_fraction:
+        return (f"{DATA_EXCLUSION_PREFIX}{saturated:.1%} of pixels at full scale ({full_scale:.0f} ADU), "
+                f"limit {s.saturation_fraction:.0%}")
+    if kind == "flat":
+        level = float(np.median(sample)) / full_scale
+        if level < s.flat_min_level:
+            return (f"{DATA_EXCLUSION_PREFIX}flat level {level:.1%} of full scale is below "
+                    f"{s.flat_min_level:.0%}: too faint")
+        if level > s.flat_max_level:
+            return (f"{DATA_EXCLUSION_PREFIX}flat level {level:.1%} of full scale is above "
+                    f"{s.flat_max_level:.0%}: near saturation, non-linear")
+    return None
+
+
+def _load_master(ref: MasterRef | None) -> np.ndarray | None:
+    return None if ref is None else read_image(Path(ref.path), 0)
+
+
+def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
+    if job.dark is None or job.dark.includes_bias or not job.dark.exptime or frame.exptime is None:
+        return 1.0
+    return frame.exptime / job.dark.exptime
+
+
+def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSource]:
+    """One FitsSource per frame, with the per-band calibration applied as it is read."""
+    sources = []
+    for frame in frames:
+        scale = _dark_scale(job, frame)
+        norm = 1.0
+        if job.kind == "flat":
+            norm = float(np.median(_calibrate_rows(read_image(Path(frame.path), frame.hdu), 0, bias, dark, scale)))
+            if not np.isfinite(norm) or norm <= 0:
+                norm = np.nan
+        sources.append(FitsSource(Path(frame.path), frame.hdu,
+                                  prepare=_Prepare(bias, dark if job.kind == "flat" else None, scale, norm)))
+    return sources
+
+
+def _calibrate_rows(rows, y0, bias, dark, scale):
+    y1 = y0 + rows.shape[0]
+    out = rows.astype(np.float32, copy=True)
+    if bias is not None:
+        out -= bias[y0:y1]
+    if dark is not None:
+        out -= np.float32(scale) * dark[y0:y1]
+    return out
+
+
+@dataclass(frozen=True)
+class _Prepare:
+    """Picklable per-band calibration: (rows - bias - scale*dark) / norm."""
+    bias: np.ndarray | None
+    dark: np.ndarray | None
+    scale: float
+    norm: float
+
+    def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
+        out = _calibrate_rows(rows, y0, self.bias, self.dark, self.scale)
+        if self.norm != 1.0:
+            out /= np.float32(self.norm)
+        return out
+
+
+def build_master(job: MasterJob) -> MasterResult:
+    s = job.settings
+    excluded: dict[int, str] = {}
+    usable = []
+    for frame in job.frames:
+        problem = pixel_problem(frame, job.kind, s)
+        if problem:
+            excluded[frame.id] = problem
+        else:
+            usable.append(frame)
+    if len(usable) < s.min_frames:
+        return MasterResult(None, (), excluded, message=f"only {len(usable)} usable frame(s) after pixel checks, "
+                                                        f"needs {s.min_frames}")
+    bias = None if job.includes_bias else _load_master(job.bias)
+    dark = _load_master(job.dark) if job.kind == "flat" else None
+    if job.kind == "flat" and job.dark is not None and job.dark.includes_bias:
+        bias = None  # a dark that includes the bias removes both
+    sources = _sources(job, usable, bias, dark)
+    result = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
+                     memory_limit=s.memory_limit, workers=s.workers)
+    data, uncertainty = result.data, result.uncertainty
+    if job.kind == "flat":
+        level = float(np.nanmedian(data))
+        data = data / np.float32(level)
+        uncertainty = uncertainty / np.float32(level)
+    mask = bad_pixel_mask(job.kind, data, result, s)
+    header = master_header(job, usable, bias_used=bias is not None, dark_used=dark is not None)
+    header["NBADPIX"] = (int(mask.sum()), "pixels flagged in the MASK extension")
+    write_atomic(Path(job.output), image_hdus(data, header, uncertainty=uncertainty, mask=mask))
+    return MasterResult(job.output, tuple(f.id for f in usable), excluded, median=float(np.nanmedian(data)),
+                        n_bad_pixels=int(mask.sum()))
+
+
+def bad_pixel_mask(kind: str, data: np.ndarray, result: Combined, s: MasterSettings) -> np.ndarray:
+    """Hot pixels (darks), weak/dead pixels (flats), and pixels no frame contributed to."""
+    mask = result.count == 0
+    if kind == "dark":
+        median = float(np.nanmedian(data))
+        mad = float(np.nanmedian(np.abs(data[::4, ::4] - median))) * 1.4826
+        mask |= data > median + s.hot_pixel_sigma * max(mad, 1e-6)
+    elif kind == "flat":
+        mask |= ~(data >= s.weak_pixel_level)   # also catches NaN
+    return mask
+
+
+def master_header(job: MasterJob, frames: list[FrameRef], *, bias_used: bool, dark_used: bool) -> fits.Header:
+    h = fits.Header()
+    h["IMAGETYP"] = (f"MASTER {job.kind.upper()}", "observd master calibration")
+    h["BUNIT"] = ("adu" if job.kind != "flat" else "", "flat normalised to 1" if job.kind == "flat" else "")
+    for key, value in job.header.items():
+        if value is not None:
+            h[key] = value
+    temps = [f.ccd_temp for f in frames if f.ccd_temp is not None]
+    if temps:
+        h["CCD-TEMP"] = (round(float(np.mean(temps)), 3), "[C] mean of the input frames")
+        h["CCDTMIN"] = (min(temps), "[C] coldest input frame")
+        h["CCDTMAX"] = (max(temps), "[C] warmest input frame")
+    exptimes = [f.exptime for f in frames if f.exptime is not None]
+    if exptimes:
+        h["EXPTIME"] = (float(np.median(exptimes)), "[s] exposure of the input frames")
+    h["NCOMBINE"] = (len(frames), "frames combined")
+    h["MVERSION"] = (job.version, "version of this master within its group")
+    h["GROUPKEY"] = job.group_key
+    h["DARKBIAS"] = (bool(job.includes_bias), "dark still includes the bias level")
+    h["OBSERVD"] = (__version__, "observd version")
+    for i, frame in enumerate(frames, start=1):
+        h[f"IMCMB{i:03d}"] = Path(frame.path).name
+    s = job.settings
+    h.add_history(f"observd {__version__}: master {job.kind} v{job.version} from {len(frames)} frames")
+    if bias_used and job.bias is not None:
+        h.add_history(f"bias subtracted: {Path(job.bias.path).name}")
+    if dark_used and job.dark is not None:
+        h.add_history(f"dark subtracted, scaled by exposure: {Path(job.dark.path).name}")
+    if job.kind == "flat":
+        h.add_history("each flat divided by its own median before combining; master normalised to 1")
+    h.add_history(f"combined: {s.method}, rejection {s.rejection} {s.sigma:g} sigma")
+    return h
+
+
+def read_master_header(path: Path) -> fits.Header:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        return fits.getheader(path)
+
+
+def change_flag(new_path: Path, old_path: Path, *, sigma: float, fraction: float) -> str | None:
+    """A new master that differs wildly from the previous version of its group is flagged.
+
+    Pixels differing by more than `sigma` combined standard errors are counted; more than
+    `fraction` of them (a moved dust donut, a light leak, a bias jump) raises the flag.
+    """
+    try:
+        with fits.open(new_path) as new, fits.open(old_path) as old:
+            a, b = new[0].data.astype(np.float32), old[0].data.astype(np.float32)
+            if a.shape != b.shape:
+                return f"shape changed from {b.shape} to {a.shape}"
+            ua = new["UNCERT"].data if "UNCERT" in new else np.zeros_like(a)
+            ub = old["UNCERT"].data if "UNCERT" in old else np.zeros_like(b)
+    except (OSError, KeyError) as exc:
+        return f"previous version unreadable for comparison: {exc}"
+    err = np.sqrt(ua.astype(np.float32) ** 2 + ub.astype(np.float32) ** 2)
+    diff = np.abs(a - b)
+    floor = float(np.nanmedian(err)) or 1e-6
+    outliers = np.count_nonzero(diff > sigma * np.maximum(err, floor)) / a.size
+    if outliers > fraction:
+        return (f"differs from v-previous by > {sigma:g} sigma in {outliers:.1%} of pixels "
+                f"(limit {fraction:.0%}): check the camera or the calibration frames")
+    return None

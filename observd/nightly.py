@@ -1,0 +1,140 @@
+"""When the nightly stacks are built: the pure "which nights are due" rule and its scheduler.
+
+A night is labelled by the local date of its evening ('YYYY-MM-DD'). Its stacks are built once,
+at local time `at` on the following date, when all its frames have arrived. Correctness does
+not rest on the timer: every run asks `nights_due` (fed by the catalog's ledger of stacked
+nights) what is due *now*, so a run after downtime catches up every missed night, and a run
+that finds nothing due does nothing. The timer only decides when to ask.
+
+Wall-clock times that do not exist or exist twice on DST days are resolved the way zoneinfo
+and APScheduler's CronTrigger both do: the first occurrence of a repeated time, and the
+pre-transition offset for a skipped one (02:30 on the spring-forward day is 03:30 summer time).
+
+APScheduler 3.11 notes (why the ledger is the guard, not the trigger): a CronTrigger whose time
+falls in the repeated autumn hour fires twice that day (fold=0 and fold=1), and issues
+#1021/#1036 report hourly triggers that stall near DST changes. The second autumn fire finds
+nothing due; `run_now` is serialised by a lock so a catch-up, the cron job and a manual
+`observd stack` never stack the same night concurrently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Container, Iterable
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+__all__ = ["NightlyScheduler", "nightly_trigger", "next_run", "nights_due"]
+
+log = logging.getLogger(__name__)
+
+_UTC = dt.timezone.utc
+_JOB_ID = "nightly-stacks"
+
+
+def stacking_time(night: str, *, timezone: str, at: dt.time) -> dt.datetime:
+    """The UTC instant at which `night` becomes due: local date night+1 at wall time `at`."""
+    day = dt.date.fromisoformat(night) + dt.timedelta(days=1)
+    return _local_instant(day, at, ZoneInfo(timezone))
+
+
+def nights_due(now_utc: dt.datetime, *, timezone: str, at: dt.time,
+               nights_with_lights: Iterable[str], stacked: Container[str]) -> list[str]:
+    """Nights whose stacking time has passed at `now_utc` and that are not stacked, oldest first.
+
+    Raises ValueError for a naive `now_utc` or a label that is not 'YYYY-MM-DD'.
+    """
+    _require_aware(now_utc)
+    return sorted(
+        night for night in set(nights_with_lights)
+        if night not in stacked and stacking_time(night, timezone=timezone, at=at) <= now_utc
+    )
+
+
+def next_run(now_utc: dt.datetime, *, timezone: str, at: dt.time) -> dt.datetime:
+    """The first local `at` strictly after `now_utc`, as UTC; exactly one per local date."""
+    _require_aware(now_utc)
+    zone = ZoneInfo(timezone)
+    today = now_utc.astimezone(zone).date()
+    candidate = _local_instant(today, at, zone)
+    # Tomorrow's `at` is always after now; comparing in UTC keeps a repeated hour from matching twice.
+    return candidate if candidate > now_utc else _local_instant(today + dt.timedelta(days=1), at, zone)
+
+
+def nightly_trigger(*, timezone: str, at: dt.time) -> CronTrigger:
+    """The daily CronTrigger at wall time `at` in the site's time zone (not the host's)."""
+    return CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=timezone)
+
+
+class NightlyScheduler:
+    """Wraps an APScheduler 3.x BackgroundScheduler: one daily cron job, plus a catch-up at start.
+
+    Each run calls `due()` and then `stack_night(night)` for each night; the failure of one night
+    is logged and the others still run (a failed night stays unstacked and is retried at the next
+    run). The job has coalesce=True (several missed fires run once), max_instances=1, and
+    misfire_grace_time=None: a fire delayed by a busy or suspended host still runs, whatever
+    the delay, because running late is harmless and skipping would postpone a night by a day.
+    """
+
+    def __init__(self, *, timezone: str, at: dt.time, due: Callable[[], list[str]],
+                 stack_night: Callable[[str], None],
+                 clock: Callable[[], dt.datetime] | None = None):
+        self.timezone = timezone
+        self.at = at
+        self.trigger = nightly_trigger(timezone=timezone, at=at)
+        self._due = due
+        self._stack_night = stack_night
+        self._clock = clock or (lambda: dt.datetime.now(_UTC))
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone=timezone)
+
+    def start(self) -> None:
+        """Start the timer; the first run (the catch-up) happens at once, in the background."""
+        self._scheduler.add_job(
+            self.run_now, self.trigger, id=_JOB_ID, name="nightly stacks",
+            next_run_time=self._clock(), coalesce=True, max_instances=1, misfire_grace_time=None,
+        )
+        self._scheduler.start()
+        log.info("nightly stacks: catch-up now, then daily at %s %s (next %s UTC)",
+                 self.at.isoformat(), self.timezone,
+                 next_run(self._clock(), timezone=self.timezone, at=self.at).isoformat())
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the timer (if started); with `wait`, let a running stack finish first."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)
+
+    def run_now(self) -> list[str]:
+        """Stack every due night once; returns the nights stacked successfully, oldest first.
+
+        `due()` is asked again after each pass, so a night that becomes due while a long
+        catch-up runs is stacked in the same run instead of waiting a day (its own cron fire
+        would be dropped by max_instances=1). A night that failed is not retried in this run.
+        """
+        with self._lock:
+            stacked: list[str] = []
+            attempted: set[str] = set()
+            while pending := [n for n in self._due() if n not in attempted]:
+                for night in pending:
+                    attempted.add(night)
+                    try:
+                        self._stack_night(night)
+                    except Exception:
+                        log.exception("nightly stack of night %s failed; other nights go on", night)
+                    else:
+                        stacked.append(night)
+            return stacked
+
+
+def _local_instant(day: dt.date, at: dt.time, zone: ZoneInfo) -> dt.datetime:
+    # fold=0: first occurrence of a repeated time, pre-transition offset for a skipped one.
+    return dt.datetime.combine(day, at.replace(tzinfo=None, fold=0), tzinfo=zone).astimezone(_UTC)
+
+
+def _require_aware(moment: dt.datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"expected a timezone-aware datetime, got naive {moment.isoformat()}")

@@ -1,0 +1,263 @@
+"""Nightly stacking schedule: due nights, next run, catch-up, DST days, failures, APScheduler."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import Counter
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from observd.nightly import NightlyScheduler, next_run, nights_due, nightly_trigger
+
+TZ = "Europe/Berlin"
+BERLIN = ZoneInfo(TZ)
+UTC = dt.timezone.utc
+TEN = dt.time(10, 0)
+
+
+def utc(*args) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=UTC)
+
+
+def night_labels(first: str, n: int) -> list[str]:
+    start = dt.date.fromisoformat(first)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+class FakeClock:
+    def __init__(self, now: dt.datetime):
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class Site:
+    """The daemon's side: catalog nights, a ledger that survives restarts, a stack recorder."""
+
+    def __init__(self, nights, clock, at=TEN, failing=()):
+        self.nights = set(nights)
+        self.ledger: set[str] = set()
+        self.calls: list[tuple[str, dt.datetime]] = []
+        self.clock, self.at, self.failing = clock, at, set(failing)
+
+    def due(self) -> list[str]:
+        return nights_due(self.clock(), timezone=TZ, at=self.at,
+                          nights_with_lights=self.nights, stacked=self.ledger)
+
+    def stack_night(self, night: str) -> None:
+        self.calls.append((night, self.clock()))
+        if night in self.failing:
+            raise RuntimeError(f"no aligned frames for {night}")
+        self.ledger.add(night)          # the caller of stack_night records success
+
+    def scheduler(self) -> NightlyScheduler:
+        return NightlyScheduler(timezone=TZ, at=self.at, due=self.due,
+                                stack_night=self.stack_night, clock=self.clock)
+
+
+# --- nights_due -------------------------------------------------------------------------
+
+def test_a_night_is_due_at_at_on_the_next_local_date():
+    # 2026-05-11 10:00 CEST (UTC+2) = 08:00 UTC
+    kw = dict(timezone=TZ, at=TEN, nights_with_lights=["2026-05-10"], stacked=set())
+    assert nights_due(utc(2026, 5, 11, 7, 59, 59), **kw) == []
+    assert nights_due(utc(2026, 5, 11, 8, 0), **kw) == ["2026-05-10"]
+
+
+def test_due_nights_are_unstacked_deduplicated_and_oldest_first():
+    lights = ["2026-05-09", "2026-05-07", "2026-05-10", "2026-05-08", "2026-05-09", "2026-05-11"]
+    due = nights_due(utc(2026, 5, 11, 12, 0), timezone=TZ, at=TEN,
+                     nights_with_lights=iter(lights), stacked={"2026-05-08"})
+    assert due == ["2026-05-07", "2026-05-09", "2026-05-10"]
+
+
+def test_the_site_timezone_not_utc_decides():
+    # Chile (UTC-4 in May): night 2026-05-10 is due at 2026-05-11 10:00 local = 14:00 UTC
+    kw = dict(timezone="America/Santiago", at=TEN, nights_with_lights=["2026-05-10"], stacked=())
+    assert nights_due(utc(2026, 5, 11, 13, 59), **kw) == []
+    assert nights_due(utc(2026, 5, 11, 14, 0), **kw) == ["2026-05-10"]
+
+
+def test_naive_now_is_rejected():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        nights_due(dt.datetime(2026, 5, 11, 12), timezone=TZ, at=TEN,
+                   nights_with_lights=[], stacked=())
+
+
+# --- next_run -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("now, at, expected", [
+    (utc(2026, 5, 11, 7, 0), TEN, utc(2026, 5, 11, 8, 0)),                  # CEST
+    (utc(2026, 5, 11, 8, 0), TEN, utc(2026, 5, 12, 8, 0)),                  # strictly after
+    (utc(2026, 1, 15, 12, 0), TEN, utc(2026, 1, 16, 9, 0)),                 # CET
+    (utc(2026, 3, 28, 12, 0), TEN, utc(2026, 3, 29, 8, 0)),                 # spring-forward day
+    (utc(2026, 10, 24, 12, 0), TEN, utc(2026, 10, 25, 9, 0)),               # fall-back day
+    # 02:30 does not exist on 2026-03-29: pre-transition offset, i.e. 03:30 CEST = 01:30 UTC
+    (utc(2026, 3, 28, 12, 0), dt.time(2, 30), utc(2026, 3, 29, 1, 30)),
+    # 02:30 happens twice on 2026-10-25: the first (CEST, 00:30 UTC), then the next day
+    (utc(2026, 10, 24, 12, 0), dt.time(2, 30), utc(2026, 10, 25, 0, 30)),
+    (utc(2026, 10, 25, 0, 30), dt.time(2, 30), utc(2026, 10, 26, 1, 30)),
+    (utc(2026, 10, 25, 1, 15), dt.time(2, 30), utc(2026, 10, 26, 1, 30)),  # 02:15 CET, 2nd pass
+])
+def test_next_run(now, at, expected):
+    assert next_run(now, timezone=TZ, at=at) == expected
+
+
+# --- the real APScheduler trigger ---------------------------------------------------------
+
+def test_cron_trigger_uses_the_site_timezone():
+    trigger = nightly_trigger(timezone=TZ, at=TEN)
+    assert trigger.timezone == BERLIN
+    now = utc(2026, 3, 28, 12, 0)
+    assert trigger.get_next_fire_time(None, now) == utc(2026, 3, 29, 8, 0)   # 10:00 CEST
+    assert trigger.get_next_fire_time(None, now) == next_run(now, timezone=TZ, at=TEN)
+
+
+@pytest.mark.parametrize("at", [TEN, dt.time(2, 30), dt.time(0, 0)])
+def test_cron_trigger_and_next_run_agree_for_a_year_but_the_repeated_autumn_hour(at):
+    """APScheduler 3.11 fires twice at a wall time inside the repeated hour; next_run does not."""
+    trigger = nightly_trigger(timezone=TZ, at=at)
+    now, previous, cron = utc(2026, 1, 1), None, []
+    while now < utc(2027, 1, 1):
+        previous = now = trigger.get_next_fire_time(previous, now).astimezone(UTC)
+        cron.append(now)
+    ours, now = [], utc(2026, 1, 1)
+    while now < utc(2027, 1, 1):
+        now = next_run(now, timezone=TZ, at=at)
+        ours.append(now)
+    extra = {utc(2026, 10, 25, 1, 30)} if at == dt.time(2, 30) else set()
+    assert set(cron) - set(ours) == extra
+    assert set(ours) - set(cron) == set()
+    assert len(ours) == len({t.astimezone(BERLIN).date() for t in ours})   # one per local date
+
+
+# --- NightlyScheduler with a fake clock ---------------------------------------------------
+
+def simulate(site: Site, sched: NightlyScheduler, until: dt.datetime) -> list[dt.datetime]:
+    """Fire run_now at every CronTrigger fire time (as the daemon would) up to `until`."""
+    fires, previous = [], None
+    while (fire := sched.trigger.get_next_fire_time(previous, site.clock())) <= until:
+        site.clock.now = previous = fire
+        fires.append(fire)
+        sched.run_now()
+    return fires
+
+
+@pytest.mark.parametrize("first_night, at", [
+    ("2026-05-04", TEN),
+    ("2026-03-25", TEN), ("2026-03-25", dt.time(2, 30)),     # spring forward 2026-03-29
+    ("2026-10-21", TEN), ("2026-10-21", dt.time(2, 30)),     # fall back 2026-10-25
+])
+def test_one_stack_per_night_over_simulated_days(first_night, at):
+    nights = night_labels(first_night, 8)
+    clock = FakeClock(dt.datetime.combine(dt.date.fromisoformat(first_night), dt.time(18, 0),
+                                          tzinfo=BERLIN).astimezone(UTC))
+    site = Site([n for n in nights if n != nights[3]], clock, at=at)   # one night clouded out
+    sched = site.scheduler()
+    sched.run_now()                                                    # start-up: nothing due yet
+    fires = simulate(site, sched, until=clock.now + dt.timedelta(days=8, hours=12))
+
+    assert len(fires) >= 8
+    counts = Counter(night for night, _ in site.calls)
+    assert set(counts) == site.nights and set(counts.values()) == {1}
+    for night, when in site.calls:   # stacked on the next local date, at (or just after) `at`
+        local = when.astimezone(BERLIN)
+        assert local.date() == dt.date.fromisoformat(night) + dt.timedelta(days=1)
+        assert when == next_run(when - dt.timedelta(seconds=1), timezone=TZ, at=at)
+    stacking_days = [when.astimezone(BERLIN).date() for _, when in site.calls]
+    assert len(stacking_days) == len(set(stacking_days))
+
+
+def test_catch_up_after_downtime_stacks_every_missed_night_once_and_survives_restarts():
+    nights = night_labels("2026-06-01", 6)
+    clock = FakeClock(utc(2026, 6, 2, 8, 0))                 # 10:00 CEST after night 1
+    site = Site(nights, clock)
+    assert site.scheduler().run_now() == ["2026-06-01"]
+
+    clock.now = utc(2026, 6, 6, 15, 0)                       # daemon was down for four days
+    assert site.scheduler().run_now() == nights[1:5]          # a new instance: a restart
+    assert site.scheduler().run_now() == []                   # restarted again the same day
+    clock.now = utc(2026, 6, 7, 8, 0)
+    assert site.scheduler().run_now() == ["2026-06-06"]
+    assert Counter(n for n, _ in site.calls) == Counter(nights)
+
+
+def test_a_failing_night_is_logged_and_the_others_still_stack(caplog):
+    nights = night_labels("2026-06-01", 4)
+    clock = FakeClock(utc(2026, 6, 5, 12, 0))
+    site = Site(nights, clock, failing={"2026-06-02"})
+    with caplog.at_level(logging.ERROR, logger="observd.nightly"):
+        assert site.scheduler().run_now() == ["2026-06-01", "2026-06-03", "2026-06-04"]
+    assert "2026-06-02" in caplog.text and "no aligned frames" in caplog.text
+    assert [n for n, _ in site.calls].count("2026-06-02") == 1   # not retried in the same run
+
+    site.failing.clear()                                          # fixed: next run retries it
+    assert site.scheduler().run_now() == ["2026-06-02"]
+
+
+def test_a_night_that_becomes_due_during_a_long_catch_up_is_stacked_in_the_same_run():
+    clock = FakeClock(utc(2026, 6, 5, 7, 0))                      # 09:00 CEST: 06-04 not due yet
+    site = Site(night_labels("2026-06-01", 4), clock)
+
+    def slow_stack(night):
+        site.stack_night(night)
+        clock.now += dt.timedelta(minutes=30)                     # each stack takes half an hour
+
+    sched = NightlyScheduler(timezone=TZ, at=TEN, due=site.due, stack_night=slow_stack,
+                             clock=clock)
+    assert sched.run_now() == night_labels("2026-06-01", 4)
+
+
+def test_concurrent_runs_never_stack_a_night_twice():
+    clock = FakeClock(utc(2026, 6, 3, 12, 0))
+    site = Site(night_labels("2026-06-01", 2), clock)
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking_stack(night):
+        entered.set()
+        assert release.wait(5)
+        site.stack_night(night)
+
+    sched = NightlyScheduler(timezone=TZ, at=TEN, due=site.due, stack_night=blocking_stack)
+    results = []
+    first = threading.Thread(target=lambda: results.append(sched.run_now()))
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=lambda: results.append(sched.run_now()))
+    second.start()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert sorted(results) == [[], ["2026-06-01", "2026-06-02"]]
+    assert Counter(n for n, _ in site.calls) == Counter(["2026-06-01", "2026-06-02"])
+
+
+def test_start_runs_the_catch_up_in_the_background_and_schedules_the_cron_job():
+    """Real BackgroundScheduler, real clock: no waiting beyond the catch-up itself."""
+    now = dt.datetime.now(UTC)
+    yesterday = (now.astimezone(BERLIN) - dt.timedelta(days=2)).date().isoformat()
+    done = threading.Event()
+    ledger: set[str] = set()
+
+    def stack_night(night):
+        ledger.add(night)
+        done.set()
+
+    sched = NightlyScheduler(
+        timezone=TZ, at=TEN, stack_night=stack_night,
+        due=lambda: nights_due(dt.datetime.now(UTC), timezone=TZ, at=TEN,
+                               nights_with_lights=[yesterday], stacked=ledger))
+    sched.start()
+    try:
+        assert done.wait(10)
+        job = sched._scheduler.get_job("nightly-stacks")   # peek: the options the brief requires
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
+        assert job.trigger is sched.trigger
+    finally:
+        sched.shutdown()
+    assert ledger == {yesterday}
+    sched.shutdown()                                         # a second shutdown is harmless

@@ -1,0 +1,409 @@
+"""The simulated camera: deterministic, faithful headers, and ground truth that holds.
+
+Most checks measure the written files with independent tools (astropy, sep) and compare
+with truth.json/truth.npz, so a simulator whose truth drifts from its pixels fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import sep
+from astropy.io import fits
+
+from observd.simulate import DIALECTS, SimSpec, TargetSpec, plan_night, write_night
+
+SMALL = dict(shape=(64, 64), n_bias=2, n_dark=2, n_flat=2,
+             targets=(TargetSpec(filters=("L", "R"), n_lights=2, n_stars=30),))
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """One 256x256 night with enough frames to average; shared by the truth tests."""
+    spec = SimSpec(seed=3, shape=(256, 256), n_bias=16, n_dark=8, n_flat=8, dark_temps=(-10.0, -16.0),
+                   targets=(TargetSpec(n_lights=6, n_stars=120),))
+    out = tmp_path_factory.mktemp("night")
+    truth = write_night(out, spec)
+    arrays = np.load(out / "truth.npz")
+    return spec, out, truth, {k: arrays[k] for k in arrays.files}
+
+
+def _files(truth, kind):
+    return [f for f in truth["files"] if f["type"] == kind]
+
+
+def _data(out, rec):
+    return fits.getdata(out / rec["name"]).astype(np.float64)
+
+
+def _calibrated(out, truth, arrays, rec):
+    """(raw - bias - dark t) / flat with the *true* calibration arrays."""
+    dark = arrays[truth["arrays"]["dark"][str(float(rec["set_temp"]))]]
+    flat = arrays[truth["arrays"]["flat"][rec["filter"]]]
+    return ((_data(out, rec) - arrays["bias"] - dark * rec["exptime"]) / flat).astype(np.float64)
+
+
+def _predicted(truth, rec):
+    stars = np.array(truth["targets"][rec["target"]]["stars"])
+    m = np.array(rec["matrix"])
+    xy = (m @ np.column_stack([stars[:, :2], np.ones(len(stars))]).T)[:2].T
+    return xy, stars[:, 2]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_plan_is_pure_ordered_and_complete():
+    spec = SimSpec(dark_temps=(-10.0, -20.0), dark_exptimes=(30.0, 60.0),
+                   targets=(TargetSpec("M42", ("L", "R"), 3, 60.0), TargetSpec("M31", ("L",), 4, 120.0)))
+    plan = plan_night(spec)
+    assert plan == plan_night(spec)
+    times = [f.date_obs for f in plan]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert len({f.name for f in plan}) == len(plan)
+    kinds = [f.frame_type for f in plan]
+    assert kinds.count("bias") == 9
+    assert kinds.count("dark") == 7 * 2 * 2
+    assert kinds.count("flat") == 7 * 2             # one set per filter used (L, R)
+    assert kinds.count("light") == 3 * 2 + 4
+    # dawn flats come last, after every light
+    assert kinds[-14:] == ["flat"] * 14
+    assert {(f.exptime, f.set_temp) for f in plan if f.frame_type == "dark"} == {
+        (30.0, -10.0), (60.0, -10.0), (30.0, -20.0), (60.0, -20.0)}
+    for f in plan:   # the sensor sits within 0.1 degC of its set point
+        assert abs(f.ccd_temp - f.set_temp) <= 0.1
+
+
+def test_night_times_follow_local_clock_across_a_dst_change():
+    # Berlin leaves summer time at 03:00 on 2026-10-25: evening is UTC+2, dawn UTC+1.
+    spec = SimSpec(night="2026-10-24", flats_at="dawn")
+    tz = ZoneInfo("Europe/Berlin")
+    plan = plan_night(spec)
+    assert all(f.date_obs.tzinfo is not None and f.date_obs.utcoffset() == timedelta(0) for f in plan)
+    local = {f.frame_type: [] for f in plan}
+    for f in plan:
+        local[f.frame_type].append(f.date_obs.astimezone(tz))
+    assert local["light"][0].date().isoformat() == "2026-10-24" and 20 <= local["light"][0].hour <= 21
+    assert local["bias"][0].hour == 18
+    dawn = local["flat"][0]
+    assert dawn.date().isoformat() == "2026-10-25" and (dawn.hour, dawn.minute // 10) == (6, 3)
+    assert dawn.utcoffset() == timedelta(hours=1) and local["light"][0].utcoffset() == timedelta(hours=2)
+
+    dusk = plan_night(SimSpec(flats_at="dusk"))
+    assert dusk[0].frame_type == "flat" and dusk[-1].frame_type == "light"
+    assert dusk[0].date_obs.astimezone(tz).hour == 18
+
+
+def test_meridian_flip_rotates_the_second_half_by_180_degrees():
+    spec = SimSpec(targets=(TargetSpec(n_lights=8),), field_rotation=0.05)
+    lights = [f for f in plan_night(spec) if f.frame_type == "light"]
+    flipped = [f.light.flipped for f in lights]
+    assert flipped == [False] * 4 + [True] * 4
+    for f in lights:
+        m = np.array(f.light.matrix)
+        angle = np.degrees(np.arctan2(m[1, 0], m[0, 0])) % 360
+        assert np.isclose(np.linalg.det(m[:2, :2]), 1.0)          # rotation, no mirror/scale
+        expected = 180.0 if f.light.flipped else 0.0
+        assert abs((angle - expected + 180) % 360 - 180) < 1.0
+        centre = np.array([255.5, 255.5, 1.0])     # the flip is about the frame centre
+        assert np.hypot(*(m @ centre - centre)[:2]) < 25
+    assert not any(f.light.flipped for f in plan_night(SimSpec(meridian_flip=False))
+                   if f.frame_type == "light")
+
+
+def test_invalid_spec_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="dialect"):
+        SimSpec(dialect="sgp")
+    with pytest.raises(ValueError, match="flats_at"):
+        SimSpec(flats_at="noon")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_same_seed_same_bytes_other_seed_different(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_night(a, SimSpec(seed=5, **SMALL))
+    write_night(b, SimSpec(seed=5, **SMALL))
+    write_night(c, SimSpec(seed=6, **SMALL))
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert len(names) == 2 + 2 + 2 * 2 + 2 * 2 + 2          # + truth.json, truth.npz
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    fits_a = sorted(p for p in a.rglob("*.fits"))
+    fits_c = sorted(p for p in c.rglob("*.fits"))
+    assert len(fits_a) == len(fits_c)
+    assert all(fits.getdata(x).tobytes() != fits.getdata(y).tobytes() for x, y in zip(fits_a, fits_c))
+
+
+_TYPE_KEYS = ("IMAGETYP", "OBSTYPE", "FRAME", "FRAMETYP", "PICTTYPE")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_headers_speak_the_dialect(tmp_path, dialect):
+    spec = SimSpec(seed=2, dialect=dialect, **SMALL)
+    truth = write_night(tmp_path, spec)
+    tz = ZoneInfo(spec.timezone)
+    seen = set()
+    for rec in truth["files"]:
+        path = tmp_path / rec["name"]
+        with fits.open(path, do_not_scale_image_data=True) as hdul:
+            hdul.verify("exception")
+            h, raw = hdul[0].header, hdul[0].data
+        assert h["BITPIX"] == 16 and h["BZERO"] == 32768 and raw.dtype == np.dtype(">i2")
+        assert fits.getdata(path).dtype == np.uint16
+        assert (h["NAXIS2"], h["NAXIS1"]) == spec.shape
+        assert h["INSTRUME"] == spec.instrument
+        kind, start = rec["type"], datetime.fromisoformat(rec["date_obs"])
+        seen.add(kind)
+        if dialect == "maxim":
+            assert h["IMAGETYP"] == {"light": "Light Frame", "bias": "Bias Frame",
+                                     "dark": "Dark Frame", "flat": "Flat Field"}[kind]
+            assert h["EXPTIME"] == h["EXPOSURE"] == rec["exptime"]
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", h["DATE-OBS"])
+            assert h["EGAIN"] == spec.gain and h["SWCREATE"].startswith("MaxIm DL")
+            assert h["CCD-TEMP"] == rec["ccd_temp"] and h["SET-TEMP"] == rec["set_temp"]
+            assert re.fullmatch({"light": r"M42-\d{3}[LR]\.fit", "bias": r"Bias-\d{3}\.fit",
+                                 "dark": r"Dark-\d{3}-60s\.fit", "flat": r"Flat-\d{3}-[LR]\.fit"}[kind],
+                                rec["name"])
+        elif dialect == "nina":
+            assert h["IMAGETYP"] == kind.upper()
+            assert rec["name"].startswith(kind.upper() + "/")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}", h["DATE-OBS"])
+            loc = datetime.fromisoformat(h["DATE-LOC"][:26])
+            utc = datetime.fromisoformat(h["DATE-OBS"][:26])
+            assert loc - utc == start.astimezone(tz).utcoffset() == timedelta(hours=1)
+            assert h["GAIN"] == spec.gain_setting and h["OFFSET"] == spec.offset_setting
+            assert h["SWCREATE"].startswith("N.I.N.A.") and h["CCD-TEMP"] == rec["ccd_temp"]
+        elif dialect == "iraf":
+            assert h["OBSTYPE"] == h["IMAGETYP"] == {"light": "object", "bias": "zero",
+                                                     "dark": "dark", "flat": "flat"}[kind]
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d", h["DATE-OBS"])
+            utc = datetime.fromisoformat(f"{h['DATE-OBS']}T{h['TIME-OBS']}")
+            assert abs(utc.replace(tzinfo=timezone.utc) - start) < timedelta(seconds=0.1)
+            assert h["CCDTEMP"] == pytest.approx(rec["ccd_temp"] + 273.15, abs=0.006)
+            assert h["CCDSUM"] == "1 1" and h["GAIN"] == spec.gain and h["RDNOISE"] == spec.read_noise
+            assert ("FILTER1" in h) == (kind in ("light", "flat"))
+            assert re.fullmatch(r"a\d{4}\.fits", rec["name"])
+        elif dialect == "theskyx":
+            assert h["PICTTYPE"] == {"light": 1, "bias": 2, "dark": 3, "flat": 4}[kind]
+            assert h["IMAGETYP"].split()[0].lower() == kind
+            assert rec["name"].endswith(".FIT")
+        elif dialect == "asiair":
+            assert not any(k in h for k in _TYPE_KEYS)
+            assert isinstance(h["EXPOSURE"], str) and float(h["EXPOSURE"]) == rec["exptime"]
+            assert rec["name"].startswith(kind.capitalize() + "_")
+            stamp = start.astimezone(tz).strftime("%Y%m%d-%H%M%S")
+            assert f"_{stamp}_" in rec["name"]
+        if dialect != "iraf":
+            iso = h["DATE-OBS"][:26]
+            assert abs(datetime.fromisoformat(iso).replace(tzinfo=timezone.utc) - start) < timedelta(seconds=1)
+        if kind == "light" and dialect != "iraf":
+            assert (h.get("FILTER1") or h["FILTER"]) == rec["filter"] and h["OBJECT"] == "M42"
+    assert seen == {"bias", "dark", "flat", "light"}
+
+
+def test_overscan_strip_and_sections(tmp_path):
+    spec = SimSpec(dialect="iraf", overscan=10, **SMALL)
+    truth = write_night(tmp_path, spec)
+    rec = _files(truth, "bias")[0]
+    h = fits.getheader(tmp_path / rec["name"])
+    assert (h["NAXIS2"], h["NAXIS1"]) == (64, 74)
+    assert h["BIASSEC"] == "[65:74,1:64]" and h["TRIMSEC"] == "[1:64,1:64]"
+    strip = fits.getdata(tmp_path / rec["name"]).astype(float)[:, 64:]
+    assert abs(strip.mean() - spec.bias_level) < 0.5
+    assert strip.std() == pytest.approx(spec.read_noise / spec.gain, rel=0.15)
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("temp_names", [False, True])
+def test_chunked_and_temporary_writes_expose_only_what_real_software_does(tmp_path, temp_names):
+    spec = SimSpec(dialect="maxim", chunked=True, temp_names=temp_names, pace=2.5, **SMALL)
+    snapshots, delays, completed = [], [], []
+
+    def fake_sleep(seconds):
+        delays.append(seconds)
+        snapshots.append(_snapshot(tmp_path))
+
+    def on_file(path):
+        completed.append((path.name, path.stat().st_size, path.exists()))
+
+    truth = write_night(tmp_path, spec, sleep=fake_sleep, on_file=on_file)
+    final = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("truth")}
+    n = len(truth["files"])
+    assert len(final) == n and not any(k.endswith(".tmp") for k in final)
+    assert delays.count(2.5) == n - 1                      # pace between files
+    assert delays.count(spec.chunk_delay) == 3 * n         # 4 chunks, 3 pauses per file
+    assert [c[0] for c in completed] == [Path(f["name"]).name for f in truth["files"]]
+    assert all(size == final[name] for name, size, _ in completed)
+    partial_final = [(k, v) for s in snapshots for k, v in s.items()
+                     if not k.endswith(".tmp") and v < final.get(k, 0)]
+    partial_tmp = [k for s in snapshots for k in s if k.endswith(".tmp")]
+    if temp_names:
+        assert not partial_final and partial_tmp            # final names appear only complete
+    else:
+        assert partial_final and not partial_tmp            # a half-written file is visible
+        assert all(v % 2880 or v < final[k] for k, v in partial_final)
+
+
+# --------------------------------------------------------------------------- truth
+
+
+def test_mean_bias_matches_truth_pattern_within_read_noise(night):
+    spec, out, truth, arrays = night
+    biases = np.stack([_data(out, r) for r in _files(truth, "bias")])
+    resid = biases.mean(axis=0) - arrays["bias"]
+    expected = truth["read_noise_adu"] / np.sqrt(len(biases))
+    assert abs(resid.mean()) < 0.2
+    assert resid.std() == pytest.approx(expected, rel=0.15)
+    # the pattern is real structure: a flat bias_level would explain the mean far worse
+    assert np.std(biases.mean(axis=0) - spec.bias_level) > 1.3 * resid.std()
+
+
+def test_dark_truth_and_hot_pixels(night):
+    spec, out, truth, arrays = night
+    hot = np.array(truth["hot_pixels"])
+    assert len(hot) == round(spec.hot_pixel_fraction * 256 * 256)
+    hx, hy = hot[:, 0], hot[:, 1]
+    true_rates = {}
+    for temp in (-10.0, -16.0):
+        darks = [r for r in _files(truth, "dark") if r["set_temp"] == temp]
+        mean = np.stack([_data(out, r) for r in darks]).mean(axis=0)
+        rate = (mean - arrays["bias"]) / darks[0]["exptime"]
+        true_rates[temp] = true_rate = arrays[truth["arrays"]["dark"][str(temp)]]
+        unsat = mean[hy, hx] < 60000
+        assert unsat.sum() >= 3
+        np.testing.assert_allclose(rate[hy, hx][unsat], true_rate[hy, hx][unsat], rtol=0.05)
+        assert true_rate[hy, hx].min() > 50 * np.median(true_rate)
+    assert np.median(true_rates[-10.0]) * spec.gain == pytest.approx(spec.dark_current, rel=0.05)
+    # dark current halves for every 6 degC of cooling
+    np.testing.assert_allclose(true_rates[-16.0], true_rates[-10.0] / 2, rtol=1e-5)
+    # cosmic-ray hits recorded in the truth stand out in their dark
+    rec = _files(truth, "dark")[0]
+    cr = np.array(rec["cosmic_rays"])
+    assert len(cr) >= 10
+    resid = _data(out, rec) - arrays["bias"] - true_rates[-10.0] * rec["exptime"]
+    assert np.median(resid[cr[:, 1], cr[:, 0]]) > 20 * truth["read_noise_adu"]
+
+
+def test_flat_truth_vignetting_and_dust(night):
+    spec, out, truth, arrays = night
+    flats = _files(truth, "flat")
+    norm = [(d := _data(out, r) - arrays["bias"]) / d.mean() for r in flats]
+    mean = np.mean(norm, axis=0)
+    true = arrays[truth["arrays"]["flat"]["L"]]
+    assert true.mean() == pytest.approx(1.0, abs=1e-5)
+    assert np.std(mean - true) < 0.005
+    corners = np.mean([true[:8, :8].mean(), true[:8, -8:].mean(), true[-8:, :8].mean(), true[-8:, -8:].mean()])
+    assert 0.72 < corners / true[120:136, 120:136].mean() < 0.9
+    levels = [np.median(_data(out, r)) / 65535 for r in flats]
+    assert all(0.28 < v < 0.52 for v in levels)
+
+
+def _detections(img, fwhm):
+    img = np.ascontiguousarray(img, dtype=np.float64)
+    bkg = sep.Background(img)
+    sub = img - bkg.back()
+    objs = sep.extract(sub, 8.0, err=bkg.globalrms, minarea=5)
+    return sub, objs, bkg
+
+
+def _clean_stars(rec, xy, flux, lo=3e4, hi=3e5):
+    """Indices of stars (brightest first) bright but unsaturated, inside the frame, with no
+    neighbour that matters and no cosmic ray within 10 px: the ones a measurement can trust."""
+    cr = np.array(rec["cosmic_rays"]).reshape(-1, 2)
+    keep = []
+    for i, (x, y) in enumerate(xy):
+        others = np.hypot(*(xy - xy[i]).T)
+        crowded = ((others > 0) & (others < 14) & (flux > 0.01 * flux[i])).any()
+        near_cr = len(cr) and np.hypot(*(cr - [x, y]).T).min() < 10
+        if 14 < x < 241 and 14 < y < 241 and lo < flux[i] < hi and not crowded and not near_cr:
+            keep.append(i)
+    return keep
+
+
+def test_stars_sit_where_the_matrix_puts_them(night):
+    spec, out, truth, arrays = night
+    lights = [r for r in _files(truth, "light") if not (r["clouded"] or r["trailed"])]
+    assert {r["flipped"] for r in lights} == {False, True}
+    for rec in lights:
+        img = _calibrated(out, truth, arrays, rec)
+        sub, objs, _ = _detections(img, rec["fwhm"])
+        xw, yw, _ = sep.winpos(sub, objs["x"], objs["y"], rec["fwhm"] / 2.355)
+        xy, flux = _predicted(truth, rec)
+        errors = [np.hypot(xw - xy[i, 0], yw - xy[i, 1]).min() for i in _clean_stars(rec, xy, flux)]
+        assert len(errors) >= 3, rec["name"]
+        assert max(errors) < 0.1, (rec["name"], errors)
+
+
+def _aperture_fluxes(out, truth, arrays, rec):
+    img = _calibrated(out, truth, arrays, rec)
+    sub, _, bkg = _detections(img, rec["fwhm"])
+    xy, flux = _predicted(truth, rec)
+    ok = _clean_stars(rec, xy, flux)
+    meas, err, _ = sep.sum_circle(sub, xy[ok, 0], xy[ok, 1], 3 * rec["fwhm"],
+                                  err=bkg.globalrms, gain=truth["gain"])
+    return meas, err, flux[ok]
+
+
+def test_star_fluxes_match_truth_and_clouds_dim_them(night):
+    spec, out, truth, arrays = night
+    lights = _files(truth, "light")
+    clear = next(r for r in lights if not (r["clouded"] or r["trailed"]))
+    cloudy = next(r for r in lights if r["clouded"])
+    meas, err, true = _aperture_fluxes(out, truth, arrays, clear)
+    expected = true * clear["transparency"]
+    assert len(meas) >= 3
+    assert (np.abs(meas - expected) < 4 * err + 0.02 * expected).all(), (meas / expected, err / expected)
+    meas_c, _, true_c = _aperture_fluxes(out, truth, arrays, cloudy)
+    ratio = np.median(meas_c / true_c) / np.median(meas / true)
+    assert 0.1 <= cloudy["transparency"] <= 0.2
+    assert ratio == pytest.approx(cloudy["transparency"] / clear["transparency"], rel=0.2)
+    n_clear = len(_detections(_calibrated(out, truth, arrays, clear), 3)[1])
+    n_cloudy = len(_detections(_calibrated(out, truth, arrays, cloudy), 3)[1])
+    assert n_cloudy < 0.5 * n_clear
+    assert cloudy["sky_adu"] > clear["sky_adu"]
+
+
+def test_trailed_frames_have_elongated_stars(night):
+    spec, out, truth, arrays = night
+    lights = _files(truth, "light")
+    trailed = next(r for r in lights if r["trailed"])
+    clear = next(r for r in lights if not (r["clouded"] or r["trailed"]))
+    assert 10 <= np.hypot(*trailed["trail"]) <= 15
+
+    def elongation(rec):
+        _, objs, _ = _detections(_calibrated(out, truth, arrays, rec), rec["fwhm"])
+        bright = objs[(objs["flux"] > np.percentile(objs["flux"], 50)) & (objs["peak"] < 4e4)]
+        return np.median(bright["a"] / bright["b"])
+
+    assert elongation(trailed) > 2.0
+    assert elongation(clear) < 1.3
+
+
+def test_truth_files_describe_the_night(night):
+    spec, out, truth, arrays = night
+    on_disk = json.loads((out / "truth.json").read_text())
+    assert on_disk == json.loads(json.dumps(truth))
+    assert set(arrays) == {"bias", *truth["arrays"]["dark"].values(), *truth["arrays"]["flat"].values()}
+    assert all(a.shape == (256, 256) for a in arrays.values())
+    assert [f["name"] for f in truth["files"]] == [f.name for f in plan_night(spec)]
+    stars = np.array(truth["targets"]["M42"]["stars"])
+    assert stars.shape == (120, 3) and (np.diff(stars[:, 2]) <= 0).all()
+    # some stars saturate in a clear light, as in real fields
+    clear = next(r for r in _files(truth, "light") if not (r["clouded"] or r["trailed"]))
+    assert _data(out, clear).max() == 65535
+    lights = _files(truth, "light")
+    assert sum(r["clouded"] for r in lights) == 1 and sum(r["trailed"] for r in lights) == 1
+    assert all(len(r["cosmic_rays"]) >= 0.5 * 20 / 4 for r in lights)     # 20 per 512^2
+    assert not (out / "truth.json.tmp").exists()
