@@ -184,5 +184,5 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
         image = np.where(holes, np.median(image[~holes]) if not holes.all() else 0.0, image)
     out = ndimage.affine_transform(image, order=order if kind == "data" else 1, cval=np.nan,
                                    **resample)
-    pass
+    out *= np.float32(jacobian)
     return out

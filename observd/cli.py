@@ -64,16 +64,49 @@ class Progress:
         self.stream.flush()
 
 
+def worker_pool(config: Config):
+    """Worker processes for CPU-heavy jobs. forkserver, never fork: the parent holds threads and SQLite."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    workers = config.daemon.workers or os.cpu_count() or 1
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
 def cmd_ingest(args) -> int:
     from .ingest import ingest, summary_table
+    from .reduce import Reducer
     config = _load(args)
     catalog = _open_catalog(config)
     try:
-        result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress())
+        with worker_pool(config) as pool:
+            result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(),
+                            reducer=Reducer(config, catalog, pool=pool))
         print(summary_table(catalog, result))
     finally:
         catalog.close()
     return 1 if result.failed else 0
+
+
+def cmd_masters(args) -> int:
+    from .reduce import Reducer
+    from .report import format_masters, master_entry
+    config = _load(args)
+    if args.rebuild:
+        catalog = _open_catalog(config)
+        try:
+            with worker_pool(config) as pool:
+                built = Reducer(config, catalog, pool=pool).rebuild_masters()
+            print(f"rebuilt: {built} action(s)")
+        finally:
+            catalog.close()
+    catalog = _open_catalog(config, readonly=True)
+    try:
+        entries = [master_entry(m) for m in catalog.masters(current_only=not args.all)]
+    finally:
+        catalog.close()
+    print(json.dumps(entries, indent=2) if args.json else format_masters(entries))
+    return 0
 
 
 def cmd_frames(args) -> int:
@@ -96,7 +129,9 @@ def cmd_status(args) -> int:
     catalog = _open_catalog(config, readonly=True)
     try:
         from .masters_plan import calibration_groups
-        report = status_report(catalog, night=args.night, status_log=str(config.paths.status_log),
+        nights = catalog.nights()
+        night = None if args.all else (args.night or (nights[-1] if nights else None))
+        report = status_report(catalog, night=night, status_log=str(config.paths.status_log),
                                pending_groups=calibration_groups(catalog, config))
     finally:
         catalog.close()
@@ -161,7 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = command("status", cmd_status, "what happened tonight: counts, masters, waiting, failures, products")
-    p.add_argument("--night", metavar="YYYY-MM-DD")
+    p.add_argument("--night", metavar="YYYY-MM-DD", help="default: the latest night in the catalog")
+    p.add_argument("--all", action="store_true", help="every night")
+    p.add_argument("--json", action="store_true")
+
+    p = command("masters", cmd_masters, "list master calibrations; --rebuild forces a new version of each")
+    p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--all", action="store_true", help="include superseded versions")
     p.add_argument("--json", action="store_true")
 
     p = command("simulate", cmd_simulate, "write a simulated night of FITS files into OUTDIR", config=False)

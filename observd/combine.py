@@ -65,7 +65,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -392,6 +392,8 @@ def _sort_values(stack: np.ndarray, weights: np.ndarray | None):
     else:
         nvalid = np.full(stack.shape[1], stack.shape[0], np.intp)
     del bad
+    if weights is None and stack.shape[0] <= _NETWORK_MAX_FRAMES:
+        return _network_sort(stack), None, nvalid, any_invalid
     t = stack.T.copy()                  # (pixels, N): each pixel's values contiguous
     if weights is None:
         t.sort(axis=1)
@@ -399,6 +401,49 @@ def _sort_values(stack: np.ndarray, weights: np.ndarray | None):
     order = np.argsort(t, axis=1)
     t = np.take_along_axis(t, order, axis=1)
     return t.T.copy(), weights[order].T.copy(), nvalid, any_invalid
+
+
+# Up to this many frames a sorting network over whole rows beats numpy's per-pixel sort
+# (which needs the stack transposed there and back): 2-10x at N=5..20, even at N=32
+# (measured on AVX-512 numpy 2.4, 16k-pixel bands); beyond, numpy's sort wins.
+_NETWORK_MAX_FRAMES = 32
+
+
+@lru_cache(maxsize=None)
+def _network(n: int) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sort comparators (i < j) for ``n`` inputs.
+
+    Built for the next power of two; comparators reaching past ``n`` are dropped, which
+    is exact because the missing inputs would be +inf and such a comparator never moves
+    a real value.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+def _network_sort(stack: np.ndarray) -> np.ndarray:
+    """Sort each column of ``(N, pixels)`` with whole-row minimum/maximum operations."""
+    rows = list(stack)
+    spare = np.empty_like(rows[0])
+    for i, j in _network(len(rows)):
+        a, b = rows[i], rows[j]
+        np.minimum(a, b, out=spare)
+        np.maximum(a, b, out=b)
+        rows[i], spare = spare, a
+    return np.stack(rows)
 
 
 def _gather(x: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -157,7 +157,7 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_dict(raw, source=str(path), base=path.parent)
+    return config_from_dict(raw, source=str(path), base=path.parent.resolve())
 
 
 def config_from_dict(raw: dict, *, source: str = "<dict>", base: Path | None = None) -> Config:

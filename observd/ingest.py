@@ -39,8 +39,11 @@ def collect(paths: Iterable[Path], config: Config) -> tuple[list[Path], list[str
     ignored: list[str] = []
     missing: list[str] = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.is_dir() and is_candidate(path, settings):
+            files.append(path)        # a folder named like a FITS file: recorded as rejected, with why
+        elif path.is_dir():
             files.extend(scan(path, settings))
+            files.extend(d for d in sorted(path.rglob("*")) if d.is_dir() and is_candidate(d, settings, root=path))
         elif path.exists() or path.is_symlink():
             if is_candidate(path, settings):
                 files.append(path)

@@ -87,8 +87,12 @@ def _arrival(row: dict) -> float:
 
 
 def plan_masters(frames: list[dict], masters: list[dict], master_inputs: dict[int, set[int]], config: Config,
-                 *, now: float, final: bool, kinds: tuple[str, ...] = CALIBRATION_TYPES) -> list[GroupPlan]:
-    """One GroupPlan per calibration group present in `frames` (current catalog rows)."""
+                 *, now: float, final: bool, kinds: tuple[str, ...] = CALIBRATION_TYPES,
+                 force: bool = False) -> list[GroupPlan]:
+    """One GroupPlan per calibration group present in `frames` (current catalog rows).
+
+    `force` (observd masters --rebuild) ignores whether the current master is up to date.
+    """
     by_group: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in frames:
         if row["frame_type"] in kinds and row["state"] in _CANDIDATE_STATES and row["group_key"]:
@@ -96,7 +100,7 @@ def plan_masters(frames: list[dict], masters: list[dict], master_inputs: dict[in
     current = {m["group_key"]: m["id"] for m in masters if m["current"]}
     plans = []
     for (kind, key), rows in sorted(by_group.items()):
-        inputs = master_inputs.get(current[key]) if key in current else None
+        inputs = master_inputs.get(current[key]) if key in current and not force else None
         plans.append(plan_group(kind, key, rows, inputs, config, now=now, final=final))
     return plans
 

@@ -7,13 +7,13 @@ times the background RMS, deblending. Positions are then refined with windowed c
 (SExtractor's XWIN/YWIN), which are several times more precise than isophotal barycentres
 and are what makes sub-pixel alignment possible.
 
-FWHM comes from the half-light radius (`sep.flux_radius(0.5)`; twice it is the FWHM of a
-Gaussian): unlike SEP's isophotal a/b it is not biased low for faint stars cut by the
-detection threshold. `flux_radius` spreads each pixel's flux uniformly over the pixel,
-which widens the profile by one more pixel box (variance +1/12 px^2); that is removed, so
-the value is the FWHM of the star as sampled by the pixels — what a Gaussian fit in other
-software reports (a 3.00 px optical Gaussian reads 3.08 px, a 2.00 px one 2.11 px).
-Elongation is SEP's a/b (second moments).
+FWHM is a Gaussian fitted (log-linear least squares, centre fixed at the windowed
+centroid) to each star's pixels above half its brightest pixel, i.e. to the core only:
+real stars have Moffat-like wings that make half-light radii or second moments read
+15-35 % wide, while the core fit stays within ~3 % for Gaussian and Moffat (beta 3)
+stars alike. It is the FWHM as sampled by the pixels, as other software's PSF fits
+report it (a 3.00 px optical Gaussian reads 3.08 px). Elongation is SEP's a/b (second
+moments of the detection isophote).
 """
 
 from __future__ import annotations
@@ -25,21 +25,24 @@ import sep
 from scipy.spatial import cKDTree
 
 ROUND_LIMIT = 1.5
-"""Stars more elongated than this (a/b) are left out of the FWHM median: in a trailed
-frame they would report the trail length, not the seeing."""
+"""Stars more elongated than this (a/b) are left out of the FWHM median, and a frame whose
+median elongation exceeds it has no FWHM: a trail's width is not the seeing, and the few
+round things left in a trailed frame are cosmic rays and blends."""
 
-SHARP_LIMIT = 0.7
-"""Detections with more than this fraction of their flux in one pixel are hot pixels or
-cosmic rays, not stars (even a 1.2 px FWHM star puts only ~0.5 there); they are dropped
-before counting."""
-
-_PIXEL_BOX_VARIANCE_FWHM2 = 8.0 * np.log(2.0) / 12.0   # one pixel box, in FWHM^2 units
+SHARP_LIMIT = 2.4
+"""Detections whose peak drops by more than this factor under SEP's 3x3 detection filter
+(peak / cpeak) are cosmic rays or hot pixels, not stars: one lit pixel gives 4, two or
+three 2.1-3.5, a 3 px FWHM star 1.3, a 1.5 px one 2.0. Stars sharper than ~1.3 px FWHM
+(badly undersampled optics) would be lost too."""
 
 SHAPE_MIN_SNR = 20.0
-"""FWHM and elongation use stars whose peak is at least this many background RMS: SEP's
+"""FWHM and elongation use stars whose peak is at least this many background RMS: the
+core fit needs a clean half-maximum, and SEP's
 a/b comes from the pixels above the detection threshold, and a faint trailed star keeps
 its full length but loses its width to the threshold (a 3.0 trail reads 4.3 at 7 sigma,
 2.9 at 50 sigma)."""
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 FLUX_RADIUS_RMAX = 6.0
 """Half-light radii are computed within `FLUX_RADIUS_RMAX * a` (a = SEP's semi-major RMS
@@ -97,7 +100,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     if bad is not None:
         residual[bad] = 0.0
     objects = sep.extract(residual, threshold, err=noise, mask=bad)
-    objects = objects[objects["peak"] <= SHARP_LIMIT * objects["flux"]]
+    objects = objects[objects["peak"] <= SHARP_LIMIT * objects["cpeak"]]
     objects = objects[np.argsort(objects["flux"])[::-1]]
     n_saturated = 0
     saturated = np.zeros(len(objects), dtype=bool)
@@ -131,12 +134,33 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     good = (~saturated[:max_stars] & isolated & (top["peak"] >= SHAPE_MIN_SNR * noise)
             & (top["flag"] == 0) & (r_flags == 0) & (top["b"] > 0) & np.isfinite(r_half))
     elong = top["a"][good] / top["b"][good]
-    round_ = elong <= ROUND_LIMIT
-    fwhm2 = np.median(4.0 * r_half[good][round_] ** 2) if round_.any() else None
-    fwhm = float(np.sqrt(max(fwhm2 - _PIXEL_BOX_VARIANCE_FWHM2, 0.0))) if fwhm2 is not None else None
     elongation = float(np.median(elong)) if len(elong) else None
+    fwhm = None
+    if elongation is not None and elongation <= ROUND_LIMIT:     # not a trailed frame
+        round_ = np.flatnonzero(good)[elong <= ROUND_LIMIT]
+        fwhms = [_core_fwhm(residual, x[i], y[i], r_half[i]) for i in round_]
+        fwhm = float(np.nanmedian(fwhms)) if np.isfinite(fwhms).any() else None
     measurement = Measurement(background, noise, len(objects), fwhm, elongation, n_saturated)
     return measurement, Stars(x, y, top["flux"].astype(np.float64))
+
+
+def _core_fwhm(residual: np.ndarray, x: float, y: float, r_half: float) -> float:
+    """FWHM of a Gaussian fitted to the star's pixels above half its brightest pixel."""
+    h = int(np.ceil(2.0 * r_half)) + 1
+    ix, iy = int(round(x)), int(round(y))
+    if ix < h or iy < h or ix + h >= residual.shape[1] or iy + h >= residual.shape[0]:
+        return float("nan")
+    stamp = residual[iy - h:iy + h + 1, ix - h:ix + h + 1]
+    rows, cols = np.mgrid[iy - h:iy + h + 1, ix - h:ix + h + 1]
+    core = stamp > 0.5 * stamp.max()
+    v = stamp[core].astype(np.float64)
+    r2 = (cols[core] - x) ** 2 + (rows[core] - y) ** 2
+    if v.size < 3:
+        return float("nan")
+    # ln v = c - r^2 / (2 sigma^2); weight by v because sigma(ln v) ~ noise / v
+    design = np.column_stack([np.ones(v.size), r2]) * v[:, None]
+    _, slope = np.linalg.lstsq(design, np.log(v) * v, rcond=None)[0]
+    return float(FWHM_PER_SIGMA * np.sqrt(-0.5 / slope)) if slope < 0 else float("nan")
 
 
 def judge(m: Measurement, best_n_stars: int, *, min_star_fraction: float = 0.5,

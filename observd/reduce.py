@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
+from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
 
 from astropy.io import fits
@@ -46,12 +46,14 @@ class Reducer:
     """Moves catalogued frames through masters, calibration and alignment."""
 
     def __init__(self, config: Config, catalog: Catalog, *, pool: Executor | None = None,
-                 clock: Callable[[], float] = time.time, on_event: Callable[[str, str, str | None], None] | None = None):
+                 clock: Callable[[], float] = time.time, on_event: Callable[[str, str, str | None], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False):
         self.config = config
         self.catalog = catalog
         self.pool = pool
         self.clock = clock
         self.on_event = on_event or (lambda level, message, path: None)
+        self.should_stop = should_stop
 
     def _event(self, level: str, event: str, message: str, path: str | None = None) -> None:
         self.catalog.event(level, event, message, path)
@@ -67,19 +69,32 @@ class Reducer:
             done += self.lights_step(final=final, progress=progress)
             done += self.align_step(final=final, progress=progress)
             total += done
-            if done == 0:
+            if done == 0 or self.should_stop():
                 return total
 
     def _map(self, func, jobs: list) -> Iterable:
-        """Results in completion order when a pool is given, inline otherwise."""
+        """(job, result) pairs; in the pool, at most `daemon.queue_size` jobs are in flight at once,
+        and no new job starts once `should_stop()` is true (in-flight jobs finish)."""
         if self.pool is None or len(jobs) < 2:
             for job in jobs:
+                if self.should_stop():
+                    return
                 yield job, _call(func, job)
             return
-        futures = {self.pool.submit(_call, func, job): job for job in jobs}
-        from concurrent.futures import as_completed
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        window = max(1, self.config.daemon.queue_size)
+        pending = iter(jobs)
+        in_flight: dict = {}
+        while True:
+            while len(in_flight) < window and not self.should_stop():
+                job = next(pending, None)
+                if job is None:
+                    break
+                in_flight[self.pool.submit(_call, func, job)] = job
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield in_flight.pop(future), future.result()
 
     def _fail(self, file_id: int, path: str, error: BaseException | str, tb: str = "") -> None:
         row = self.catalog.file(file_id) or {}
@@ -101,14 +116,18 @@ class Reducer:
 
     # -- masters ------------------------------------------------------------------------------
 
-    def masters_step(self, *, final: bool) -> int:
+    def rebuild_masters(self) -> int:
+        """`observd masters --rebuild`: a new version of every group's master, then what follows from it."""
+        return self.masters_step(final=True, force=True) + self.advance(final=True)
+
+    def masters_step(self, *, final: bool, force: bool = False) -> int:
         built = 0
         for kind in CALIBRATION_TYPES:       # biases first: darks and flats subtract them
             frames = self.catalog.files(types=CALIBRATION_TYPES)
             masters = self.catalog.masters()
             inputs = {m["id"]: set(self.catalog.master_input_ids(m["id"])) for m in masters if m["current"]}
             for plan in plan_masters(frames, masters, inputs, self.config, now=self.clock(), final=final,
-                                     kinds=(kind,)):
+                                     kinds=(kind,), force=force):
                 self._record_eligibility(plan)
                 if plan.ready:
                     built += self._build(plan, masters)
@@ -169,7 +188,7 @@ class Reducer:
             elif bias is None:
                 pending = [f for f in self.catalog.files(types=("bias",)) if f["state"] == "classified"
                            and compatible_setup(f, ref)]
-                if pending:
+                if len(pending) >= c.min_bias:    # a master bias is about to be built: wait for it
                     return None, "waiting for the master bias to be built"
                 if plan.kind == "dark":
                     includes_bias = True      # no biases at all: a dark that includes the bias

@@ -105,12 +105,7 @@ def format_status(report: dict) -> str:
                    f"{q['lights_bad']} light(s) judged bad")
     if report["masters"]:
         out.append("\nMasters in use:")
-        for m in report["masters"]:
-            t = m["ccd_temp"]["mean"]
-            temp = f"{t:+.1f} °C" if t is not None else "no temp"
-            flag = f"  ⚠ {m['flag']}" if m["flag"] else ""
-            out.append(f"  {m['type']:<5} v{m['version']} N={m['n_frames']:<3} {temp:>9}  "
-                       f"age {m['age_hours']:.1f} h  {m['group']}{flag}")
+        out.extend("  " + line for line in format_masters(report["masters"]).splitlines()[1:])
     for group in report["calibration_groups"]:
         out.append(f"  (no master) {group['group']}: {group['message']}")
     _listing(out, "Lights waiting", report["waiting"])
@@ -122,6 +117,18 @@ def format_status(report: dict) -> str:
             out.append(f"  {p['night']} {p['object']} [{p['filter']}] N={p['n_combined']} "
                        f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}")
     return "\n".join(out)
+
+
+def format_masters(entries: list[dict]) -> str:
+    lines = ["type  version  N    CCD-TEMP      age  group / path"]
+    for m in entries:
+        t = m["ccd_temp"]["mean"]
+        temp = f"{t:+6.1f} °C" if t is not None else "  no temp"
+        state = "" if m["current"] else " (superseded)"
+        flag = f"  FLAGGED: {m['flag']}" if m["flag"] else ""
+        lines.append(f"{m['type']:<5} v{m['version']:<7} {m['n_frames']:<4} {temp} {m['age_hours']:>6.1f} h  "
+                     f"{m['group']}{state}{flag}\n{'':>38}{m['path']}")
+    return "\n".join(lines)
 
 
 def _listing(out: list[str], title: str, entries: list[dict], limit: int = 20) -> None:

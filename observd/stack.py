@@ -1,0 +1,299 @@
+"""Nightly stacked products: per night, target and filter, one deep image of the good aligned lights.
+
+Which frames: the night's lights in state 'aligned' (frames judged 'bad' — clouds, trailing —
+and 'unaligned' ones never get there), grouped by (object, filter); a group with fewer than
+``[stack] min_frames`` makes no product.
+
+Background: the sky level changes through the night (moon, twilight, light pollution), so each
+frame is shifted *additively* to a common level before combining: its measured background
+(catalog ``background``, SEP's global sky of the calibrated frame) is subtracted and the
+group's reference level added — the background of the night's alignment reference when it is
+in the group, else the median of the group's backgrounds (the reference may have been taken in
+another filter). Without this, a pixel's values spread by the sky differences and sigma
+clipping rejects whole frames at the bright/faint end. Multiplicative (transparency) scaling is
+deliberately not done: the additive shift leaves star fluxes as measured, so the stack's fluxes
+are the weighted mean of the inputs' — thin-cloud frames are judged bad before they get here.
+
+Weights: inverse variance of the background, ``w = 1 / noise²`` (catalog ``noise``, SEP's
+global RMS). For sky-limited data this is the weighting that minimises the stack's noise, which
+is what faint targets need. A FWHM term (``1/fwhm²``, favouring sharp frames for point sources)
+is left out: it trades background noise for resolution, FWHM is not measured on frames with few
+isolated stars (it is None there), and frames with very bad seeing or trails are judged bad
+upstream anyway.
+
+Rejection: sigma clipping (``[stack] rejection``, ``sigma``) with the median as centre; with at
+most ``[stack] small_n`` frames it becomes winsorized clipping, since with a handful of values
+one outlier inflates the plain std so much that it can never be beyond 3σ
+(`observd.combine`). Each frame's MASK extension (bad pixels, saturation, outside the aligned
+footprint) and its NaN pixels are ignored. Combination runs band by band in bounded memory.
+
+Outputs, written atomically: ``<output>/<night>/stacks/<object>_<filter>.fits`` (float32 data,
+UNCERT std-dev, MASK = no frame contributed) with provenance cards, ``<stem>.png`` (labelled
+preview) and ``<stem>_thumb.png``. Each is recorded in the catalog as the current product of
+its (night, object, filter); rebuilding replaces the files and the current row.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from . import __version__
+from .catalog import Catalog
+from .combine import FitsSource, combine
+from .config import Config
+from .fitsio import image_hdus, write_atomic
+from .measure import measure
+from .preview import write_preview, write_thumbnail
+from .reduce import slug
+
+__all__ = ["StackProduct", "StackGroup", "StackError", "plan_stacks", "frame_weights", "rejection_for",
+           "stack_frames", "stack_night"]
+
+
+class StackError(Exception):
+    """Some products of a night could not be built; the night is not marked stacked."""
+
+
+@dataclass(frozen=True)
+class StackProduct:
+    night: str
+    object: str | None
+    filter: str | None
+    path: Path
+    preview_path: Path
+    thumbnail_path: Path
+    n_combined: int
+    total_exptime: float
+    reference: str | None
+    noise: float
+    input_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StackGroup:
+    """The frames of one product, in time order, and how they are combined."""
+    night: str
+    object: str | None
+    filter: str | None
+    rows: tuple[dict, ...]          # catalog rows of the aligned lights
+    reference: dict | None          # the night/target alignment reference row (maybe another filter)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(r["aligned_path"]) for r in self.rows]
+
+    @property
+    def total_exptime(self) -> float:
+        return float(sum(r["exptime"] or 0.0 for r in self.rows))
+
+    def background_level(self) -> float:
+        """The level every frame's background is shifted to (module docstring)."""
+        if self.reference is not None and any(r["id"] == self.reference["id"] for r in self.rows):
+            return float(self.reference["background"])
+        return float(np.median([r["background"] for r in self.rows]))
+
+    def offsets(self) -> list[float]:
+        level = self.background_level()
+        return [level - float(r["background"]) for r in self.rows]
+
+
+# ------------------------------------------------------------------------------------ pure core
+
+def plan_stacks(rows: Sequence[dict], references: dict[int, dict], *, night: str, min_frames: int,
+                object: str | None = None, filter: str | None = None) -> list[StackGroup]:
+    """Group a night's light rows into products: aligned frames only, ≥ `min_frames` per group.
+
+    `references` maps file id -> row for the alignment references the rows point at.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["frame_type"] != "light" or row["state"] != "aligned" or not row["aligned_path"]:
+            continue
+        if row["night"] != night or (object is not None and row["object"] != object) \
+                or (filter is not None and row["filter"] != filter):
+            continue
+        groups.setdefault((row["object"], row["filter"]), []).append(row)
+    plans = []
+    for (obj, filt), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+        if len(members) < max(1, min_frames):
+            continue
+        members.sort(key=lambda r: (r["date_obs"] or "", r["path"]))
+        ref_id = members[0]["reference_id"]
+        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id)))
+    return plans
+
+
+def frame_weights(noises: Sequence[float | None]) -> np.ndarray:
+    """Inverse-variance weights 1/noise², normalised to sum 1; an unmeasured noise gets the median's."""
+    noise = np.array([np.nan if n is None else float(n) for n in noises], dtype=np.float64)
+    usable = np.isfinite(noise) & (noise > 0)
+    fill = float(np.median(noise[usable])) if usable.any() else 1.0
+    noise = np.where(usable, noise, fill)
+    w = 1.0 / noise**2
+    return w / w.sum()
+
+
+def rejection_for(configured: str, n_frames: int, small_n: int) -> str:
+    """Sigma clipping becomes winsorized clipping for small stacks (module docstring)."""
+    return "winsorized" if configured == "sigclip" and n_frames <= small_n else configured
+
+
+def format_exposure(seconds: float) -> str:
+    """'45 s', '12.5 min', '2 h 05 min': what an observer says about integration time."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    minutes = seconds / 60.0
+    if minutes < 120:
+        return f"{minutes:.1f} min".replace(".0 min", " min")
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest:02d} min"
+
+
+def stack_header(group: StackGroup, *, rejection: str, sigma: float, weights: np.ndarray,
+                 noise: float, fwhm: float | None) -> fits.Header:
+    """Provenance of a product: inputs, exposure, reference, how it was combined."""
+    first = group.rows[0]
+    h = fits.Header()
+    h["BUNIT"] = "adu"
+    h["OBJECT"] = group.object or ""
+    h["FILTER"] = group.filter or ""
+    for key, column in (("INSTRUME", "instrument"), ("TELESCOP", "telescope")):
+        if first.get(column):
+            h[key] = first[column]
+    h["DATE-OBS"] = (first["date_obs"] or "", "start of the first frame (UTC)")
+    h["NIGHT"] = (group.night, "observing night (local date of the evening)")
+    h["NCOMBINE"] = (len(group.rows), "frames combined")
+    h["EXPTIME"] = (group.total_exptime, "[s] total exposure of the inputs")
+    h["TOTEXP"] = (group.total_exptime, "[s] total exposure of the inputs")
+    h["ALIGNREF"] = ((group.reference or {}).get("name") or "", "alignment reference frame")
+    h["SKYNOISE"] = (round(noise, 4), "[adu] background RMS of the stack")
+    if fwhm is not None:
+        h["FWHM"] = (round(fwhm, 3), "[px] median star FWHM of the stack")
+    h["OBSERVD"] = (__version__, "observd version")
+    for i, row in enumerate(group.rows[:999], start=1):
+        h[f"IMCMB{i:03d}"] = row["name"]
+    h.add_history(f"observd {__version__}: weighted mean of {len(group.rows)} aligned lights, "
+                  f"weights 1/noise^2 ({weights.min():.3f}..{weights.max():.3f} of total)")
+    h.add_history(f"observd {__version__}: each frame's background shifted to "
+                  f"{group.background_level():.2f} adu (additive normalisation)")
+    h.add_history(f"observd {__version__}: rejection {rejection} at {sigma:g} sigma (median centre); "
+                  "masked and out-of-footprint pixels ignored")
+    return h
+
+
+# ------------------------------------------------------------------------------------ I/O
+
+@dataclass(frozen=True)
+class _MaskedShift:
+    """`FitsSource.prepare`: masked pixels -> NaN, then the background offset added."""
+    mask: FitsSource | None
+    offset: float
+
+    def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
+        rows = rows + np.float32(self.offset)
+        if self.mask is not None:
+            rows[self.mask.read_rows(y0, y1) != 0] = np.nan
+        return rows
+
+
+def _mask_hdu(path: Path) -> int | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for index, hdu in enumerate(hdul):
+                if index and hdu.name == "MASK":
+                    return index
+    return None
+
+
+def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: str, sigma: float,
+                 memory_limit: int, workers: int | None, offsets: Sequence[float] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
+
+    Each frame's MASK extension (non-zero = bad) and its NaN pixels are ignored; `offsets`
+    (one per frame, default 0) are added to each frame first (background normalisation).
+    """
+    offsets = [0.0] * len(paths) if offsets is None else list(offsets)
+    if len(offsets) != len(paths):
+        raise ValueError("one offset per frame expected")
+    sources = []
+    for path, offset in zip(map(Path, paths), offsets):
+        mask_index = _mask_hdu(path)
+        mask = FitsSource(path, hdu=mask_index) if mask_index is not None else None
+        sources.append(FitsSource(path, hdu=0, prepare=_MaskedShift(mask, float(offset))))
+    result = combine(sources, method="mean", rejection=rejection, sigma_low=sigma, sigma_high=sigma,
+                     weights=weights, memory_limit=memory_limit, workers=workers)
+    return result.data, result.uncertainty, result.count
+
+
+def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | None = None,
+                filter: str | None = None) -> list[StackProduct]:
+    """Build (or rebuild) the night's products; record them; mark the night stacked.
+
+    A product that fails is logged and the others are still built; then StackError is raised
+    and the night is not marked stacked, so the scheduler tries it again.
+    """
+    rows = catalog.files(night=night, types=("light",))
+    ref_ids = {r["reference_id"] for r in rows if r["reference_id"] is not None}
+    references = {i: row for i in ref_ids if (row := catalog.file(i)) is not None}
+    groups = plan_stacks(rows, references, night=night, min_frames=config.stack.min_frames,
+                         object=object, filter=filter)
+    products, failures = [], []
+    for group in groups:
+        try:
+            product = _build(config, group)
+        except Exception as exc:
+            failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
+            catalog.event("error", "stack-failed", f"stack {group.object} {group.filter} of {night} failed: "
+                          f"{type(exc).__name__}: {exc}")
+            continue
+        catalog.add_product({"night": product.night, "object": product.object, "filter": product.filter,
+                             "path": str(product.path), "preview_path": str(product.preview_path),
+                             "thumbnail_path": str(product.thumbnail_path), "n_combined": product.n_combined,
+                             "total_exptime": product.total_exptime, "reference": product.reference,
+                             "noise": product.noise}, product.input_ids)
+        catalog.event("info", "stack", f"stack {product.object} {product.filter} of {night}: "
+                      f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
+                      f"noise {product.noise:.3g} adu", str(product.path))
+        products.append(product)
+    if failures:
+        raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
+    if object is None and filter is None:
+        catalog.mark_stacked(night, len(products))
+    elif not groups:
+        catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
+    return products
+
+
+def _build(config: Config, group: StackGroup) -> StackProduct:
+    c = config.stack
+    n = len(group.rows)
+    rejection = rejection_for(c.rejection, n, c.small_n)
+    weights = frame_weights([r["noise"] for r in group.rows])
+    workers = config.daemon.workers or os.cpu_count() or 1
+    data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
+                                    memory_limit=c.memory_limit_mb << 20, workers=workers,
+                                    offsets=group.offsets())
+    empty = count == 0
+    quality, _ = measure(data, mask=empty)
+    header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
+                          fwhm=quality.fwhm)
+    stem = f"{slug(group.object, 'unknown')}_{slug(group.filter, 'nofilter')}"
+    folder = config.paths.output / group.night / "stacks"
+    path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty))
+    title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
+    lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
+    preview = write_preview(data, folder / f"{stem}.png", title=title, lines=lines)
+    thumb = write_thumbnail(data, folder / f"{stem}_thumb.png")
+    return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
+                        (group.reference or {}).get("name"), float(quality.noise),
+                        tuple(r["id"] for r in group.rows))

@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: configurations in tmp_path, simulated nights, real data, hashes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from observd.config import Config, config_from_dict
+from observd.simulate import SimSpec, write_night
+
+
+def real_data_root() -> Path:
+    return Path(os.environ.get("OBSERVD_REAL_DATA",
+                               Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
+
+def require_real_data(name: str = "") -> Path:
+    """The real-data folder (or one set in it); skips the test cleanly when it is absent."""
+    root = real_data_root()
+    target = root / name if name else root
+    if not name:
+        if not root.is_dir():
+            pytest.skip(f"real data not available at {root} (set OBSERVD_REAL_DATA)")
+        return root
+    matches = sorted(root.glob(name)) if root.is_dir() else []
+    if not matches:
+        pytest.skip(f"real data set {name} not available under {root} (set OBSERVD_REAL_DATA)")
+    return matches[0] if len(matches) == 1 else target
+
+
+def gunzip_set(folder: Path, dest: Path) -> Path:
+    """Decompress a real-data folder's FITS files into `dest` (the originals stay untouched)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted(folder.glob("*.gz")):
+        if src.name.endswith((".txt.gz", ".json.gz")):
+            continue
+        with gzip.open(src, "rb") as fin, open(dest / src.name[:-3], "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return dest
+
+
+def make_config(tmp_path: Path, **sections) -> Config:
+    """A Config whose paths live in tmp_path; `sections` are TOML-like dicts per section."""
+    raw = {"paths": {"watch": str(tmp_path / "incoming"), "output": str(tmp_path / "out"),
+                     "database": str(tmp_path / "out" / "observd.db"),
+                     "status_log": str(tmp_path / "out" / "status.log")}}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config_from_dict(raw, source="test")
+
+
+def simulate(folder: Path, **spec) -> dict:
+    return write_night(folder, SimSpec(**spec))
+
+
+def sha256_tree(folder: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,344 @@
+"""Nightly stacks: weights, rejection, masks, and the quality of a stacked simulated night.
+
+The quality tests ingest one small simulated night (two filters, a cloud, a trail, hot pixels,
+cosmic rays, a meridian flip) through the real pipeline and compare the stacks with the
+simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sep
+from astropy.io import fits
+from astropy.nddata import CCDData
+from astropy.stats import sigma_clipped_stats
+
+from observd import sim_scene
+from observd.catalog import Catalog
+from observd.fitsio import image_hdus
+from observd.ingest import ingest
+from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.stack import StackGroup, frame_weights, plan_stacks, rejection_for, stack_frames, stack_night
+from support import make_config
+
+# --------------------------------------------------------------------------- small, pure pieces
+
+
+def write_frame(path: Path, data: np.ndarray, mask: np.ndarray | None = None) -> Path:
+    image_hdus(data, fits.Header(), uncertainty=np.ones_like(data),
+               mask=np.zeros(data.shape, bool) if mask is None else mask).writeto(path)
+    return path
+
+
+def test_weights_are_inverse_variance_and_unmeasured_noise_gets_the_median():
+    w = frame_weights([10.0, 20.0, None])
+    # 1/100, 1/400, and the median noise (15) for the unmeasured frame: 1/225
+    expected = np.array([1 / 100, 1 / 400, 1 / 225])
+    np.testing.assert_allclose(w, expected / expected.sum())
+
+
+def test_small_stacks_use_winsorized_clipping():
+    assert rejection_for("sigclip", 6, 6) == "winsorized"
+    assert rejection_for("sigclip", 7, 6) == "sigclip"
+    assert rejection_for("none", 3, 6) == "none"      # an explicit choice is honoured
+
+
+def test_weighted_mean_with_offsets(tmp_path):
+    levels, noises = [100.0, 130.0, 90.0], [1.0, 2.0, 4.0]
+    paths = [write_frame(tmp_path / f"f{i}.fits", np.full((8, 9), v, np.float32)) for i, v in enumerate(levels)]
+    w = frame_weights(noises)
+    data, unc, count = stack_frames(paths, weights=w, rejection="none", sigma=3.0, memory_limit=1 << 20,
+                                    workers=1)
+    np.testing.assert_allclose(data, np.dot(w, levels), rtol=1e-6)
+    assert (count == 3).all()
+    # offsets bring every frame to the first one's level: the result is that level whatever the weights
+    data, _, _ = stack_frames(paths, weights=w, rejection="sigclip", sigma=3.0, memory_limit=1 << 20,
+                              workers=1, offsets=[100.0 - v for v in levels])
+    np.testing.assert_allclose(data, 100.0, rtol=1e-6)
+
+
+def test_masked_and_nan_pixels_are_ignored_and_outliers_rejected(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [(1000 + rng.normal(0, 5, (40, 30))).astype(np.float32) for _ in range(5)]
+    masks = [np.zeros((40, 30), bool) for _ in range(5)]
+    frames[0][3, 4] = 60000.0                 # saturated, masked
+    masks[0][3, 4] = True
+    frames[1][10, 10] = np.nan                # outside a footprint
+    frames[2][20, 5] = 5000.0                 # a cosmic ray, not masked: rejection's job
+    for k in range(5):                        # a pixel nobody saw
+        masks[k][39, 29] = True
+    paths = [write_frame(tmp_path / f"m{i}.fits", f, m) for i, (f, m) in enumerate(zip(frames, masks))]
+    data, unc, count = stack_frames(paths, weights=[0.2] * 5, rejection=rejection_for("sigclip", 5, 6),
+                                    sigma=3.0, memory_limit=1 << 20, workers=2)
+    assert count[3, 4] == 4 and abs(data[3, 4] - np.mean([f[3, 4] for f in frames[1:]])) < 1e-3
+    assert count[10, 10] == 4 and np.isfinite(data[10, 10])
+    assert count[20, 5] == 4 and abs(data[20, 5] - 1000) < 15
+    assert count[39, 29] == 0 and np.isnan(data[39, 29]) and np.isnan(unc[39, 29])
+    assert np.median(count) == 5
+
+
+def _row(i, *, state="aligned", obj="M42", filt="L", night="2026-11-20", ref=1, bg=100.0):
+    return {"id": i, "name": f"f{i}.fits", "frame_type": "light", "state": state, "aligned_path": f"/a/f{i}.fits",
+            "night": night, "object": obj, "filter": filt, "reference_id": ref, "date_obs": f"2026-11-20T2{i % 10}",
+            "path": f"/raw/f{i}.fits", "background": bg, "noise": 1.0, "exptime": 60.0}
+
+
+def test_plan_takes_aligned_frames_per_target_and_filter_with_enough_frames():
+    rows = [_row(1), _row(2), _row(3, state="bad"), _row(4, state="unaligned"), _row(5, filt="R"),
+            _row(6, obj="M31", ref=7), _row(7, obj="M31", ref=7), _row(8, night="2026-11-21")]
+    refs = {1: rows[0], 7: rows[6]}
+    plans = plan_stacks(rows, refs, night="2026-11-20", min_frames=2)
+    assert [(p.object, p.filter, [r["id"] for r in p.rows]) for p in plans] == \
+        [("M31", "L", [6, 7]), ("M42", "L", [1, 2])]
+    only = plan_stacks(rows, refs, night="2026-11-20", min_frames=1, object="M42", filter="R")
+    assert [(p.filter, len(p.rows)) for p in only] == [("R", 1)]
+
+
+def test_backgrounds_go_to_the_reference_level_or_the_median_when_it_is_another_filter():
+    a, b, c = _row(1, bg=100.0), _row(2, bg=130.0), _row(3, bg=90.0)
+    assert StackGroup("n", "M42", "L", (a, b, c), a).offsets() == [0.0, -30.0, 10.0]
+    other = _row(9, filt="R", bg=500.0)
+    assert StackGroup("n", "M42", "L", (a, b, c), other).offsets() == [0.0, -30.0, 10.0]   # median 100
+    assert StackGroup("n", "M42", "L", (b, c), other).background_level() == 110.0
+
+
+# --------------------------------------------------------------------------- a simulated night
+
+SPEC = SimSpec(seed=5, shape=(384, 384), sky=60.0, n_bias=7, n_dark=5, n_flat=5,
+               targets=(TargetSpec("M42", ("L", "R"), n_lights=8, exptime=60.0, n_stars=220),))
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stacknight")
+    truth = write_night(base / "raw", SPEC)
+    config = make_config(base)
+    catalog = Catalog.open(config.paths.database)
+    result = ingest([base / "raw"], catalog, config)
+    assert not result.failed, result.errors
+    products = stack_night(config, catalog, SPEC.night)
+    yield {"base": base, "truth": truth, "npz": dict(np.load(base / "raw" / "truth.npz")), "config": config,
+           "catalog": catalog, "products": products}
+    catalog.close()
+
+
+def truth_file(truth: dict, name: str) -> dict:
+    return next(f for f in truth["files"] if Path(f["name"]).name == name)
+
+
+def product_frames(night, product) -> tuple[list[dict], list[dict]]:
+    """Catalog rows and truth records of a product's inputs."""
+    rows = [night["catalog"].file(i) for i in product.input_ids]
+    return rows, [truth_file(night["truth"], r["name"]) for r in rows]
+
+
+def to_stack(matrix_ref, matrix_frame, xy: np.ndarray) -> np.ndarray:
+    """Frame pixel coordinates -> stack (reference) coordinates, through the sky frame."""
+    m = np.asarray(matrix_ref) @ np.linalg.inv(np.asarray(matrix_frame))
+    return xy @ m[:2, :2].T + m[:2, 2]
+
+
+def moffat_enclosed(r: float, fwhm: float) -> float:
+    """Fraction of a Moffat star's flux within radius r (the simulator's PSF)."""
+    beta = sim_scene.MOFFAT_BETA
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    return 1.0 - (1.0 + r * r / alpha**2) ** (1.0 - beta)
+
+
+def star_model(night, product) -> tuple[np.ndarray, np.ndarray]:
+    """The stack's expected star light (no sky), and the star catalogue in stack pixels."""
+    rows, recs = product_frames(night, product)
+    truth = night["truth"]
+    ref = truth_file(truth, product.reference)
+    cat = np.asarray(truth["targets"][product.object]["stars"])
+    xy = cat[:, :2] @ np.asarray(ref["matrix"])[:2, :2].T + np.asarray(ref["matrix"])[:2, 2]
+    w = frame_weights([r["noise"] for r in rows])
+    scale = float(np.dot(w, [t["transparency"] for t in recs]))
+    fwhm = float(np.dot(w, [t["fwhm"] for t in recs]))
+    image = sim_scene.render_stars(tuple(truth["shape"]), xy[:, 0], xy[:, 1], cat[:, 2] * scale, fwhm)
+    return image, np.column_stack([xy, cat[:, 2]])
+
+
+def read_product(product):
+    with fits.open(product.path) as hdul:
+        return hdul[0].data.astype(np.float64), hdul[0].header, hdul["MASK"].data.astype(bool)
+
+
+def single_frame_noise(paths, region) -> list[float]:
+    out = []
+    for p in paths:
+        _, _, std = sigma_clipped_stats(fits.getdata(p, 0)[region], sigma=3.0, maxiters=10)
+        out.append(float(std))
+    return out
+
+
+@pytest.mark.slow
+def test_one_product_per_filter_excluding_clouded_and_trailed_frames(night):
+    truth, catalog = night["truth"], night["catalog"]
+    products = night["products"]
+    assert sorted((p.object, p.filter) for p in products) == [("M42", "L"), ("M42", "R")]
+    bad_names = {Path(f["name"]).name for f in truth["files"] if f["type"] == "light" and (f["clouded"] or f["trailed"])}
+    assert len(bad_names) == 2
+    total = 0
+    for p in products:
+        names = {catalog.file(i)["name"] for i in p.input_ids}
+        assert not names & bad_names
+        header = read_product(p)[1]
+        assert {header[k] for k in header if k.startswith("IMCMB")} == names
+        assert header["NCOMBINE"] == p.n_combined == len(names)
+        assert header["TOTEXP"] == header["EXPTIME"] == pytest.approx(60.0 * len(names))
+        assert header["ALIGNREF"] == p.reference and header["OBJECT"] == "M42" and header["FILTER"] == p.filter
+        assert any("weighted mean" in h for h in header["HISTORY"])
+        total += len(names)
+    # every light of the night that is neither clouded nor trailed is in a stack
+    assert total == 16 - 2
+
+
+@pytest.mark.slow
+def test_stack_noise_beats_single_frames_by_sqrt_n(night):
+    for product in night["products"]:
+        data, _, mask = read_product(product)
+        model, _ = star_model(night, product)
+        rows, _ = product_frames(night, product)
+        count_ok = ~mask
+        paths = [r["aligned_path"] for r in rows]
+        masks = [fits.getdata(p, "MASK").astype(bool) for p in paths]
+        region = count_ok & ~np.any(masks, axis=0) & (model < 1.0)
+        region[:16] = region[-16:] = region[:, :16] = region[:, -16:] = False
+        assert region.sum() > 0.3 * region.size
+        _, _, stack_noise = sigma_clipped_stats(data[region], sigma=3.0, maxiters=10)
+        singles = single_frame_noise(paths, region)
+        n = len(paths)
+        limit = 1.05 * np.median(singles) / math.sqrt(n)
+        print(f"{product.filter}: N={n} single median {np.median(singles):.2f} stack {stack_noise:.3f} "
+              f"ideal {np.median(singles) / math.sqrt(n):.3f} -> {stack_noise / limit * 1.05:.3f} x ideal")
+        assert stack_noise <= limit
+
+
+@pytest.mark.slow
+def test_backgrounds_are_matched_so_no_frame_is_clipped_wholesale(night):
+    catalog, config = night["catalog"], night["config"]
+    for product in night["products"]:
+        rows, recs = product_frames(night, product)
+        # the sky really differs between frames by several noise sigma...
+        assert np.ptp([t["sky_adu"] for t in recs]) > 3 * np.median([r["noise"] for r in rows])
+        ref_row = catalog.file(rows[0]["reference_id"])
+        group = StackGroup(SPEC.night, product.object, product.filter, tuple(rows), ref_row)
+        common = dict(weights=frame_weights([r["noise"] for r in rows]), rejection="sigclip", sigma=3.0,
+                      memory_limit=1 << 24, workers=1)
+        _, _, count = stack_frames(group.paths, offsets=group.offsets(), **common)
+        _, _, raw_count = stack_frames(group.paths, **common)
+        seen = count > 0
+        full = np.mean(count[seen] == len(rows))
+        full_raw = np.mean(raw_count[seen] == len(rows))
+        print(f"{product.filter}: pixels keeping every frame {full:.3f} (without background matching "
+              f"{full_raw:.3f})")
+        assert full > 0.9 and full_raw < full - 0.1
+        # ...and the product's sky is at the reference's level (or the group median in another filter)
+        data, _, mask = read_product(product)
+        expected = ref_row["background"] if ref_row["filter"] == product.filter else \
+            float(np.median([r["background"] for r in rows]))
+        assert abs(float(np.median(data[~mask])) - expected) < 0.01 * expected
+
+
+@pytest.mark.slow
+def test_star_fluxes_match_the_truth(night):
+    truth, npz = night["truth"], night["npz"]
+    for product in night["products"]:
+        data, _, mask = read_product(product)
+        rows, recs = product_frames(night, product)
+        _, stars = star_model(night, product)
+        w = frame_weights([r["noise"] for r in rows])
+        fwhm = float(np.dot(w, [t["fwhm"] for t in recs]))
+        r_ap, r_in, r_out = 4.0 * fwhm, 5.0 * fwhm, 7.0 * fwhm
+        # photometric scale of a calibrated frame: the simulated flat has mean 1, observd's master
+        # flat median 1, so star fluxes come out x median(true flat); x transparency of each frame
+        flat = npz[truth["arrays"]["flat"][product.filter]]
+        scale = float(np.median(flat))
+        enclosed = float(np.dot(w, [t["transparency"] * moffat_enclosed(r_ap, t["fwhm"]) for t in recs]))
+        f_sat = (sim_scene.ADU_MAX - truth["bias_level"] - 2 * max(t["sky_adu"] for t in recs)) \
+            / sim_scene.psf_peak_fraction(min(t["fwhm"] for t in recs))
+        x, y, flux = stars.T
+        dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+        np.fill_diagonal(dist, np.inf)
+        crowded = np.array([np.any((dist[i] < r_out + 3 * fwhm) & (flux > 1e-3 * flux[i])) for i in range(len(x))])
+        h, wd = data.shape
+        inside = (x > r_out + 2) & (x < wd - r_out - 3) & (y > r_out + 2) & (y < h - r_out - 3)
+        pick = np.flatnonzero(inside & ~crowded & (flux < 0.5 * f_sat) & (flux > 300 * product.noise))
+        image = np.ascontiguousarray(np.where(mask, np.nan, data))
+        bad = ~np.isfinite(image)
+        image[bad] = 0.0
+        ap, ap_err, flags = sep.sum_circle(image, x[pick], y[pick], r_ap, bkgann=(r_in, r_out), mask=bad,
+                                           err=product.noise)
+        clean = flags == 0
+        assert clean.sum() >= 4, f"only {clean.sum()} bright isolated stars in {product.filter}"
+        expected = flux[pick][clean] * scale * enclosed
+        ratio = ap[clean] / expected
+        rel_err = ap_err[clean] / expected
+        print(f"{product.filter}: {clean.sum()} stars, flux ratio median {np.median(ratio):.4f}, "
+              f"spread (std) {np.std(ratio):.4f}, min {ratio.min():.4f} max {ratio.max():.4f}, "
+              f"typical noise {np.median(rel_err):.4f}")
+        assert abs(np.median(ratio) - 1.0) < 0.005
+        assert np.all(np.abs(ratio - 1.0) < 0.005 + 4 * rel_err)
+
+
+@pytest.mark.slow
+def test_hot_pixels_and_cosmic_rays_are_gone(night):
+    truth = night["truth"]
+    hot = np.asarray(truth["hot_pixels"], dtype=float).reshape(-1, 2)
+    for product in night["products"]:
+        data, _, mask = read_product(product)
+        model, _ = star_model(night, product)
+        rows, recs = product_frames(night, product)
+        ref = truth_file(truth, product.reference)
+        image = np.ascontiguousarray(np.where(mask, np.nan, data).astype(np.float32))
+        background = sep.Background(np.nan_to_num(image), mask=~np.isfinite(image)).back()
+        sigma = product.noise
+        excess = data - background - model
+        h, w = data.shape
+        checked = 0
+        for rec in recs:
+            cosmics = np.asarray(rec["cosmic_rays"], dtype=float).reshape(-1, 2)
+            for xs, ys in to_stack(ref["matrix"], rec["matrix"], np.vstack([hot, cosmics])):
+                ix, iy = int(round(xs)), int(round(ys))
+                if not (1 <= ix < w - 1 and 1 <= iy < h - 1):
+                    continue
+                box = (slice(iy - 1, iy + 2), slice(ix - 1, ix + 2))
+                if mask[box].any() or model[box].max() > 3 * sigma:   # a star is there
+                    continue
+                checked += 1
+                assert excess[box].max() < 5 * sigma, f"residual at stack ({xs:.1f}, {ys:.1f}) from {rec['name']}"
+        assert checked > 100
+
+
+@pytest.mark.slow
+def test_products_are_catalogued_readable_and_replaced_on_rerun(night, tmp_path):
+    catalog, config = night["catalog"], night["config"]
+    assert SPEC.night in catalog.stacked_nights()
+    first = {(p["object"], p["filter"]): p for p in catalog.products(night=SPEC.night)}
+    assert set(first) == {("M42", "L"), ("M42", "R")}
+    for product in night["products"]:
+        row = first[(product.object, product.filter)]
+        assert row["path"] == str(product.path) and row["n_combined"] == product.n_combined
+        assert row["total_exptime"] == product.total_exptime and row["noise"] == pytest.approx(product.noise)
+        ccd = CCDData.read(product.path)
+        assert ccd.unit == "adu" and ccd.uncertainty is not None and ccd.mask is not None
+        assert ccd.shape == tuple(SPEC.shape)
+        assert np.all(ccd.uncertainty.array[~ccd.mask] > 0)
+        assert product.preview_path.stat().st_size > 1000 and product.thumbnail_path.exists()
+        assert product.path.name == f"M42_{product.filter}.fits"
+        assert product.path.parent == config.paths.output / SPEC.night / "stacks"
+    again = stack_night(config, catalog, SPEC.night, object="M42", filter="L")
+    assert [(p.object, p.filter) for p in again] == [("M42", "L")]
+    current = catalog.products(night=SPEC.night)
+    assert len(current) == 2
+    assert {p["id"] for p in current} != {p["id"] for p in first.values()}
+    assert len(catalog.products(night=SPEC.night, current_only=False)) == 3
+    newest = next(p for p in current if p["filter"] == "L")
+    inputs = list(catalog.db["product_inputs"].rows_where("product_id = ?", [newest["id"]]))
+    assert sorted(r["file_id"] for r in inputs) == sorted(again[0].input_ids)
