@@ -32,41 +32,49 @@ def fits_section(text: str, shape: tuple[int, int]) -> tuple[slice, slice]:
     return slice(ys[0] - 1, ys[1]), slice(xs[0] - 1, xs[1])
 
 
-def subtract_overscan(data: np.ndarray, biassec: str) -> np.ndarray:
-    """Subtract the overscan level: per row for a column strip, per column for a row strip (median)."""
+def overscan_model(data: np.ndarray, biassec: str) -> np.ndarray:
+    """The overscan level to subtract, broadcastable to `data`: one median per row for a strip
+    of columns ((rows, 1)), one per column for a strip of rows ((1, cols)); rows or columns
+    outside the strip get the strip's overall median."""
     rows, cols = fits_section(biassec, data.shape)
-    region = data[rows, cols]
-    if region.shape[1] <= region.shape[0]:       # a strip of columns: one level per row
-        level = np.median(region, axis=1).astype(np.float32)
-        out = data.astype(np.float32, copy=True)
-        out[rows] -= level[:, None]
-        if rows != slice(0, data.shape[0]):
-            out[: rows.start] -= np.median(level)
-            out[rows.stop:] -= np.median(level)
-        return out
-    level = np.median(region, axis=0).astype(np.float32)
-    out = data.astype(np.float32, copy=True)
-    out[:, cols] -= level[None, :]
-    outside = np.ones(data.shape[1], bool)
-    outside[cols] = False
-    out[:, outside] -= np.median(level)
-    return out
+    region = data[rows, cols].astype(np.float32)
+    if region.shape[1] <= region.shape[0]:
+        level = np.full((data.shape[0], 1), np.median(region), dtype=np.float32)
+        level[rows, 0] = np.median(region, axis=1)
+    else:
+        level = np.full((1, data.shape[1]), np.median(region), dtype=np.float32)
+        level[0, cols] = np.median(region, axis=0)
+    return level
+
+
+def trim(data: np.ndarray | None, trimsec: str | None) -> np.ndarray | None:
+    if data is None or not trimsec:
+        return data
+    rows, cols = fits_section(trimsec, data.shape)
+    return np.ascontiguousarray(data[rows, cols])
 
 
 def overscan_and_trim(data: np.ndarray, biassec: str | None, trimsec: str | None) -> np.ndarray:
-    out = subtract_overscan(data, biassec) if biassec else data.astype(np.float32, copy=False)
-    if trimsec:
-        rows, cols = fits_section(trimsec, out.shape)
-        out = out[rows, cols]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    out = data.astype(np.float32, copy=True)
+    if biassec:
+        out -= overscan_model(out, biassec)
+    return trim(out, trimsec)
 
 
 @dataclass(frozen=True)
 class Plane:
-    """A master's data with its uncertainty (std-dev) and bad-pixel mask, all optional but data."""
+    """A master's data with its uncertainty (std-dev) and bad-pixel mask, all optional but data.
+
+    Masters are stored full-frame (overscan-subtracted, untrimmed), so one master serves
+    lights whatever TRIMSEC they carry; `trimmed` cuts it to the light's section."""
     data: np.ndarray
     uncertainty: np.ndarray | None = None
     mask: np.ndarray | None = None
+
+    def trimmed(self, trimsec: str | None) -> "Plane":
+        if not trimsec:
+            return self
+        return Plane(trim(self.data, trimsec), trim(self.uncertainty, trimsec), trim(self.mask, trimsec))
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class Calibrated:
     data: np.ndarray                      # float32, ADU
     uncertainty: np.ndarray | None        # float32 std-dev in ADU, when gain and read noise are known
     mask: np.ndarray                      # bool: masters' bad pixels, saturated pixels, non-finite results
-    saturated: np.ndarray | None = None   # bool: pixels at the raw saturation level (also in `mask`)
+    saturated: np.ndarray | None = None   # bool: good pixels at the raw saturation level (also in `mask`)
 
     @property
     def saturation_level(self) -> float | None:
@@ -88,11 +96,10 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
               flat: Plane | None = None, gain: float | None = None, read_noise: float | None = None,
               saturation: float | None = None, biassec: str | None = None, trimsec: str | None = None
               ) -> Calibrated:
-    """Calibrate one light. `raw` in ADU as read; masters already trimmed to the light's output shape."""
-    saturated = None
-    if saturation is not None:
-        saturated = overscan_and_trim((raw >= saturation).astype(np.float32), None, trimsec) > 0
+    """Calibrate one light. `raw` in ADU as read; masters full-frame like the raw (trimmed here)."""
+    saturated = trim(raw >= saturation, trimsec) if saturation is not None else None
     data = overscan_and_trim(raw, biassec, trimsec)
+    bias, dark, flat = (p.trimmed(trimsec) if p is not None else None for p in (bias, dark, flat))
     with np.errstate(invalid="ignore", divide="ignore"):
         if bias is not None:
             data -= bias.data
@@ -119,11 +126,13 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
                     rel = rel + (flat_sigma / norm) ** 2
                 variance = np.where(data != 0, rel * result ** 2, variance / norm ** 2)
             data = result
-    mask = ~np.isfinite(data)
+    known_bad = np.zeros(data.shape, bool)
     for plane in (bias, dark, flat):
         if plane is not None and plane.mask is not None:
-            mask |= plane.mask.astype(bool)
+            known_bad |= plane.mask.astype(bool)
+    mask = known_bad | ~np.isfinite(data)
     if saturated is not None:
+        saturated = saturated & ~known_bad    # saturated hot pixels are the dark's business, not stars'
         mask |= saturated
     uncertainty = None if variance is None else np.sqrt(variance).astype(np.float32)
     return Calibrated(data.astype(np.float32, copy=False), uncertainty, mask, saturated)

@@ -169,7 +169,8 @@ def _align(file_id: int, data, unc, mask, header: fits.Header, stars: Stars, ref
     except AlignError as exc:
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
-    aligned = apply_transform(data, transform, shape, kind="data")
+    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours
+    aligned = apply_transform(np.where(mask, np.float32(np.nan), data), transform, shape, kind="data")
     aligned_unc = apply_transform(unc, transform, shape, kind="uncertainty") if unc is not None else None
     aligned_mask = apply_transform(mask, transform, shape, kind="mask")
     h = header.copy()

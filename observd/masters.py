@@ -20,6 +20,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from . import __version__
 from .combine import Combined, FitsSource, combine
+from .calibrate import overscan_model
 from .fitsio import image_hdus, read_image, write_atomic
 from .masters_plan import DATA_EXCLUSION_PREFIX
 
@@ -33,6 +34,7 @@ class FrameRef:
     ccd_temp: float | None
     saturation: float | None
     date_obs: str | None
+    biassec: str | None = None      # overscan strip: subtracted before combining
 
 
 @dataclass(frozen=True)
@@ -121,40 +123,45 @@ def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
 
 
 def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSource]:
-    """One FitsSource per frame, with the per-band calibration applied as it is read."""
+    """One FitsSource per frame, with the per-band calibration applied as it is read.
+
+    Frames with an overscan strip are read once whole to model it (a per-row or per-column
+    level); flats are read once whole for their own median. Everything else streams by band."""
     sources = []
     for frame in frames:
         scale = _dark_scale(job, frame)
-        norm = 1.0
+        overscan = None
+        whole = None
+        if frame.biassec or job.kind == "flat":
+            whole = read_image(Path(frame.path), frame.hdu)
+        if frame.biassec:
+            overscan = overscan_model(whole, frame.biassec)
+        prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
-            norm = float(np.median(_calibrate_rows(read_image(Path(frame.path), frame.hdu), 0, bias, dark, scale)))
-            if not np.isfinite(norm) or norm <= 0:
-                norm = np.nan
-        sources.append(FitsSource(Path(frame.path), frame.hdu,
-                                  prepare=_Prepare(bias, dark if job.kind == "flat" else None, scale, norm)))
+            norm = float(np.median(prepare(whole, 0, whole.shape[0])))
+            prepare = _Prepare(prepare.bias, prepare.dark, scale, norm if np.isfinite(norm) and norm > 0 else np.nan,
+                               overscan)
+        sources.append(FitsSource(Path(frame.path), frame.hdu, prepare=prepare))
     return sources
-
-
-def _calibrate_rows(rows, y0, bias, dark, scale):
-    y1 = y0 + rows.shape[0]
-    out = rows.astype(np.float32, copy=True)
-    if bias is not None:
-        out -= bias[y0:y1]
-    if dark is not None:
-        out -= np.float32(scale) * dark[y0:y1]
-    return out
 
 
 @dataclass(frozen=True)
 class _Prepare:
-    """Picklable per-band calibration: (rows - bias - scale*dark) / norm."""
+    """Picklable per-band calibration: (rows - overscan - bias - scale*dark) / norm."""
     bias: np.ndarray | None
     dark: np.ndarray | None
     scale: float
     norm: float
+    overscan: np.ndarray | None = None    # (rows, 1) or (1, cols) levels
 
     def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
-        out = _calibrate_rows(rows, y0, self.bias, self.dark, self.scale)
+        out = rows.astype(np.float32, copy=True)
+        if self.overscan is not None:
+            out -= self.overscan[y0:y1] if self.overscan.shape[1] == 1 else self.overscan
+        if self.bias is not None:
+            out -= self.bias[y0:y1]
+        if self.dark is not None:
+            out -= np.float32(self.scale) * self.dark[y0:y1]
         if self.norm != 1.0:
             out /= np.float32(self.norm)
         return out

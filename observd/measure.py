@@ -115,7 +115,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
         return Measurement(background, noise, 0, None, None, 0), _NO_STARS
     rmax = np.maximum(FLUX_RADIUS_RMAX * top["a"], 3.0)
     r_half, r_flags = sep.flux_radius(residual, top["x"], top["y"], rmax, 0.5, mask=bad)
-    sig = np.clip(np.nan_to_num(2.0 * r_half / 2.3548, nan=1.0), 0.5, 10.0)
+    sig = np.clip(np.nan_to_num(2.0 * r_half / FWHM_PER_SIGMA, nan=1.0), 0.5, 10.0)
     xwin, ywin, w_flags = sep.winpos(residual, top["x"], top["y"], sig, mask=bad)
     # Windowed centroids can run away towards a bright neighbour; keep the isophotal
     # barycentre for those.

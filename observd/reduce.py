@@ -211,7 +211,7 @@ class Reducer:
                                   hot_pixel_sigma=c.hot_pixel_sigma, weak_pixel_level=c.weak_pixel_level,
                                   min_frames=min_frames(plan.kind, self.config), workers=self._workers())
         frames = tuple(FrameRef(r["id"], r["path"], r["hdu_index"] or 0, r["exptime"], r["ccd_temp"],
-                                r["saturation"], r["date_obs"]) for r in rows)
+                                r["saturation"], r["date_obs"], r["biassec"]) for r in rows)
         header = {"INSTRUME": ref["instrument"], "FILTER": ref["filter"] if plan.kind == "flat" else None,
                   "XBINNING": ref["xbin"], "YBINNING": ref["ybin"], "GAIN": ref["gain_setting"],
                   "OFFSET": ref["offset"], "READOUTM": ref["readout_mode"]}

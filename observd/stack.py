@@ -141,9 +141,22 @@ def frame_weights(noises: Sequence[float | None]) -> np.ndarray:
     return w / w.sum()
 
 
-def rejection_for(configured: str, n_frames: int, small_n: int) -> str:
-    """Sigma clipping becomes winsorized clipping for small stacks (module docstring)."""
-    return "winsorized" if configured == "sigclip" and n_frames <= small_n else configured
+SIGCLIP_MARGIN = 1.2
+"""Sigma clipping is only trusted when a lone outlier would stand this many times `sigma` out."""
+
+
+def rejection_for(configured: str, n_frames: int, small_n: int, sigma: float = 3.0) -> str:
+    """Sigma clipping becomes winsorized clipping for small stacks.
+
+    A single outlier D above N-1 equal values has a population std of D·sqrt(N-1)/N, so it
+    lies only N/sqrt(N-1) std from the median: with sigma = 3 plain clipping cannot reject a
+    cosmic ray in fewer than 9 frames and does so reliably (with noise) only from about 12.
+    Winsorized clipping is therefore used up to max(`small_n`, that limit).
+    """
+    if configured != "sigclip":
+        return configured
+    n_min = next(n for n in range(3, 10_000) if n / np.sqrt(n - 1) >= SIGCLIP_MARGIN * sigma)
+    return "winsorized" if n_frames <= max(small_n, n_min - 1) else "sigclip"
 
 
 def format_exposure(seconds: float) -> str:
@@ -274,16 +287,26 @@ def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | N
     return products
 
 
+def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict]) -> np.ndarray:
+    """Where fewer than 3 values were kept (footprint edges), their scatter says nothing about
+    the error (one value has std 0): use the frames' median background noise / sqrt(count)."""
+    noise = float(np.median([r["noise"] for r in rows if r["noise"]] or [np.nan]))
+    few = (count > 0) & (count < 3)
+    with np.errstate(divide="ignore"):
+        return np.where(few, noise / np.sqrt(np.maximum(count, 1)), unc).astype(np.float32)
+
+
 def _build(config: Config, group: StackGroup) -> StackProduct:
     c = config.stack
     n = len(group.rows)
-    rejection = rejection_for(c.rejection, n, c.small_n)
+    rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
     weights = frame_weights([r["noise"] for r in group.rows])
     workers = config.daemon.workers or os.cpu_count() or 1
     data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
                                     memory_limit=c.memory_limit_mb << 20, workers=workers,
                                     offsets=group.offsets())
     empty = count == 0
+    unc = _floor_uncertainty(unc, count, group.rows)
     quality, _ = measure(data, mask=empty)
     header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
                           fwhm=quality.fwhm)

@@ -48,10 +48,24 @@ def _integrated_profile(edges: np.ndarray, centre: float, sigma: float) -> np.nd
     return np.diff(cdf)
 
 
+def _moffat_stamp(xe: np.ndarray, ye: np.ndarray, xc: float, yc: float, fwhm: float,
+                  beta: float, sub: int = 7) -> np.ndarray:
+    """Moffat profile (unit total flux) integrated over pixels by sub x sub sampling."""
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    xs = (xe[:-1, None] + (np.arange(sub) + 0.5) / sub).ravel() - xc
+    ys = (ye[:-1, None] + (np.arange(sub) + 0.5) / sub).ravel() - yc
+    prof = (1.0 + (ys[:, None] ** 2 + xs[None, :] ** 2) / alpha ** 2) ** (-beta)
+    prof *= (beta - 1.0) / (np.pi * alpha ** 2) / sub ** 2
+    return prof.reshape(len(ye) - 1, sub, len(xe) - 1, sub).sum(axis=(1, 3))
+
+
 def render(shape: tuple[int, int], x, y, flux, *, fwhm: float = 3.0, trail=(0.0, 0.0),
-           sky: float = 800.0, read_noise: float = 6.0, gain: float = 1.0,
-           rng: np.random.Generator | None = None, noise: bool = True) -> np.ndarray:
+           beta: float | None = None, sky: float = 800.0, read_noise: float = 6.0,
+           gain: float = 1.0, rng: np.random.Generator | None = None,
+           noise: bool = True) -> np.ndarray:
     """Frame of stars at frame positions (x, y) with an integrated Gaussian PSF.
+
+    beta: render a Moffat of that beta instead (real stars' wings), untrailed only.
 
     trail: (dx, dy) in px; each star is smeared uniformly along that segment (a tracking
     error), rendered as 25 sub-exposures. Noise: Poisson on (sky + stars) in electrons
@@ -61,7 +75,8 @@ def render(shape: tuple[int, int], x, y, flux, *, fwhm: float = 3.0, trail=(0.0,
     ny, nx = shape
     image = np.zeros(shape)
     steps = np.linspace(-0.5, 0.5, 25) if any(trail) else np.zeros(1)
-    half = int(np.ceil(5 * sigma + 0.5 * max(abs(trail[0]), abs(trail[1])))) + 2
+    half = int(np.ceil((15 if beta else 5) * sigma
+                       + 0.5 * max(abs(trail[0]), abs(trail[1])))) + 2
     for xc, yc, f in zip(np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(flux)):
         x0, x1 = max(int(xc) - half, 0), min(int(xc) + half + 1, nx)
         y0, y1 = max(int(yc) - half, 0), min(int(yc) + half + 1, ny)
@@ -69,6 +84,9 @@ def render(shape: tuple[int, int], x, y, flux, *, fwhm: float = 3.0, trail=(0.0,
             continue
         xe = np.arange(x0, x1 + 1) - 0.5
         ye = np.arange(y0, y1 + 1) - 0.5
+        if beta:
+            image[y0:y1, x0:x1] += f * _moffat_stamp(xe, ye, xc, yc, fwhm, beta)
+            continue
         for s in steps:
             px = _integrated_profile(xe, xc + s * trail[0], sigma)
             py = _integrated_profile(ye, yc + s * trail[1], sigma)

@@ -1,6 +1,10 @@
+import os
+from pathlib import Path
+
 import astroalign
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from observd.align import AlignError, Transform, apply_transform, find_transform
 from observd.measure import Stars, measure
@@ -185,3 +189,17 @@ def test_rejects_unknown_kind_and_order():
         apply_transform(np.zeros((4, 4)), t, (4, 4), kind="variance")
     with pytest.raises(ValueError, match="order"):
         apply_transform(np.zeros((4, 4)), t, (4, 4), order=2)
+
+
+def test_real_lights_align_consistently():
+    """Three consecutive HAT-P-32 lights: A->C must equal (B->C) after (A->B)."""
+    root = Path(os.environ.get("OBSERVD_REAL_DATA",
+                               Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    files = sorted((root / "02_microobs_hatp32_lights").glob("HATP-32*.FITS.gz"))[1:4]
+    if len(files) < 3:
+        pytest.skip(f"real sample data not found under {root}")
+    a, b, c = (measure(fits.getdata(f))[1] for f in files)
+    ab, bc, ac = find_transform(a, b), find_transform(b, c), find_transform(a, c)
+    for t in (ab, bc, ac):
+        assert t.rms < 0.15 and t.n_matches > 100 and abs(t.scale - 1) < 1e-3
+    assert grid_error(bc.matrix @ ab.matrix, ac.matrix) < 0.05

@@ -1,0 +1,211 @@
+"""Lights: calibration equal to ccdproc, master selection and waiting, alignment against the
+simulator's truth (meridian flip included), bad-frame judgement, the real sets."""
+
+import json
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData, StdDevUncertainty
+from ccdproc import ccd_process, create_deviation, subtract_bias
+
+from observd.calibrate import Plane, calibrate, overscan_and_trim, trim
+from observd.catalog import Catalog
+from observd.config import CalibrateConfig, MastersConfig
+from observd.ingest import ingest
+from observd.select import select_masters
+from observd.simulate import SimSpec, TargetSpec, write_night
+
+from support import gunzip_set, make_config, require_real_data
+
+SHAPE = (160, 200)
+
+
+def _run(tmp_path, folders, **sections):
+    sections.setdefault("site", {"timezone": "Europe/Berlin"})
+    config = make_config(tmp_path, **sections)
+    catalog = Catalog.open(config.paths.database)
+    result = ingest(folders, catalog, config)
+    assert not result.failed, result.errors
+    return config, catalog
+
+
+def _plane(path, trimsec=None):
+    with fits.open(path) as h:
+        return Plane(trim(h[0].data.astype(np.float32), trimsec), trim(h["UNCERT"].data.astype(np.float32), trimsec),
+                     trim(h["MASK"].data.astype(bool), trimsec))
+
+
+@pytest.fixture(scope="module")
+def overscan_night(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("oscan")
+    write_night(tmp / "night", SimSpec(shape=SHAPE, overscan=12, dialect="iraf", seed=5, n_bias=7, n_dark=5,
+                                       n_flat=5, dark_exptimes=(60.0,),
+                                       targets=(TargetSpec(n_lights=2, exptime=120.0, n_stars=60),)))
+    config, catalog = _run(tmp, [tmp / "night"])
+    yield config, catalog
+    catalog.close()
+
+
+def test_calibration_equals_ccdproc_with_overscan_trim_and_scaled_dark(overscan_night):
+    config, catalog = overscan_night
+    light = catalog.files(types=("light",))[0]
+    masters = {m["type"]: m for m in catalog.masters(current_only=True)}
+    raw = fits.getdata(light["path"]).astype(np.float32)
+    gain, rdnoise = light["egain"], light["rdnoise"]
+    assert light["biassec"] and light["trimsec"] and gain and rdnoise
+    ours = calibrate(raw, bias=_plane(masters["bias"]["path"]), dark=_plane(masters["dark"]["path"]),
+                     dark_scale=120 / 60, flat=_plane(masters["flat"]["path"]), gain=gain, read_noise=rdnoise,
+                     biassec=light["biassec"], trimsec=light["trimsec"])
+    t = light["trimsec"]
+
+    def ccd(plane):
+        return CCDData(plane.data, uncertainty=StdDevUncertainty(plane.uncertainty), unit="adu")
+    bias, dark, flat = (ccd(_plane(masters[k]["path"], t)) for k in ("bias", "dark", "flat"))
+    ref = ccd_process(CCDData(raw, unit="adu"), oscan=light["biassec"], trim=t, master_bias=bias, dark_frame=dark,
+                      master_flat=flat, dark_exposure=60 * u.s, data_exposure=120 * u.s, dark_scale=True)
+    scale = np.median(np.abs(ref.data))
+    np.testing.assert_allclose(ours.data, ref.data, rtol=1e-4, atol=1e-4 * scale)
+    assert ours.data.dtype == np.float32 and ours.data.shape == ref.data.shape
+
+    # uncertainty: Poisson + read noise of the bias-subtracted signal, then the masters' errors
+    prepared = CCDData(overscan_and_trim(raw, light["biassec"], t), unit="adu")
+    signal = subtract_bias(prepared, CCDData(bias.data, unit="adu"))
+    deviation = create_deviation(signal, gain=gain * u.electron / u.adu, readnoise=rdnoise * u.electron)
+    noisy = CCDData(prepared.data, uncertainty=deviation.uncertainty, unit="adu")
+    ref_unc = ccd_process(noisy, master_bias=bias, dark_frame=dark, master_flat=flat, dark_exposure=60 * u.s,
+                          data_exposure=120 * u.s, dark_scale=True).uncertainty.array
+    ratio = ours.uncertainty / ref_unc
+    assert np.nanmax(np.abs(ratio - 1)) < 0.01
+
+
+def test_select_prefers_exact_dark_then_scales_and_explains_what_is_missing():
+    base = {"current": 1, "instrument": "Cam", "naxis1": 100, "naxis2": 80, "xbin": 1, "ybin": 1,
+            "gain_setting": None, "offset": None, "readout_mode": None, "date_obs": "2026-11-20T22:00:00+00:00",
+            "filter": None, "includes_bias": 0}
+    light = dict(base, exptime=120.0, ccd_temp=-10.0, filter="L", version=1)
+    bias = dict(base, id=1, type="bias", exptime=0.0, ccd_temp_mean=-10.0)
+    dark60 = dict(base, id=2, type="dark", exptime=60.0, ccd_temp_mean=-10.1)
+    dark120 = dict(base, id=3, type="dark", exptime=120.0, ccd_temp_mean=-10.2, includes_bias=1)
+    warm = dict(base, id=4, type="dark", exptime=120.0, ccd_temp_mean=-7.0)
+    flat = dict(base, id=5, type="flat", filter="L", exptime=1.0, ccd_temp_mean=-10.0)
+    mc, cc = MastersConfig(), CalibrateConfig()
+    s = select_masters(light, [bias, dark60, dark120, flat], mc, cc)
+    assert s.dark["id"] == 3 and s.bias is None and s.dark_scale == 1.0 and s.missing is None
+    s = select_masters(light, [bias, dark60, flat], mc, cc)
+    assert s.dark["id"] == 2 and s.bias["id"] == 1 and s.dark_scale == 2.0
+    s = select_masters(light, [bias, warm], mc, cc)
+    assert s.missing == "no dark within 0.5 °C of -10.0 °C; no flat for filter L, 100x80, binning 1x1 yet"
+    s = select_masters(light, [bias, warm, flat], mc, CalibrateConfig(dark_fallback=True))
+    assert s.dark["id"] == 4 and s.missing is None and "WARNING" in s.notes[0]
+    s = select_masters(light, [dark60, flat], mc, cc)
+    assert "no bias" in s.missing
+    old = dict(flat, date_obs="2026-09-01T22:00:00+00:00")
+    assert "no flat" in select_masters(light, [bias, dark60, old], mc, cc).missing      # older than 30 days
+    other = dict(flat, naxis1=200)
+    assert "no flat" in select_masters(light, [bias, dark60, other], mc, cc).missing    # another shape
+    none = select_masters(light, [], mc, CalibrateConfig(require=()))
+    assert none.missing is None and len(none.notes) == 3
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """A realistic night whose flats arrive at dawn, after the lights: ingested in two batches."""
+    tmp = tmp_path_factory.mktemp("night")
+    truth = write_night(tmp / "night", SimSpec(shape=(512, 512), seed=11, n_bias=7, n_dark=5, n_flat=5,
+                                               targets=(TargetSpec(n_lights=8, n_stars=400),)))
+    flats = tmp / "night" / "FLAT"
+    dawn = tmp / "dawn"
+    flats.rename(dawn)
+    config, catalog = _run(tmp, [tmp / "night"])
+    before = {r["name"]: (r["state"], r["reason"]) for r in catalog.files(types=("light",))}
+    ingest([dawn], catalog, config)
+    yield truth, config, catalog, before
+    catalog.close()
+
+
+def test_lights_wait_for_dawn_flats_then_calibrate_without_a_manual_step(night):
+    truth, config, catalog, before = night
+    assert {s for s, _ in before.values()} == {"waiting"}
+    assert all(r == "waiting: no flat for filter L, 512x512, binning 1x1 yet" for _, r in before.values())
+    after = {r["name"]: r for r in catalog.files(types=("light",))}
+    assert {r["state"] for r in after.values()} <= {"aligned", "bad"}
+    assert all(r["flat_id"] and r["dark_id"] and r["bias_id"] for r in after.values())
+
+
+def test_clouded_and_trailed_frames_are_judged_bad_and_good_ones_are_not(night):
+    truth, _, catalog, _ = night
+    rows = {r["path"]: r for r in catalog.files(types=("light",))}
+    root = Path(next(iter(rows))).parents[1]
+    for f in (f for f in truth["files"] if f["type"] == "light"):
+        row = rows[str(root / f["name"])]
+        if f["clouded"]:
+            assert row["state"] == "bad" and "clouds" in row["reason"], row["reason"]
+        elif f["trailed"]:
+            assert row["state"] == "bad" and "elongated" in row["reason"], row["reason"]
+        else:
+            assert row["state"] == "aligned", (f["name"], row["reason"])
+
+
+def test_alignment_matches_the_true_transforms_on_a_grid(night):
+    truth, _, catalog, _ = night
+    rows = {r["path"]: r for r in catalog.files(types=("light",))}
+    root = Path(next(iter(rows))).parents[1]
+    lights = {str(root / f["name"]): f for f in truth["files"] if f["type"] == "light"}
+    aligned = [r for r in rows.values() if r["state"] == "aligned"]
+    ref_path = catalog.file(aligned[0]["reference_id"])["path"]
+    m_ref = np.array(lights[ref_path]["matrix"])
+    xs, ys = np.meshgrid(np.linspace(0, 511, 9), np.linspace(0, 511, 9))
+    grid = np.vstack([xs.ravel(), ys.ravel(), np.ones(81)])
+    flipped = 0
+    for row in aligned:
+        true = m_ref @ np.linalg.inv(np.array(lights[row["path"]]["matrix"]))     # frame -> reference
+        got = np.array(json.loads(row["transform"]))
+        err = np.sqrt(np.mean(np.sum(((got @ grid) - (true @ grid))[:2] ** 2, axis=0)))
+        assert err <= 0.05, (row["name"], err)
+        flipped += lights[row["path"]]["flipped"]
+    assert flipped >= 2                                  # the meridian flip was exercised
+
+
+def test_darks_warmer_than_the_lights_leave_them_waiting(tmp_path):
+    write_night(tmp_path / "night", SimSpec(shape=(64, 64), dark_temps=(-7.0,), n_bias=7, n_dark=5, n_flat=5,
+                                            targets=(TargetSpec(n_lights=2, n_stars=20),)))
+    config, catalog = _run(tmp_path, [tmp_path / "night"])
+    lights = catalog.files(types=("light",))
+    assert {r["state"] for r in lights} == {"waiting"}
+    assert all("no dark within 0.5 °C of -10.0 °C" in r["reason"] or "no dark within 0.5 °C of -9.9 °C"
+               in r["reason"] or "no dark within 0.5 °C of -10.1 °C" in r["reason"] for r in lights)
+    catalog.close()
+
+
+def test_microobservatory_lights_align_uncalibrated(tmp_path):
+    raw = gunzip_set(require_real_data("02_*"), tmp_path / "raw")
+    config, catalog = _run(tmp_path, [raw], site={"timezone": "America/Phoenix"},
+                           classify={"filename_patterns": {"HATP-*": "light"}}, calibrate={"require": []})
+    lights = catalog.files(types=("light",))
+    assert len(lights) == 12
+    aligned = [r for r in lights if r["state"] == "aligned"]
+    assert len(aligned) >= 11, [(r["name"], r["state"], r["reason"]) for r in lights]
+    rms = [r["align_rms"] for r in aligned if r["id"] != r["reference_id"]]
+    assert np.median(rms) < 0.3 and all(r["n_matches"] >= 10 for r in aligned)
+    header = fits.getheader(aligned[0]["aligned_path"])
+    assert any("UNCALIBRATED" in str(h) for h in header["HISTORY"])
+    print(f"MicroObservatory alignment residuals: median {np.median(rms):.3f} px, max {max(rms):.3f} px")
+    catalog.close()
+
+
+def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
+    raw = gunzip_set(require_real_data("01_*"), tmp_path / "raw")
+    config, catalog = _run(tmp_path, [raw], site={"timezone": "America/New_York"},
+                           masters={"min_bias": 2, "min_dark": 2, "min_flat": 2})
+    ub = [r for r in catalog.files(types=("light",)) if r["name"].startswith("UB17")]
+    assert len(ub) == 2
+    for row in ub:
+        assert row["bias_id"] is None or row["bias_id"]
+        assert row["dark_id"] and row["flat_id"], (row["state"], row["reason"])
+        cal = fits.getdata(row["calibrated_path"])
+        raw_data = fits.getdata(row["path"]).astype(np.float32)
+        assert np.median(cal) < np.median(raw_data) - 500        # the ~900 ADU pedestal is gone
+    catalog.close()
