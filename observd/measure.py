@@ -42,6 +42,10 @@ a/b comes from the pixels above the detection threshold, and a faint trailed sta
 its full length but loses its width to the threshold (a 3.0 trail reads 4.3 at 7 sigma,
 2.9 at 50 sigma)."""
 
+SHAPE_FALLBACK_SNR = 8.0
+"""When no star reaches SHAPE_MIN_SNR (a trailed frame), elongation comes from stars at
+least this bright; faint stars read *more* elongated, never less, so the verdict stays safe."""
+
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 FLUX_RADIUS_RMAX = 6.0
@@ -131,8 +135,13 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
         isolated = dist[:, 1] > 2.0 * rmax
     else:
         isolated = np.ones(1, dtype=bool)
-    good = (~saturated[:max_stars] & isolated & (top["peak"] >= SHAPE_MIN_SNR * noise)
-            & (top["flag"] == 0) & (r_flags == 0) & (top["b"] > 0) & np.isfinite(r_half))
+    clean = (~saturated[:max_stars] & isolated & (top["flag"] == 0) & (r_flags == 0) & (top["b"] > 0)
+             & np.isfinite(r_half))
+    good = clean & (top["peak"] >= SHAPE_MIN_SNR * noise)
+    if not good.any():
+        # a trail spreads every star's light along its length, so in a trailed frame even the
+        # brightest stars may fall short of SHAPE_MIN_SNR: judge the shape from fainter ones
+        good = clean & (top["peak"] >= SHAPE_FALLBACK_SNR * noise)
     elong = top["a"][good] / top["b"][good]
     elongation = float(np.median(elong)) if len(elong) else None
     fwhm = None

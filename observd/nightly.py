@@ -6,15 +6,21 @@ not rest on the timer: every run asks `nights_due` (fed by the catalog's ledger 
 nights) what is due *now*, so a run after downtime catches up every missed night, and a run
 that finds nothing due does nothing. The timer only decides when to ask.
 
-Wall-clock times that do not exist or exist twice on DST days are resolved the way zoneinfo
-and APScheduler's CronTrigger both do: the first occurrence of a repeated time, and the
-pre-transition offset for a skipped one (02:30 on the spring-forward day is 03:30 summer time).
+Wall-clock times that do not exist or exist twice on DST days are resolved as zoneinfo does
+(fold=0): the first occurrence of a repeated time, and the pre-transition offset for a skipped
+one (02:30 on the spring-forward day is 03:30 summer time).
 
-APScheduler 3.11 notes (why the ledger is the guard, not the trigger): a CronTrigger whose time
-falls in the repeated autumn hour fires twice that day (fold=0 and fold=1), and issues
-#1021/#1036 report hourly triggers that stall near DST changes. The second autumn fire finds
-nothing due; `run_now` is serialised by a lock so a catch-up, the cron job and a manual
-`observd stack` never stack the same night concurrently.
+Why the timer is `NightlyTrigger` (an APScheduler trigger built on `next_run`) and not
+APScheduler 3.11.3's CronTrigger, whose daily schedules were measured wrong on DST days
+(Europe/Berlin, 2026), the issue family #529/#606/#1021/#1036:
+- hour=0 fires on 2026-03-29 00:00 and next on 03-31 00:00, skipping the first midnight after
+  spring-forward: the day is stepped by 24 absolute hours across a 23-hour day;
+- a time inside the repeated autumn hour (02:30 on 2026-10-25) fires twice;
+- given that fire as a *UTC* previous_fire_time, `get_next_fire_time` returns the same
+  instant again, so `Job._get_run_times` would loop forever.
+`next_run` computes each date's instant directly, so there is one fire per local date.
+`run_now` is serialised by a lock, so a catch-up, the timer and a manual `observd stack` never
+stack the same night concurrently; the ledger makes an extra run harmless anyway.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from collections.abc import Callable, Container, Iterable
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["NightlyScheduler", "nightly_trigger", "next_run", "nights_due"]
+__all__ = ["NightlyScheduler", "NightlyTrigger", "next_run", "nights_due", "stacking_time"]
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +67,32 @@ def next_run(now_utc: dt.datetime, *, timezone: str, at: dt.time) -> dt.datetime
     zone = ZoneInfo(timezone)
     today = now_utc.astimezone(zone).date()
     candidate = _local_instant(today, at, zone)
-    # Tomorrow's `at` is always after now; comparing in UTC keeps a repeated hour from matching twice.
-    return candidate if candidate > now_utc else _local_instant(today + dt.timedelta(days=1), at, zone)
+    if candidate > now_utc:     # compared in UTC, so a repeated hour cannot match twice
+        return candidate
+    return _local_instant(today + dt.timedelta(days=1), at, zone)   # always after now
 
 
-def nightly_trigger(*, timezone: str, at: dt.time) -> CronTrigger:
-    """The daily CronTrigger at wall time `at` in the site's time zone (not the host's)."""
-    return CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=timezone)
+class NightlyTrigger(BaseTrigger):
+    """APScheduler trigger: once per local date at wall time `at` in the site's zone."""
+
+    def __init__(self, *, timezone: str, at: dt.time):
+        self.timezone = ZoneInfo(timezone)
+        self.at = at
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None,
+                           now: dt.datetime) -> dt.datetime:
+        # APScheduler's contract: the first fire after the previous one (even if already past,
+        # so missed fires can be counted and coalesced), else the first one after now.
+        after = previous_fire_time or now
+        fire = next_run(after, timezone=self.timezone.key, at=self.at)
+        return fire.astimezone(self.timezone)
+
+    def __str__(self) -> str:
+        return f"nightly[{self.at.isoformat()} {self.timezone.key}]"
 
 
 class NightlyScheduler:
-    """Wraps an APScheduler 3.x BackgroundScheduler: one daily cron job, plus a catch-up at start.
+    """Wraps an APScheduler 3.x BackgroundScheduler: one daily job, plus a catch-up at start.
 
     Each run calls `due()` and then `stack_night(night)` for each night; the failure of one night
     is logged and the others still run (a failed night stays unstacked and is retried at the next
@@ -85,7 +106,7 @@ class NightlyScheduler:
                  clock: Callable[[], dt.datetime] | None = None):
         self.timezone = timezone
         self.at = at
-        self.trigger = nightly_trigger(timezone=timezone, at=at)
+        self.trigger = NightlyTrigger(timezone=timezone, at=at)
         self._due = due
         self._stack_night = stack_night
         self._clock = clock or (lambda: dt.datetime.now(_UTC))
@@ -96,7 +117,8 @@ class NightlyScheduler:
         """Start the timer; the first run (the catch-up) happens at once, in the background."""
         self._scheduler.add_job(
             self.run_now, self.trigger, id=_JOB_ID, name="nightly stacks",
-            next_run_time=self._clock(), coalesce=True, max_instances=1, misfire_grace_time=None,
+            next_run_time=self._clock().astimezone(self.trigger.timezone),   # the catch-up
+            coalesce=True, max_instances=1, misfire_grace_time=None,
         )
         self._scheduler.start()
         log.info("nightly stacks: catch-up now, then daily at %s %s (next %s UTC)",
@@ -112,7 +134,7 @@ class NightlyScheduler:
         """Stack every due night once; returns the nights stacked successfully, oldest first.
 
         `due()` is asked again after each pass, so a night that becomes due while a long
-        catch-up runs is stacked in the same run instead of waiting a day (its own cron fire
+        catch-up runs is stacked in the same run instead of waiting a day (its own timer fire
         would be dropped by max_instances=1). A night that failed is not retried in this run.
         """
         with self._lock:

@@ -5,11 +5,11 @@ display clips every star to a white disc, so the zscale limits are used differen
 lower limit is the black point, the white point is the brightest cores (`CORE_PERCENTILE`),
 and the zscale range sets the asinh softening (`SOFTENING`): levels stay linear over the sky
 noise, where faint nebulosity lives, and turn logarithmic above it, so stellar profiles are
-compressed instead of clipped. The sky ends up dark grey (about 0.1), NaN black.
+compressed instead of clipped. The sky ends up dark grey (about 0.1); pixels outside the
+aligned footprint (NaN) are black, so the footprint edge stays visible.
 
-Orientation follows DS9 and Siril: FITS row 0 is the bottom of the picture. Pixels outside
-the aligned footprint (NaN) are black, below the sky's dark grey. Large images are shrunk by
-an integer block average, which keeps faint diffuse light and star fluxes that
+Orientation follows DS9 and Siril: FITS row 0 is the bottom of the picture. Large images are
+shrunk by an integer block average, which keeps faint diffuse light and star fluxes that
 nearest-neighbour sampling would alias away. Files are written atomically (`fitsio.write_with`).
 """
 
@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from observd.fitsio import write_with
 
-__all__ = ["stretch", "write_preview", "write_thumbnail"]
+__all__ = ["block_average", "stretch", "write_preview", "write_thumbnail"]
 
 SOFTENING = 0.25            # asinh `a` as a fraction of the zscale range (a few sky sigma)
 CORE_PERCENTILE = 99.995    # white point; the few pixels above it (hot pixels, cosmics) may clip
@@ -104,7 +104,8 @@ def _render(data: np.ndarray, max_size: int) -> Image.Image:
 def _draw_label(image: Image.Image, texts: Sequence[str]) -> None:
     size = max(10, round(min(image.size) / 48))
     margin = max(3, size // 2)
-    fonts = [_font("DejaVuSans-Bold.ttf", size)] + [_font("DejaVuSans.ttf", size)] * (len(texts) - 1)
+    fonts = [_font("DejaVuSans-Bold.ttf", size)]
+    fonts += [_font("DejaVuSans.ttf", size)] * (len(texts) - 1)
     draw = ImageDraw.Draw(image)
     step = round(size * 1.3)
     width = max(draw.textlength(text, font=font) for text, font in zip(texts, fonts))

@@ -64,7 +64,8 @@ def make_sensor(shape: tuple[int, int], *, bias_level: float, dark_current: floa
     dark.flat[flat_idx] = np.exp(rng.uniform(lo, hi, n_hot))
     hy, hx = np.divmod(np.sort(flat_idx), cols)
     hot = np.stack([hx, hy], axis=1).astype(np.int64)
-    return Sensor(level=bias_level, bias=bias, dark_e=dark.astype(np.float32), hot_pixels=hot, ref_temp=ref_temp)
+    return Sensor(level=bias_level, bias=bias, dark_e=dark.astype(np.float32), hot_pixels=hot,
+                  ref_temp=ref_temp)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ observing conditions). `write_night(outdir, spec)` synthesises the pixels
 (optionally paced, in chunks, or under a temporary name) and writes the ground truth.
 The same spec gives byte-identical files: no wall-clock value enters a header, and
 every random draw comes from `numpy.random.default_rng([seed, stream, ...])`, one stream
-per purpose, so changing one frame's parameters does not reshuffle the others.
+per purpose (sensor, optics, flats, star catalogues, seeing, plan, each frame's noise), so
+the camera and the star fields stay the same when only the plan changes.
+`build_night` + `synthesize` expose the pixel synthesis alone (benchmarks, custom writers).
 
 The night (local time in `spec.timezone`; DATE-OBS always written in UTC)
 -----------------------------------------------------------------------------
-dusk flats at 18:00 (when ``flats_at='dusk'``), biases from 18:30, darks after them
+each block starts 0-5 min after its nominal time: dusk flats at 18:00 (when
+``flats_at='dusk'``), biases from 18:30, darks after them
 (10 min of cooler settling between temperatures), lights from 20:00 (or when the darks
 end): per target, filters interleaved (L R G B L R G B ...) as sequencers loop them, 5 min
 slew between targets; dawn flats at 06:30 next morning (or after the last light) and
@@ -55,8 +58,11 @@ Image model (see `observd.sim_scene`)
 raw = bias_level + bias pattern + Poisson(electrons) / gain + read noise (+ cosmic rays),
 rounded and clipped to 0..65535, where electrons = (sky + stars) x flat x t + dark(T) x t.
 `sky` is in e-/s/pixel; star fluxes are chosen per target from the sky noise so the
-faintest are at the detection limit and a few saturate. Cosmic rays: ``cosmic_rays`` hits
-per 512x512 light (scaled by area), darks get the same rate per second of exposure.
+faintest are at the detection limit and a few saturate; PSF Moffat (beta 3), FWHM 2.5-3.5 px.
+Clouded lights: transparency 0.1-0.2 and 1.3-2x the sky; clear ones 0.92-1.0. Trailed
+lights: stars smeared over a 10-15 px segment centred on their position. Cosmic rays:
+``cosmic_rays`` hits of 1-3 pixels per 512x512 light (scaled by area); darks get the same
+rate per second as a light of the targets' mean exposure; never multiplied by the flat.
 
 Ground truth (``truth=True``): OUTDIR/truth.json and OUTDIR/truth.npz
 ---------------------------------------------------------------------
@@ -99,7 +105,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -195,7 +201,7 @@ class SimSpec:
         return tuple(dict.fromkeys(f for t in self.targets for f in t.filters))
 
     @property
-    def dark_set(self) -> tuple[float, ...]:
+    def dark_exposures(self) -> tuple[float, ...]:
         if self.dark_exptimes is not None:
             return tuple(self.dark_exptimes)
         return tuple(dict.fromkeys(t.exptime for t in self.targets))
@@ -218,30 +224,16 @@ class LightState:
 @dataclass(frozen=True)
 class PlannedFrame:
     index: int                 # acquisition order, 0-based
-    name: str                  # path relative to OUTDIR (posix)
     frame_type: str            # 'bias' | 'dark' | 'flat' | 'light'
     exptime: float
     ccd_temp: float            # actual sensor temperature, degC
     set_temp: float            # cooler set point, degC
     date_obs: datetime         # exposure start, aware UTC
-    header: tuple[tuple[str, Any, str], ...]   # dialect cards (key, value, comment)
+    name: str = ""             # path relative to OUTDIR (posix)
+    header: tuple[tuple[str, Any, str], ...] = ()   # dialect cards (key, value, comment)
     target: str | None = None
     filter: str | None = None
     flat_level: float = 0.0    # flats: mean illumination, e-/pixel at flat = 1
-    light: LightState | None = None
-
-
-@dataclass(frozen=True)
-class _Shot:
-    """A frame before it has a name and header."""
-
-    frame_type: str
-    exptime: float
-    set_temp: float
-    start: datetime            # aware UTC
-    target: str | None = None
-    filter: str | None = None
-    flat_level: float = 0.0
     light: LightState | None = None
 
 
@@ -253,23 +245,14 @@ def _rng(*key: int) -> np.random.Generator:
 
 def plan_night(spec: SimSpec) -> list[PlannedFrame]:
     """The whole night in acquisition order: names, headers, times and light geometry."""
-    rng = _rng(spec.seed, _S_PLAN)
-    shots = _schedule(spec, rng)
     counters: Counter = Counter()
-    frames = []
-    for index, shot in enumerate(shots):
-        ccd_temp = round(shot.set_temp + rng.uniform(-0.1, 0.1), 2)
-        name = _NAMERS[spec.dialect](shot, spec, counters, ccd_temp)
-        cards = _common_cards(spec) + _DIALECT_CARDS[spec.dialect](shot, spec, ccd_temp)
-        frames.append(PlannedFrame(
-            index=index, name=name, frame_type=shot.frame_type, exptime=shot.exptime,
-            ccd_temp=ccd_temp, set_temp=shot.set_temp, date_obs=shot.start,
-            header=tuple(cards), target=shot.target, filter=shot.filter,
-            flat_level=shot.flat_level, light=shot.light))
-    return frames
+    return [replace(frame, name=_NAMERS[spec.dialect](frame, spec, counters),
+                    header=tuple(_common_cards(spec) + _DIALECT_CARDS[spec.dialect](frame, spec)))
+            for frame in _schedule(spec, _rng(spec.seed, _S_PLAN))]
 
 
-def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[_Shot]:
+def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[PlannedFrame]:
+    """Frames with their times and conditions, not yet named: see the module docstring."""
     tz = ZoneInfo(spec.timezone)
     evening = date.fromisoformat(spec.night)
 
@@ -282,7 +265,13 @@ def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[_Shot]:
     def readout() -> timedelta:
         return timedelta(seconds=2.0 + rng.uniform(0.0, 0.5))
 
-    shots: list[_Shot] = []
+    frames: list[PlannedFrame] = []
+
+    def shoot(kind: str, exptime: float, set_temp: float, start: datetime, **extra: Any) -> None:
+        ccd_temp = round(set_temp + rng.uniform(-0.1, 0.1), 2)
+        frames.append(PlannedFrame(len(frames), kind, float(exptime), ccd_temp, float(set_temp),
+                                   start, **extra))
+
     t = local(18, 0)
 
     def flats(t: datetime) -> datetime:
@@ -290,8 +279,7 @@ def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[_Shot]:
             exptime = _FLAT_EXPTIME.get(f, _FLAT_EXPTIME_OTHER)
             for _ in range(spec.n_flat):
                 level_adu = rng.uniform(0.30, 0.50) * scene.ADU_MAX - spec.bias_level
-                shots.append(_Shot("flat", exptime, spec.ccd_temp, t, filter=f,
-                                   flat_level=level_adu * spec.gain))
+                shoot("flat", exptime, spec.ccd_temp, t, filter=f, flat_level=level_adu * spec.gain)
                 t += timedelta(seconds=exptime) + readout()
         return t
 
@@ -299,14 +287,14 @@ def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[_Shot]:
         t = flats(t) + timedelta(minutes=10)
     t = max(t, local(18, 30))
     for _ in range(spec.n_bias):
-        shots.append(_Shot("bias", 0.0, spec.ccd_temp, t))
+        shoot("bias", 0.0, spec.ccd_temp, t)
         t += readout()
     for k, temp in enumerate(spec.dark_temps):
         if k:
             t += timedelta(minutes=10)
-        for exptime in spec.dark_set:
+        for exptime in spec.dark_exposures:
             for _ in range(spec.n_dark):
-                shots.append(_Shot("dark", float(exptime), float(temp), t))
+                shoot("dark", exptime, temp, t)
                 t += timedelta(seconds=float(exptime)) + readout()
 
     t = max(t + timedelta(minutes=5), local(20, 0))
@@ -314,13 +302,12 @@ def _schedule(spec: SimSpec, rng: np.random.Generator) -> list[_Shot]:
         if k:
             t += timedelta(minutes=5)
         for (f, state) in _light_states(spec, target, k, rng):
-            shots.append(_Shot("light", float(target.exptime), spec.ccd_temp, t,
-                               target=target.name, filter=f, light=state))
+            shoot("light", target.exptime, spec.ccd_temp, t, target=target.name, filter=f, light=state)
             t += (timedelta(seconds=target.exptime) + readout()
                   + timedelta(seconds=rng.uniform(5.0, 10.0)))
     if spec.flats_at == "dawn":
         flats(max(t + timedelta(minutes=10), local(6, 30, days=1)))
-    return shots
+    return frames
 
 
 def _light_states(spec: SimSpec, target: TargetSpec, k: int,
@@ -388,8 +375,8 @@ _PICTTYPE = {"light": 1, "bias": 2, "dark": 3, "flat": 4}
 _ASIAIR_PREFIX = {"light": "Light", "bias": "Bias", "dark": "Dark", "flat": "Flat"}
 
 
-def _local(shot: _Shot, spec: SimSpec) -> datetime:
-    return shot.start.astimezone(ZoneInfo(spec.timezone))
+def _local(frame: PlannedFrame, spec: SimSpec) -> datetime:
+    return frame.date_obs.astimezone(ZoneInfo(spec.timezone))
 
 
 def _utc_str(t: datetime, digits: int) -> str:
@@ -409,61 +396,61 @@ def _common_cards(spec: SimSpec) -> list[tuple[str, Any, str]]:
     return cards
 
 
-def _cards_maxim(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, Any, str]]:
-    jd = shot.start.timestamp() / 86400.0 + 2440587.5
+def _cards_maxim(frame: PlannedFrame, spec: SimSpec) -> list[tuple[str, Any, str]]:
+    jd = frame.date_obs.timestamp() / 86400.0 + 2440587.5
     cards = [
-        ("DATE-OBS", _utc_str(shot.start, 0), "YYYY-MM-DDThh:mm:ss observation start, UT"),
-        ("EXPTIME", shot.exptime, "Exposure time in seconds"),
-        ("EXPOSURE", shot.exptime, "Exposure time in seconds"),
-        ("SET-TEMP", shot.set_temp, "CCD temperature setpoint in C"),
-        ("CCD-TEMP", ccd_temp, "CCD temperature at start of exposure in C"),
+        ("DATE-OBS", _utc_str(frame.date_obs, 0), "YYYY-MM-DDThh:mm:ss observation start, UT"),
+        ("EXPTIME", frame.exptime, "Exposure time in seconds"),
+        ("EXPOSURE", frame.exptime, "Exposure time in seconds"),
+        ("SET-TEMP", frame.set_temp, "CCD temperature setpoint in C"),
+        ("CCD-TEMP", frame.ccd_temp, "CCD temperature at start of exposure in C"),
         ("XBINNING", 1, "Binning factor in width"),
         ("YBINNING", 1, "Binning factor in height"),
         ("READOUTM", "Normal", "Readout mode of image"),
     ]
-    if shot.filter:
-        cards.append(("FILTER", shot.filter, "Filter used when taking image"))
+    if frame.filter:
+        cards.append(("FILTER", frame.filter, "Filter used when taking image"))
     cards += [
-        ("IMAGETYP", _TYPE_WORDS["maxim"][shot.frame_type], "Type of image"),
+        ("IMAGETYP", _TYPE_WORDS["maxim"][frame.frame_type], "Type of image"),
         ("JD", round(jd, 8), "Julian Date at start of exposure"),
         ("EGAIN", spec.gain, "Electronic gain in e-/ADU"),
         ("SWCREATE", "MaxIm DL Version 6.50", "Name of software that created the image"),
-        ("OBJECT", shot.target or "", ""),
+        ("OBJECT", frame.target or "", ""),
         ("TELESCOP", spec.telescope, "telescope used to acquire this image"),
     ]
     return cards
 
 
-def _cards_nina(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, Any, str]]:
+def _cards_nina(frame: PlannedFrame, spec: SimSpec) -> list[tuple[str, Any, str]]:
     cards = [
-        ("IMAGETYP", _TYPE_WORDS["nina"][shot.frame_type], "Type of exposure"),
-        ("EXPOSURE", shot.exptime, "[s] Exposure duration"),
-        ("EXPTIME", shot.exptime, "[s] Exposure duration"),
-        ("DATE-LOC", _utc_str(_local(shot, spec), 7), "Time of observation (local)"),
-        ("DATE-OBS", _utc_str(shot.start, 7), "Time of observation (UTC)"),
+        ("IMAGETYP", _TYPE_WORDS["nina"][frame.frame_type], "Type of exposure"),
+        ("EXPOSURE", frame.exptime, "[s] Exposure duration"),
+        ("EXPTIME", frame.exptime, "[s] Exposure duration"),
+        ("DATE-LOC", _utc_str(_local(frame, spec), 7), "Time of observation (local)"),
+        ("DATE-OBS", _utc_str(frame.date_obs, 7), "Time of observation (UTC)"),
         ("XBINNING", 1, "X axis binning factor"),
         ("YBINNING", 1, "Y axis binning factor"),
         ("GAIN", spec.gain_setting, "Sensor gain"),
         ("OFFSET", spec.offset_setting, "Sensor gain offset"),
         ("EGAIN", spec.gain, "[e-/ADU] Electrons per A/D unit"),
-        ("SET-TEMP", shot.set_temp, "[degC] CCD temperature setpoint"),
-        ("CCD-TEMP", ccd_temp, "[degC] CCD temperature"),
+        ("SET-TEMP", frame.set_temp, "[degC] CCD temperature setpoint"),
+        ("CCD-TEMP", frame.ccd_temp, "[degC] CCD temperature"),
         ("READOUTM", "Normal", "Sensor readout mode"),
         ("TELESCOP", spec.telescope, "Name of telescope"),
-        ("FILTER", shot.filter or spec.filters[0], "Active filter name"),
+        ("FILTER", frame.filter or spec.filters[0], "Active filter name"),
     ]
-    if shot.target:
-        cards.append(("OBJECT", shot.target, "Name of the object of interest"))
+    if frame.target:
+        cards.append(("OBJECT", frame.target, "Name of the object of interest"))
     cards += [("ROWORDER", "TOP-DOWN", "FITS Image Orientation"),
               ("SWCREATE", "N.I.N.A. 3.1.2.9001 (x64)", "Software that created this file")]
     return cards
 
 
-def _cards_iraf(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, Any, str]]:
-    word = _TYPE_WORDS["iraf"][shot.frame_type]
-    obj = {"light": shot.target, "bias": "bias", "dark": f"dark {shot.exptime:g}s",
-           "flat": f"flat {shot.filter}"}[shot.frame_type]
-    t = shot.start
+def _cards_iraf(frame: PlannedFrame, spec: SimSpec) -> list[tuple[str, Any, str]]:
+    word = _TYPE_WORDS["iraf"][frame.frame_type]
+    obj = {"light": frame.target, "bias": "bias", "dark": f"dark {frame.exptime:g}s",
+           "flat": f"flat {frame.filter}"}[frame.frame_type]
+    t = frame.date_obs
     cards = [
         ("OBSERVAT", "SIMOBS", "observatory"),
         ("TELESCOP", spec.telescope, ""),
@@ -472,33 +459,33 @@ def _cards_iraf(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, 
         ("IMAGETYP", word, "IRAF image type"),
         ("DATE-OBS", t.strftime("%Y-%m-%d"), "UT date of exposure start"),
         ("TIME-OBS", t.strftime("%H:%M:%S.") + str(t.microsecond // 100000), "UT at exposure start"),
-        ("EXPTIME", shot.exptime, "integration time in secs"),
-        ("CCDTEMP", round(ccd_temp + 273.15, 2), "[K] detector temperature"),
+        ("EXPTIME", frame.exptime, "integration time in secs"),
+        ("CCDTEMP", round(frame.ccd_temp + 273.15, 2), "[K] detector temperature"),
         ("CCDSUM", "1 1", "on-chip binning"),
     ]
-    if shot.filter:
-        cards.append(("FILTER1", shot.filter, "filter wheel 1"))
+    if frame.filter:
+        cards.append(("FILTER1", frame.filter, "filter wheel 1"))
     cards += [("GAIN", spec.gain, "e-/ADU"), ("RDNOISE", spec.read_noise, "e-(rms) read noise")]
     return cards
 
 
-def _cards_theskyx(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, Any, str]]:
+def _cards_theskyx(frame: PlannedFrame, spec: SimSpec) -> list[tuple[str, Any, str]]:
     cards = [
-        ("OBJECT", shot.target or "", "Object name"),
+        ("OBJECT", frame.target or "", "Object name"),
         ("TELESCOP", spec.telescope, "Telescope"),
-        ("EXPTIME", shot.exptime, "Exposure time in seconds"),
-        ("DATE-OBS", _utc_str(shot.start, 3), "UTC start date of observation"),
-        ("LOCALTIM", _localtim(_local(shot, spec)), "Local time at start of exposure"),
-        ("CCD-TEMP", ccd_temp, "Temperature of CCD"),
-        ("SET-TEMP", shot.set_temp, "Temperature setpoint"),
+        ("EXPTIME", frame.exptime, "Exposure time in seconds"),
+        ("DATE-OBS", _utc_str(frame.date_obs, 3), "UTC start date of observation"),
+        ("LOCALTIM", _localtim(_local(frame, spec)), "Local time at start of exposure"),
+        ("CCD-TEMP", frame.ccd_temp, "Temperature of CCD"),
+        ("SET-TEMP", frame.set_temp, "Temperature setpoint"),
         ("XBINNING", 1, "Binning factor in width"),
         ("YBINNING", 1, "Binning factor in height"),
-        ("IMAGETYP", _TYPE_WORDS["theskyx"][shot.frame_type], "Type of image"),
-        ("PICTTYPE", _PICTTYPE[shot.frame_type], "Image type as an index"),
+        ("IMAGETYP", _TYPE_WORDS["theskyx"][frame.frame_type], "Type of image"),
+        ("PICTTYPE", _PICTTYPE[frame.frame_type], "Image type as an index"),
         ("EGAIN", spec.gain, "Electrons per ADU"),
     ]
-    if shot.filter:
-        cards.append(("FILTER", shot.filter, "Filter name"))
+    if frame.filter:
+        cards.append(("FILTER", frame.filter, "Filter name"))
     cards.append(("SWCREATE", "TheSkyX Professional Edition 10.5.0", "Software that created image"))
     return cards
 
@@ -508,12 +495,12 @@ def _localtim(t: datetime) -> str:
     return t.strftime("%m/%d/%Y %I:%M:%S.") + f"{t.microsecond // 1000:03d}" + t.strftime(" %p")
 
 
-def _cards_asiair(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str, Any, str]]:
+def _cards_asiair(frame: PlannedFrame, spec: SimSpec) -> list[tuple[str, Any, str]]:
     cards = [
-        ("EXPOSURE", f"{shot.exptime:.3f}", "Exposure time in seconds"),
-        ("DATE-OBS", _utc_str(shot.start, 6), "Start of exposure, UTC"),
-        ("CCD-TEMP", round(ccd_temp, 1), "Sensor temperature (C)"),
-        ("SET-TEMP", shot.set_temp, "Cooler target (C)"),
+        ("EXPOSURE", f"{frame.exptime:.3f}", "Exposure time in seconds"),
+        ("DATE-OBS", _utc_str(frame.date_obs, 6), "Start of exposure, UTC"),
+        ("CCD-TEMP", round(frame.ccd_temp, 1), "Sensor temperature (C)"),
+        ("SET-TEMP", frame.set_temp, "Cooler target (C)"),
         ("GAIN", spec.gain_setting, "Gain setting"),
         ("OFFSET", spec.offset_setting, "Offset setting"),
         ("XBINNING", 1, ""),
@@ -521,60 +508,59 @@ def _cards_asiair(shot: _Shot, spec: SimSpec, ccd_temp: float) -> list[tuple[str
         ("TELESCOP", spec.telescope, ""),
         ("CREATOR", "ZWO ASIAIR Plus", ""),
     ]
-    if shot.filter:
-        cards.append(("FILTER", shot.filter, ""))
-    if shot.target:
-        cards.append(("OBJECT", shot.target, ""))
+    if frame.filter:
+        cards.append(("FILTER", frame.filter, ""))
+    if frame.target:
+        cards.append(("OBJECT", frame.target, ""))
     return cards
 
 
-_DIALECT_CARDS: dict[str, Callable[[_Shot, SimSpec, float], list[tuple[str, Any, str]]]] = {
+_DIALECT_CARDS: dict[str, Callable[[PlannedFrame, SimSpec], list[tuple[str, Any, str]]]] = {
     "maxim": _cards_maxim, "nina": _cards_nina, "iraf": _cards_iraf,
     "theskyx": _cards_theskyx, "asiair": _cards_asiair,
 }
 
 
-def _name_maxim(shot: _Shot, spec: SimSpec, n: Counter, ccd_temp: float) -> str:
-    kind = shot.frame_type
-    key = {"light": (kind, shot.target, shot.filter), "flat": (kind, shot.filter)}.get(kind, (kind,))
+def _name_maxim(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
+    kind = frame.frame_type
+    key = {"light": (kind, frame.target, frame.filter), "flat": (kind, frame.filter)}.get(kind, kind)
     n[key] += 1
-    return {"light": f"{shot.target}-{n[key]:03d}{shot.filter}.fit",
+    return {"light": f"{frame.target}-{n[key]:03d}{frame.filter}.fit",
             "bias": f"Bias-{n[key]:03d}.fit",
-            "dark": f"Dark-{n[key]:03d}-{shot.exptime:g}s.fit",
-            "flat": f"Flat-{n[key]:03d}-{shot.filter}.fit"}[kind]
+            "dark": f"Dark-{n[key]:03d}-{frame.exptime:g}s.fit",
+            "flat": f"Flat-{n[key]:03d}-{frame.filter}.fit"}[kind]
 
 
-def _name_nina(shot: _Shot, spec: SimSpec, n: Counter, ccd_temp: float) -> str:
-    word = _TYPE_WORDS["nina"][shot.frame_type]
+def _name_nina(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
+    word = _TYPE_WORDS["nina"][frame.frame_type]
     n[word] += 1
-    stamp = _local(shot, spec).strftime("%Y-%m-%d_%H-%M-%S")
-    subject = shot.target or word
-    return f"{word}/{stamp}_{subject}_{shot.filter or spec.filters[0]}_{shot.exptime:.2f}s_{n[word]:04d}.fits"
+    stamp = _local(frame, spec).strftime("%Y-%m-%d_%H-%M-%S")
+    subject, wheel = frame.target or word, frame.filter or spec.filters[0]
+    return f"{word}/{stamp}_{subject}_{wheel}_{frame.exptime:.2f}s_{n[word]:04d}.fits"
 
 
-def _name_iraf(shot: _Shot, spec: SimSpec, n: Counter, ccd_temp: float) -> str:
+def _name_iraf(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
     n["all"] += 1
     return f"a{n['all']:04d}.fits"
 
 
-def _name_theskyx(shot: _Shot, spec: SimSpec, n: Counter, ccd_temp: float) -> str:
+def _name_theskyx(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
     n["all"] += 1
-    subject = shot.target or shot.frame_type.capitalize()
-    return f"{subject}.{n['all']:08d}.{_TYPE_WORDS['nina'][shot.frame_type]}.FIT"
+    subject = frame.target or frame.frame_type.capitalize()
+    return f"{subject}.{n['all']:08d}.{frame.frame_type.upper()}.FIT"
 
 
-def _name_asiair(shot: _Shot, spec: SimSpec, n: Counter, ccd_temp: float) -> str:
-    prefix = _ASIAIR_PREFIX[shot.frame_type]
+def _name_asiair(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
+    prefix = _ASIAIR_PREFIX[frame.frame_type]
     n[prefix] += 1
-    stamp = _local(shot, spec).strftime("%Y%m%d-%H%M%S")
-    exposure = f"{shot.exptime:.1f}s" if shot.exptime >= 1.0 else f"{shot.exptime * 1000:.1f}ms"
-    parts = [prefix] + ([shot.target] if shot.target else []) + [exposure, "Bin1"]
-    parts += ([shot.filter] if shot.filter else []) + [f"gain{spec.gain_setting}", stamp,
-                                                       f"{ccd_temp:.1f}C", f"{n[prefix]:04d}"]
-    return "_".join(parts) + ".fit"
+    stamp = _local(frame, spec).strftime("%Y%m%d-%H%M%S")
+    exposure = f"{frame.exptime:.1f}s" if frame.exptime >= 1.0 else f"{frame.exptime * 1000:.1f}ms"
+    parts = [prefix, frame.target, exposure, "Bin1", frame.filter, f"gain{spec.gain_setting}",
+             stamp, f"{frame.ccd_temp:.1f}C", f"{n[prefix]:04d}"]
+    return "_".join(p for p in parts if p) + ".fit"
 
 
-_NAMERS: dict[str, Callable[[_Shot, SimSpec, Counter, float], str]] = {
+_NAMERS: dict[str, Callable[[PlannedFrame, SimSpec, Counter], str]] = {
     "maxim": _name_maxim, "nina": _name_nina, "iraf": _name_iraf,
     "theskyx": _name_theskyx, "asiair": _name_asiair,
 }
@@ -592,6 +578,11 @@ class Night:
 
 
 def build_night(spec: SimSpec) -> Night:
+    """The camera, optics and sky of `spec`'s night (independent of the plan).
+
+    Star fluxes are scaled to this camera and sky: the faintest at ~40x the per-pixel sky
+    noise (about the detection limit), the saturation flux from the headroom above the sky.
+    """
     shape = spec.shape
     sensor = scene.make_sensor(shape, bias_level=spec.bias_level, dark_current=spec.dark_current,
                                hot_pixel_fraction=spec.hot_pixel_fraction, ref_temp=spec.ccd_temp,
@@ -614,7 +605,7 @@ def build_night(spec: SimSpec) -> Night:
 
 
 def _cosmic_count(spec: SimSpec, frame: PlannedFrame) -> int:
-    """Lights: ``cosmic_rays`` per 512^2; darks: the same rate per second of exposure."""
+    """Lights: ``cosmic_rays`` per 512^2; darks: the same rate per second as a mean light."""
     area = spec.shape[0] * spec.shape[1] / 512.0**2
     if frame.frame_type == "light":
         return int(round(spec.cosmic_rays * area))

@@ -445,6 +445,8 @@ def test_watchdog_pings_stop_while_a_worker_hangs(site, running, light_bytes, fa
     site.wait_states({hung: DONE})
     after = received(sock, 1.0)
     assert after.count("WATCHDOG=1") >= 3, "pings resume once the worker is back"
+    statuses = [m for m in before + during + after if m.startswith("STATUS=")]
+    assert statuses and "1 lights calibrated" in statuses[-1]
     site.audit()
 
 
@@ -556,3 +558,64 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
             proc.kill()
     assert not stale.exists()
     site.audit()
+
+
+# -- configuration reload and logs ------------------------------------------------------------------
+
+def test_sighup_reload_applies_good_config_and_keeps_running_one_on_error(site, running):
+    config_path = site.write_toml()
+    r = running()
+    r.daemon.config_path = config_path
+    site.raw["masters"] = {"min_bias": 9}
+    site.write_toml()
+    r.daemon.request_reload()
+    deadline = time.monotonic() + DEADLINE
+    while r.daemon.config.masters.min_bias != 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.daemon.config.masters.min_bias == 9 and r.daemon.reducer.config.masters.min_bias == 9
+    config_path.write_text("[masters]\nmin_bias = 'many'\n")
+    r.daemon.request_reload()
+    log = site.output / "status.log"
+    deadline = time.monotonic() + DEADLINE
+    while "not reloaded" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "configuration not reloaded, keeping the running one" in log.read_text()
+    assert "min_bias" in log.read_text()
+    assert r.daemon.config.masters.min_bias == 9 and r.thread.is_alive()
+
+
+def test_journal_priority_prefixes_on_every_line():
+    import logging
+
+    from observd.statuslog import JournalFormatter, journal_wanted
+    fmt = JournalFormatter("%(message)s")
+    record = logging.LogRecord("observd", logging.ERROR, __file__, 1, "failed\nTraceback line", None, None)
+    assert fmt.format(record) == "<3>failed\n<3>Traceback line"
+    record.levelno = logging.WARNING
+    assert fmt.format(record).startswith("<4>")
+    record.levelno = logging.INFO
+    assert fmt.format(record).startswith("<6>")
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    assert journal_wanted(Tty(), {}) is False
+    assert journal_wanted(Tty(), {"JOURNAL_STREAM": "8:1234"}) is True
+    assert journal_wanted(io.StringIO(), {}) is True
+
+
+def test_status_log_lines_and_rotation(tmp_path):
+    from datetime import datetime
+
+    from observd.statuslog import StatusLog
+    log = StatusLog(tmp_path / "status.log", max_bytes=400, backups=2)
+    when = datetime(2026, 11, 21, 3, 12, 9)
+    log.record("info", "calibrated  (bias v1; 183 stars, FWHM 2.9 px)", "/cam/M42_0012.fits", when=when)
+    first = (tmp_path / "status.log").read_text().splitlines()[0]
+    assert first == "2026-11-21 03:12:09  M42_0012.fits  calibrated  (bias v1; 183 stars, FWHM 2.9 px)"
+    for i in range(40):
+        log.record("warning", f"waiting: no flat for filter L ({i})", "/cam/x.fits")
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["status.log", "status.log.1", "status.log.2"]
+    assert all(p.stat().st_size <= 400 for p in tmp_path.iterdir())

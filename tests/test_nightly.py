@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections import Counter
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from observd.nightly import NightlyScheduler, next_run, nights_due, nightly_trigger
+from observd.nightly import NightlyScheduler, NightlyTrigger, next_run, nights_due
 
 TZ = "Europe/Berlin"
 BERLIN = ZoneInfo(TZ)
@@ -107,38 +108,40 @@ def test_next_run(now, at, expected):
     assert next_run(now, timezone=TZ, at=at) == expected
 
 
-# --- the real APScheduler trigger ---------------------------------------------------------
+# --- the APScheduler trigger ----------------------------------------------------------------
 
-def test_cron_trigger_uses_the_site_timezone():
-    trigger = nightly_trigger(timezone=TZ, at=TEN)
+def test_trigger_uses_the_site_timezone_and_fires_at_the_expected_utc_instant():
+    trigger = NightlyTrigger(timezone=TZ, at=TEN)
     assert trigger.timezone == BERLIN
-    now = utc(2026, 3, 28, 12, 0)
-    assert trigger.get_next_fire_time(None, now) == utc(2026, 3, 29, 8, 0)   # 10:00 CEST
-    assert trigger.get_next_fire_time(None, now) == next_run(now, timezone=TZ, at=TEN)
+    now = utc(2026, 3, 28, 12, 0).astimezone(BERLIN)
+    first = trigger.get_next_fire_time(None, now)
+    assert first == utc(2026, 3, 29, 8, 0)                       # 10:00 CEST
+    assert first.tzinfo == BERLIN                                # the scheduler's own zone
+    # after a fire: the next date, even when asked late (so missed fires can be counted)
+    assert trigger.get_next_fire_time(first, utc(2026, 4, 2, 12)) == utc(2026, 3, 30, 8, 0)
 
 
-@pytest.mark.parametrize("at", [TEN, dt.time(2, 30), dt.time(0, 0)])
-def test_cron_trigger_and_next_run_agree_for_a_year_but_the_repeated_autumn_hour(at):
-    """APScheduler 3.11 fires twice at a wall time inside the repeated hour; next_run does not."""
-    trigger = nightly_trigger(timezone=TZ, at=at)
-    now, previous, cron = utc(2026, 1, 1), None, []
-    while now < utc(2027, 1, 1):
-        previous = now = trigger.get_next_fire_time(previous, now).astimezone(UTC)
-        cron.append(now)
-    ours, now = [], utc(2026, 1, 1)
-    while now < utc(2027, 1, 1):
-        now = next_run(now, timezone=TZ, at=at)
-        ours.append(now)
-    extra = {utc(2026, 10, 25, 1, 30)} if at == dt.time(2, 30) else set()
-    assert set(cron) - set(ours) == extra
-    assert set(ours) - set(cron) == set()
-    assert len(ours) == len({t.astimezone(BERLIN).date() for t in ours})   # one per local date
+@pytest.mark.parametrize("at", [TEN, dt.time(0, 0), dt.time(2, 30), dt.time(23, 59, 30)])
+def test_trigger_fires_once_per_local_date_for_a_year(at):
+    """CronTrigger 3.11.3 fails this for 00:00 (skips 2026-03-30) and 02:30 (fires twice)."""
+    trigger = NightlyTrigger(timezone=TZ, at=at)
+    previous, now, fires = None, dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=BERLIN), []
+    while len(fires) < 366:
+        previous = trigger.get_next_fire_time(previous, now)
+        fires.append(previous)
+    local = [f.astimezone(BERLIN) for f in fires]
+    days = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(366)]
+    assert [d.date() for d in local] == days
+    skipped = {dt.date(2026, 3, 29)} if at == dt.time(2, 30) else set()
+    assert all(d.time() == at for d in local if d.date() not in skipped)
+    if skipped:                               # 02:30 does not exist that day: 03:30 CEST
+        assert fires[87] == utc(2026, 3, 29, 1, 30)
 
 
 # --- NightlyScheduler with a fake clock ---------------------------------------------------
 
 def simulate(site: Site, sched: NightlyScheduler, until: dt.datetime) -> list[dt.datetime]:
-    """Fire run_now at every CronTrigger fire time (as the daemon would) up to `until`."""
+    """Fire run_now at every fire time of the scheduler's trigger up to `until`."""
     fires, previous = [], None
     while (fire := sched.trigger.get_next_fire_time(previous, site.clock())) <= until:
         site.clock.now = previous = fire
@@ -150,7 +153,9 @@ def simulate(site: Site, sched: NightlyScheduler, until: dt.datetime) -> list[dt
 @pytest.mark.parametrize("first_night, at", [
     ("2026-05-04", TEN),
     ("2026-03-25", TEN), ("2026-03-25", dt.time(2, 30)),     # spring forward 2026-03-29
+    ("2026-03-25", dt.time(0, 0)),
     ("2026-10-21", TEN), ("2026-10-21", dt.time(2, 30)),     # fall back 2026-10-25
+    ("2026-10-21", dt.time(2, 0)), ("2026-10-21", dt.time(0, 0)),
 ])
 def test_one_stack_per_night_over_simulated_days(first_night, at):
     nights = night_labels(first_night, 8)
@@ -159,9 +164,9 @@ def test_one_stack_per_night_over_simulated_days(first_night, at):
     site = Site([n for n in nights if n != nights[3]], clock, at=at)   # one night clouded out
     sched = site.scheduler()
     sched.run_now()                                                    # start-up: nothing due yet
-    fires = simulate(site, sched, until=clock.now + dt.timedelta(days=8, hours=12))
+    fires = simulate(site, sched, until=clock.now + dt.timedelta(days=8))
 
-    assert len(fires) >= 8
+    assert len(fires) == 8                      # one fire per local date
     counts = Counter(night for night, _ in site.calls)
     assert set(counts) == site.nights and set(counts.values()) == {1}
     for night, when in site.calls:   # stacked on the next local date, at (or just after) `at`
@@ -229,6 +234,7 @@ def test_concurrent_runs_never_stack_a_night_twice():
     assert entered.wait(5)
     second = threading.Thread(target=lambda: results.append(sched.run_now()))
     second.start()
+    time.sleep(0.2)                # let the second run reach the lock (or, without one, a night)
     release.set()
     first.join(5)
     second.join(5)
@@ -236,10 +242,10 @@ def test_concurrent_runs_never_stack_a_night_twice():
     assert Counter(n for n, _ in site.calls) == Counter(["2026-06-01", "2026-06-02"])
 
 
-def test_start_runs_the_catch_up_in_the_background_and_schedules_the_cron_job():
-    """Real BackgroundScheduler, real clock: no waiting beyond the catch-up itself."""
+def test_start_runs_the_catch_up_in_the_background_and_schedules_the_next_night():
+    """Real BackgroundScheduler, real clock; waits only for the catch-up itself."""
     now = dt.datetime.now(UTC)
-    yesterday = (now.astimezone(BERLIN) - dt.timedelta(days=2)).date().isoformat()
+    missed = (now.astimezone(BERLIN) - dt.timedelta(days=2)).date().isoformat()
     done = threading.Event()
     ledger: set[str] = set()
 
@@ -250,14 +256,18 @@ def test_start_runs_the_catch_up_in_the_background_and_schedules_the_cron_job():
     sched = NightlyScheduler(
         timezone=TZ, at=TEN, stack_night=stack_night,
         due=lambda: nights_due(dt.datetime.now(UTC), timezone=TZ, at=TEN,
-                               nights_with_lights=[yesterday], stacked=ledger))
+                               nights_with_lights=[missed], stacked=ledger))
     sched.start()
     try:
         assert done.wait(10)
         job = sched._scheduler.get_job("nightly-stacks")   # peek: the options the brief requires
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
-        assert job.trigger is sched.trigger
+        deadline = time.monotonic() + 5
+        while job.next_run_time <= now and time.monotonic() < deadline:   # rescheduled yet?
+            time.sleep(0.01)
+            job = sched._scheduler.get_job("nightly-stacks")
+        assert job.next_run_time == next_run(dt.datetime.now(UTC), timezone=TZ, at=TEN)
     finally:
         sched.shutdown()
-    assert ledger == {yesterday}
+    assert ledger == {missed}
     sched.shutdown()                                         # a second shutdown is harmless

@@ -1,0 +1,306 @@
+"""observd.combine against astropy/ccdproc/numpy references on small frames."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData
+from astropy.stats import sigma_clip
+from astropy.utils.exceptions import AstropyUserWarning
+
+from observd.combine import (ArraySource, FitsSource, band_bytes_per_pixel, band_rows,
+                             combine)
+
+REAL_DATA = Path(os.environ.get("OBSERVD_REAL_DATA",
+                                Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+
+
+def bias_stack(n, shape=(48, 64), seed=0, nan_fraction=0.0):
+    """float32 bias-like frames with cosmic rays, hot pixels, low outliers (and NaNs)."""
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(1000.0, 5.0, (n, *shape)).astype(np.float32)
+    cosmic = rng.random(stack.shape) < 0.02
+    stack[cosmic] += rng.uniform(30, 20000, cosmic.sum()).astype(np.float32)
+    low = rng.random(stack.shape) < 0.01
+    stack[low] -= rng.uniform(20, 400, low.sum()).astype(np.float32)
+    stack[:, 5, 7] += 3000.0                      # hot pixel in every frame
+    if nan_fraction:
+        stack[rng.random(stack.shape) < nan_fraction] = np.nan
+        for i in range(n):                        # aligned frames: NaN outside footprint
+            stack[i, :, : i % 5] = np.nan
+        stack[:, 0, 0] = np.nan                   # no valid value at all
+        stack[1:, 0, 1] = np.nan                  # a single valid value
+    return stack
+
+
+def astropy_clip(stack, maxiters=5, sigma_low=3.0, sigma_high=3.0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        return sigma_clip(stack, axis=0, sigma_lower=sigma_low, sigma_upper=sigma_high,
+                          maxiters=maxiters, cenfunc="median", stdfunc="std")
+
+
+def sources(stack):
+    return [ArraySource(frame) for frame in stack]
+
+
+def reference_uncertainty(clipped):
+    kept = np.ma.masked_array(clipped.data.astype(np.float64), clipped.mask)
+    return (kept.std(axis=0) / np.sqrt(kept.count(axis=0))).filled(np.nan)
+
+
+@pytest.mark.parametrize("n", [3, 4, 7, 20])
+@pytest.mark.parametrize("maxiters", [1, 5])
+def test_sigclip_median_equals_astropy(n, maxiters):
+    stack = bias_stack(n, seed=n)
+    ref = astropy_clip(stack, maxiters)
+    res = combine(sources(stack), maxiters=maxiters)
+    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
+    np.testing.assert_allclose(res.data, np.ma.median(ref, axis=0).filled(np.nan), rtol=1e-5)
+    np.testing.assert_allclose(res.uncertainty, reference_uncertainty(ref), rtol=1e-5)
+    assert res.data.dtype == np.float32 and res.uncertainty.dtype == np.float32
+    assert res.count.dtype == np.uint16
+
+
+def test_iterations_matter_in_the_test_data():
+    """Guard for the test above: maxiters=5 must reject more than one pass here."""
+    stack = bias_stack(20, seed=20)
+    assert (astropy_clip(stack, 5).mask.sum() > astropy_clip(stack, 1).mask.sum())
+
+
+@pytest.mark.parametrize("method", ["median", "mean"])
+def test_sigclip_with_nans_equals_astropy(method):
+    stack = bias_stack(9, seed=3, nan_fraction=0.15)
+    ref = astropy_clip(stack)
+    res = combine(sources(stack), method=method)
+    expected = np.ma.median(ref, axis=0) if method == "median" else ref.mean(axis=0)
+    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
+    np.testing.assert_allclose(res.data, expected.filled(np.nan), rtol=1e-5)
+    np.testing.assert_allclose(res.uncertainty, reference_uncertainty(ref), rtol=1e-5)
+    assert np.isnan(res.data[0, 0]) and res.count[0, 0] == 0
+    assert res.data[0, 1] == stack[0, 0, 1] and res.count[0, 1] == 1
+
+
+def test_sigclip_asymmetric_thresholds_equal_astropy():
+    stack = bias_stack(15, seed=8)
+    ref = astropy_clip(stack, 5, sigma_low=2.0, sigma_high=4.0)
+    res = combine(sources(stack), sigma_low=2.0, sigma_high=4.0)
+    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
+    np.testing.assert_allclose(res.data, np.ma.median(ref, axis=0).filled(np.nan), rtol=1e-5)
+
+
+def ccdproc_combine(stack, method):
+    import ccdproc
+
+    return ccdproc.combine([CCDData(frame, unit="adu") for frame in stack], method=method,
+                           sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
+                           sigma_clip_func=np.ma.median, sigma_clip_dev_func=np.ma.std)
+
+
+def test_ccdproc_reference_is_a_single_clipping_pass():
+    stack = bias_stack(20, seed=20)
+    ref = ccdproc_combine(stack, "median")
+    one = combine(sources(stack), maxiters=1)
+    np.testing.assert_allclose(one.data, ref.data, rtol=1e-5)
+    # ...and not astropy's iterated clipping, which observd does by default.
+    five = combine(sources(stack), maxiters=5)
+    assert np.any(np.abs(five.data - ref.data) > 1e-5 * np.abs(ref.data))
+
+
+def test_ccdproc_average_and_its_uncertainty():
+    """ccdproc's mean uncertainty is std/sqrt(n) like ours (its median one uses the MAD)."""
+    stack = bias_stack(12, seed=21)
+    ref = ccdproc_combine(stack, "average")
+    res = combine(sources(stack), method="mean", maxiters=1)
+    np.testing.assert_allclose(res.data, ref.data, rtol=1e-5)
+    np.testing.assert_allclose(res.uncertainty, ref.uncertainty.array, rtol=1e-5)
+
+
+def test_weighted_mean_equals_numpy():
+    stack = bias_stack(6, seed=4, nan_fraction=0.1)
+    weights = np.array([1.0, 2.0, 0.5, 3.0, 1.5, 0.25])
+    res = combine(sources(stack), method="mean", rejection="none", weights=weights)
+    valid = np.ma.masked_invalid(stack.astype(np.float64))
+    expected = np.ma.average(valid, axis=0, weights=np.broadcast_to(
+        weights[:, None, None], stack.shape)).filled(np.nan)
+    np.testing.assert_allclose(res.data, expected, rtol=1e-6)
+    np.testing.assert_array_equal(res.count, valid.count(axis=0))
+
+    clipped = astropy_clip(stack)
+    res = combine(sources(stack), method="mean", rejection="sigclip", weights=weights)
+    expected = np.ma.average(clipped.astype(np.float64), axis=0, weights=np.broadcast_to(
+        weights[:, None, None], stack.shape)).filled(np.nan)
+    np.testing.assert_allclose(res.data, expected, rtol=1e-6)
+
+
+def test_minmax_drops_extremes_of_valid_values():
+    stack = bias_stack(6, seed=5, nan_fraction=0.2)
+    res = combine(sources(stack), method="mean", rejection="minmax", nlow=1, nhigh=2)
+    rng_sorted = np.sort(stack, axis=0)                  # NaN last
+    nvalid = np.isfinite(stack).sum(axis=0)
+    expected = np.full(stack.shape[1:], np.nan)
+    for y, x in np.ndindex(*stack.shape[1:]):
+        kept = rng_sorted[1:nvalid[y, x] - 2, y, x].astype(np.float64)
+        if kept.size:
+            expected[y, x] = kept.mean()
+    np.testing.assert_allclose(res.data, expected, rtol=1e-6)
+    np.testing.assert_array_equal(res.count, np.maximum(nvalid - 3, 0))
+    assert np.all(np.isnan(res.data[nvalid <= 3]))
+
+
+def test_winsorized_rejects_cosmic_ray_in_four_frames():
+    rng = np.random.default_rng(6)
+    truth = 1000.0
+    stack = rng.normal(truth, 5.0, (4, 64, 64)).astype(np.float32)
+    hit = np.zeros((64, 64), bool)
+    hit[::4, ::4] = True
+    stack[2][hit] += 800.0                                # a cosmic ray in one frame
+    plain = combine(sources(stack), method="mean", rejection="sigclip", maxiters=10)
+    wins = combine(sources(stack), method="mean", rejection="winsorized", maxiters=10)
+    # Plain sigma clipping cannot isolate one outlier out of 4 values...
+    assert np.all(plain.count[hit] == 4)
+    assert np.all(plain.data[hit] > truth + 150)
+    # ...winsorized clipping rejects it and recovers the level.
+    assert np.all(wins.count[hit] == 3)
+    assert np.all(np.abs(wins.data[hit] - truth) < 20)
+    # On clean pixels the robust sigma from 4 values is noisy: about 7 % of pixels lose
+    # one good value (a direct numpy transcription of the algorithm gives the same rate),
+    # never two, since iteration stops at 3 values.
+    assert np.mean(wins.count[~hit] < 4) < 0.10
+    assert wins.count[~hit].min() == 3
+
+
+def test_winsorized_never_keeps_fewer_than_two():
+    stack = np.array([[1.0], [2.0], [100.0], [10000.0]], np.float32)[:, None, :]
+    res = combine(sources(stack), rejection="winsorized", sigma_low=0.1, sigma_high=0.1)
+    assert res.count[0, 0] >= 2
+
+
+def test_bands_and_threads_give_identical_results():
+    stack = bias_stack(11, shape=(128, 128), seed=7, nan_fraction=0.05)
+    for kwargs in ({}, {"rejection": "winsorized"}, {"method": "mean",
+                                                      "weights": np.arange(1.0, 12.0)}):
+        one_band = combine(sources(stack), workers=1, **kwargs)
+        assert band_rows(11, 128, memory_limit=1 << 30, workers=1) == 128   # one band
+        tiny = combine(sources(stack), memory_limit=1, workers=2, **kwargs)  # 1-row bands
+        for a, b in ((one_band.data, tiny.data), (one_band.uncertainty, tiny.uncertainty),
+                     (one_band.count, tiny.count)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_working_memory_stays_within_limit():
+    stack = bias_stack(20, shape=(256, 256), seed=9, nan_fraction=0.05)
+    frames = sources(stack)
+    limit = 2_000_000
+    output = stack[0].size * (4 + 4 + 2)
+    for rejection in ("sigclip", "winsorized", "minmax"):
+        tracemalloc.start()
+        combine(frames, rejection=rejection, memory_limit=limit, workers=1)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < limit + output, rejection
+    assert band_rows(20, 256, memory_limit=limit, workers=1) * 256 * \
+        band_bytes_per_pixel(20) <= limit
+
+
+def write_uint16(path, data, header=None):
+    fits.PrimaryHDU(data.astype(np.uint16), header=header).writeto(path)
+    assert fits.getheader(path)["BZERO"] == 32768     # stored as int16 + BZERO
+
+
+def test_fits_source_reads_bzero_uint16_rows(tmp_path):
+    rng = np.random.default_rng(10)
+    data = rng.integers(0, 65536, (40, 30)).astype(np.uint16)
+    data[0, 0], data[1, 1] = 0, 65535
+    write_uint16(tmp_path / "a.fits", data)
+    src = FitsSource(tmp_path / "a.fits")
+    assert src.shape == (40, 30)
+    rows = src.read_rows(3, 17)
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, data[3:17].astype(np.float32))
+    np.testing.assert_array_equal(src.read_rows(0, 2), data[:2].astype(np.float32))
+
+
+def test_fits_source_scaled_int32_blank_and_float(tmp_path):
+    raw = np.arange(-600, 600, dtype=np.int32).reshape(30, 40)
+    raw[4, 5] = -999
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -999
+    hdu.writeto(tmp_path / "s.fits")
+    expected = fits.getdata(tmp_path / "s.fits").astype(np.float32)   # astropy's scaling
+    assert np.isnan(expected[4, 5])
+    got = FitsSource(tmp_path / "s.fits").read_rows(0, 30)
+    np.testing.assert_array_equal(got, expected)
+
+    floats = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(floats)]).writeto(tmp_path / "f.fits")
+    np.testing.assert_array_equal(FitsSource(tmp_path / "f.fits", hdu=1).read_rows(5, 9),
+                                  floats[5:9])
+
+
+def test_fits_source_compressed_and_gzipped(tmp_path):
+    rng = np.random.default_rng(11)
+    data = rng.integers(900, 1100, (50, 20)).astype(np.uint16)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(tmp_path / "c.fits")
+    write_uint16(tmp_path / "g.fits", data)
+    os.system(f"gzip -q {tmp_path / 'g.fits'}")
+    for src in (FitsSource(tmp_path / "c.fits", hdu=1), FitsSource(tmp_path / "g.fits.gz")):
+        assert src.shape == (50, 20)
+        np.testing.assert_array_equal(src.read_rows(10, 25), data[10:25].astype(np.float32))
+        np.testing.assert_array_equal(src.read_rows(45, 50), data[45:50].astype(np.float32))
+
+
+def test_fits_sources_with_prepare_combine_like_prepared_arrays(tmp_path):
+    rng = np.random.default_rng(12)
+    bias = rng.normal(1000, 3, (36, 24)).astype(np.float32)
+    level = np.array([1.0, 1.2, 0.9, 1.1, 1.05])
+    frames = [np.rint(bias + 20000 * lv + rng.normal(0, 30, bias.shape)) for lv in level]
+    paths = []
+    for i, frame in enumerate(frames):
+        paths.append(tmp_path / f"flat{i}.fits")
+        write_uint16(paths[-1], frame)
+
+    def flat_source(path, norm):
+        def prepare(rows, y0, y1):
+            return (rows - bias[y0:y1]) / np.float32(norm)
+        return FitsSource(path, prepare=prepare)
+
+    res = combine([flat_source(p, 20000 * lv) for p, lv in zip(paths, level)],
+                  memory_limit=1, workers=2)
+    prepared = np.stack([(f.astype(np.float32) - bias) / np.float32(20000 * lv)
+                         for f, lv in zip(frames, level)])
+    ref = astropy_clip(prepared)
+    np.testing.assert_allclose(res.data, np.ma.median(ref, axis=0).filled(np.nan), rtol=1e-5)
+    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
+    assert abs(np.median(res.data) - 1.0) < 0.01
+
+
+def test_real_gzipped_bias_frames():
+    folder = REAL_DATA / "01_umd_sbig_st8_maximdl"
+    paths = [folder / "calib-001-bi.fit.gz", folder / "calib-002-bi.fit.gz"]
+    if not all(p.exists() for p in paths):
+        pytest.skip("real sample data not available")
+    res = combine([FitsSource(p) for p in paths], method="mean", rejection="none")
+    frames = [fits.getdata(p).astype(np.float64) for p in paths]
+    np.testing.assert_allclose(res.data, (frames[0] + frames[1]) / 2, rtol=1e-6)
+    assert np.all(res.count == 2)
+
+
+def test_invalid_arguments():
+    stack = bias_stack(3)
+    with pytest.raises(ValueError, match="shapes differ"):
+        combine([ArraySource(stack[0]), ArraySource(stack[1, :10])])
+    with pytest.raises(ValueError, match="method"):
+        combine(sources(stack), method="mode")
+    with pytest.raises(ValueError, match="rejection"):
+        combine(sources(stack), rejection="grubbs")
+    with pytest.raises(ValueError, match="weights"):
+        combine(sources(stack), method="mean", weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="no frames"):
+        combine([])
