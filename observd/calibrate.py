@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# MASK extension bits written with calibrated and aligned lights. Stacking ignores only
+# MASK_BAD pixels: a saturated star core is clipped but real, and must not become a hole.
+MASK_BAD = 1          # bad pixel of a master (hot, dead), non-finite, or outside the footprint
+MASK_SATURATED = 2    # at the raw saturation level
+
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
 
@@ -83,6 +88,13 @@ class Calibrated:
     uncertainty: np.ndarray | None        # float32 std-dev in ADU, when gain and read noise are known
     mask: np.ndarray                      # bool: masters' bad pixels, saturated pixels, non-finite results
     saturated: np.ndarray | None = None   # bool: good pixels at the raw saturation level (also in `mask`)
+
+    def bitmask(self) -> np.ndarray:
+        """The MASK extension: MASK_BAD | MASK_SATURATED bits, uint8."""
+        bits = (self.mask & ~self.saturated if self.saturated is not None else self.mask).astype(np.uint8)
+        if self.saturated is not None:
+            bits |= self.saturated.astype(np.uint8) * MASK_SATURATED
+        return bits
 
     @property
     def saturation_level(self) -> float | None:

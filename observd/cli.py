@@ -139,6 +139,39 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_stack(args) -> int:
+    from .stack import StackError, stack_night
+    config = _load(args)
+    catalog = _open_catalog(config)
+    try:
+        nights = [args.night] if args.night else catalog.nights_with_lights()
+        if not nights:
+            print("no lights catalogued yet: nothing to stack")
+            return 0
+        failed = False
+        for night in nights:
+            try:
+                products = stack_night(config, catalog, night, object=args.object, filter=args.filter)
+            except StackError as exc:
+                print(f"{night}: {exc}", file=sys.stderr)
+                failed = True
+                continue
+            if not products:
+                print(f"{night}: no target/filter with at least {config.stack.min_frames} good aligned lights")
+            for p in products:
+                print(f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
+                      f"  {p.path}\n  {p.preview_path}")
+    finally:
+        catalog.close()
+    return 1 if failed else 0
+
+
+def cmd_run(args) -> int:
+    from .daemon import Daemon
+    config = _load(args)
+    return Daemon(config, Path(args.config) if args.config else None).run()
+
+
 def cmd_simulate(args) -> int:
     from .simulate import write_night
     spec = simulation_spec(args)
@@ -199,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--night", metavar="YYYY-MM-DD", help="default: the latest night in the catalog")
     p.add_argument("--all", action="store_true", help="every night")
     p.add_argument("--json", action="store_true")
+
+    command("run", cmd_run, "the daemon: watch the camera folder, reduce, stack nightly (foreground)")
+
+    p = command("stack", cmd_stack, "build the nightly stacks now (rebuilds existing ones)")
+    p.add_argument("--night", metavar="YYYY-MM-DD", help="default: every night with lights")
+    p.add_argument("--object", metavar="NAME")
+    p.add_argument("--filter", metavar="NAME")
 
     p = command("masters", cmd_masters, "list master calibrations; --rebuild forces a new version of each")
     p.add_argument("--rebuild", action="store_true")

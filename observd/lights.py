@@ -18,7 +18,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from . import __version__
 from .align import AlignError, Transform, apply_transform, find_transform
-from .calibrate import Plane, calibrate
+from .calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate
 from .fitsio import image_hdus, read_image, write_atomic
 from .measure import Measurement, Stars, judge, measure
 
@@ -134,12 +134,13 @@ def reduce_light(job: LightJob) -> LightResult:
     bad = judge(m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction,
                 max_elongation=job.max_elongation)
     out_header = provenance_header(header, job, m)
+    bits = cal.bitmask()
     write_atomic(Path(job.calibrated_path), image_hdus(cal.data, out_header, uncertainty=cal.uncertainty,
-                                                       mask=cal.mask))
+                                                       mask=bits))
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
     if job.reference is not None and bad is None:
-        aligned = _align(job.file_id, cal.data, cal.uncertainty, cal.mask, out_header, stars, job.reference,
+        aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
                          job.aligned_path, job.max_control_points, job.min_matches)
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned)
 
@@ -151,14 +152,14 @@ def align_calibrated(job: AlignJob) -> AlignResult:
             data = hdul[0].data.astype(np.float32)
             header = hdul[0].header.copy()
             unc = hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None
-            mask = hdul["MASK"].data.astype(bool) if "MASK" in hdul else np.zeros(data.shape, bool)
+            bits = hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else np.zeros(data.shape, np.uint8)
     stars = Stars(*(np.asarray(c, dtype=float) for c in zip(*job.stars))) if job.stars else \
         Stars(np.empty(0), np.empty(0), np.empty(0))
-    return _align(job.file_id, data, unc, mask, header, stars, job.reference, job.aligned_path,
+    return _align(job.file_id, data, unc, bits, header, stars, job.reference, job.aligned_path,
                   job.max_control_points, job.min_matches)
 
 
-def _align(file_id: int, data, unc, mask, header: fits.Header, stars: Stars, ref: Reference, out_path: str,
+def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref: Reference, out_path: str,
            max_control_points: int, min_matches: int) -> AlignResult:
     try:
         if file_id == ref.file_id:
@@ -170,9 +171,12 @@ def _align(file_id: int, data, unc, mask, header: fits.Header, stars: Stars, ref
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
     # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours
-    aligned = apply_transform(np.where(mask, np.float32(np.nan), data), transform, shape, kind="data")
+    bad = (bits & MASK_BAD) != 0
+    aligned = apply_transform(np.where(bad, np.float32(np.nan), data), transform, shape, kind="data")
     aligned_unc = apply_transform(unc, transform, shape, kind="uncertainty") if unc is not None else None
-    aligned_mask = apply_transform(mask, transform, shape, kind="mask")
+    aligned_mask = (apply_transform(bad, transform, shape, kind="mask").astype(np.uint8) * MASK_BAD
+                    | apply_transform((bits & MASK_SATURATED) != 0, transform, shape, kind="mask")
+                    .astype(np.uint8) * MASK_SATURATED)
     h = header.copy()
     h["ALIGNREF"] = (ref.name, "reference frame of this night and target")
     h["ALIGNRMS"] = (round(transform.rms, 4), "[px] residual RMS of matched stars")

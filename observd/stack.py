@@ -46,6 +46,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from . import __version__
+from .calibrate import MASK_BAD
 from .catalog import Catalog
 from .combine import FitsSource, combine
 from .config import Config
@@ -206,14 +207,15 @@ def stack_header(group: StackGroup, *, rejection: str, sigma: float, weights: np
 
 @dataclass(frozen=True)
 class _MaskedShift:
-    """`FitsSource.prepare`: masked pixels -> NaN, then the background offset added."""
+    """`FitsSource.prepare`: bad pixels (MASK_BAD) -> NaN, then the background offset added.
+    Saturated pixels (MASK_SATURATED) are kept: star cores clip but must not become holes."""
     mask: FitsSource | None
     offset: float
 
     def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
         rows = rows + np.float32(self.offset)
         if self.mask is not None:
-            rows[self.mask.read_rows(y0, y1) != 0] = np.nan
+            rows[(self.mask.read_rows(y0, y1).astype(np.uint8) & MASK_BAD) != 0] = np.nan
         return rows
 
 
@@ -232,7 +234,7 @@ def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: 
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
 
-    Each frame's MASK extension (non-zero = bad) and its NaN pixels are ignored; `offsets`
+    Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
     (one per frame, default 0) are added to each frame first (background normalisation).
     """
     offsets = [0.0] * len(paths) if offsets is None else list(offsets)

@@ -68,6 +68,16 @@ def test_sigclip_median_equals_astropy(n, maxiters):
     assert res.count.dtype == np.uint16
 
 
+def test_sigclip_final_mask_is_last_bounds_on_all_values():
+    """astropy masks with the last bounds, not the survivors of the previous pass."""
+    values = np.array([1, 5, 40, 1, 5, 2, 5, 30, 30, 0, 2, 0], np.float32)
+    stack = np.tile(values[:, None, None], (1, 2, 3))
+    ref = astropy_clip(stack, maxiters=10, sigma_low=1.0, sigma_high=1.0)
+    res = combine(sources(stack), maxiters=10, sigma_low=1.0, sigma_high=1.0)
+    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
+    np.testing.assert_allclose(res.data, np.ma.median(ref, axis=0).filled(np.nan))
+
+
 def test_iterations_matter_in_the_test_data():
     """Guard for the test above: maxiters=5 must reject more than one pass here."""
     stack = bias_stack(20, seed=20)
