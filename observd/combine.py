@@ -347,13 +347,12 @@ class _Stats:
 
 
 def _combine_pixels(stack: np.ndarray, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Combine an ``(N, pixels)`` float32 stack (consumed) into data, uncertainty, count."""
+    """Combine an ``(N, pixels)`` float32 stack (invalid values become +inf in place)."""
     x, w, nvalid, any_invalid = _sort_values(stack, p.weights)
-    del stack
     lo = np.zeros(x.shape[1], np.intp)
     stats = None
     if p.rejection == "sigclip":
-        lo, hi, stats = _sigclip(x, nvalid, any_invalid, p.sigma_low, p.sigma_high,
+        lo, hi, stats = _sigclip(x, stack, nvalid, any_invalid, p.sigma_low, p.sigma_high,
                                  p.maxiters)
     elif p.rejection == "none":
         hi, stats = nvalid, _full_range_stats(x, nvalid, any_invalid)
@@ -365,6 +364,7 @@ def _combine_pixels(stack: np.ndarray, p: _Params) -> tuple[np.ndarray, np.ndarr
         none_left = hi <= lo
         lo[none_left] = 0
         hi[none_left] = 0
+    del stack
 
     n = hi - lo
     if stats is None:
@@ -393,7 +393,8 @@ def _sort_values(stack: np.ndarray, weights: np.ndarray | None):
     """Sort each pixel's values, invalid ones last (as +inf); keep weights alongside.
 
     Returns the sorted ``(N, pixels)`` values, the weights in the same order (or None),
-    the number of valid values per pixel and whether any value was invalid.
+    the number of valid values per pixel and whether any value was invalid.  ``stack``
+    keeps its order (exact sigma clipping sums values in frame order, as astropy does).
     """
     bad = ~np.isfinite(stack)
     any_invalid = bool(bad.any())
@@ -451,8 +452,8 @@ def _network(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def _network_sort(stack: np.ndarray, out: np.ndarray) -> None:
-    """Sort each column of ``(N, pixels)`` (overwritten) into ``out``, row-wise min/max."""
-    rows = list(stack)
+    """Sort each column of ``(N, pixels)`` into ``out`` with row-wise minimum/maximum."""
+    rows = [row.copy() for row in stack]
     spare = np.empty_like(rows[0])
     for i, j in _network(len(rows)):
         a, b = rows[i], rows[j]
@@ -538,13 +539,14 @@ def _count_below(x: np.ndarray, bound: np.ndarray, *, inclusive: bool) -> np.nda
 _SCREEN_MARGIN = 1e-4
 
 
-def _sigclip(x, nvalid, any_invalid, sigma_low, sigma_high, maxiters):
-    """astropy's sigma_clip (median centre, population std): kept range end and stats.
+def _sigclip(x, stack, nvalid, any_invalid, sigma_low, sigma_high, maxiters):
+    """astropy's sigma_clip (median centre, population std): kept ranges and statistics.
 
     Most pixels have nothing to clip.  A float32 screening pass finds them; every pixel
-    whose extremes come anywhere near the bounds goes through the exact float64 iteration
-    (``_sigclip_exact``), so the decisions are astropy's.  Returns the kept ranges and the
-    statistics of the screened pixels (``shift`` NaN for the others).
+    whose extremes come anywhere near the bounds goes through ``_sigclip_exact``, which
+    repeats astropy's float64 arithmetic, so the decisions are astropy's.  ``x`` is the
+    sorted stack and ``stack`` the same values in frame order.  Returns the kept ranges
+    and the statistics of the screened pixels (``shift`` NaN for the others).
     """
     npix = x.shape[1]
     stats = _full_range_stats(x, nvalid, any_invalid)
@@ -556,14 +558,21 @@ def _sigclip(x, nvalid, any_invalid, sigma_low, sigma_high, maxiters):
     hi = nvalid.copy()
     lo = np.zeros(npix, np.intp)
     if doubt.size:
-        lo[doubt], hi[doubt] = _sigclip_exact(x[:, doubt], nvalid[doubt],
+        lo[doubt], hi[doubt] = _sigclip_exact(x[:, doubt], stack[:, doubt], nvalid[doubt],
                                               sigma_low, sigma_high, maxiters)
         stats.shift[doubt] = np.nan
     return lo, hi, stats
 
 
-def _sigclip_exact(x, nvalid, sigma_low, sigma_high, maxiters):
-    """astropy's iteration on sorted values, in float64; returns the kept ranges."""
+def _sigclip_exact(x, stack, nvalid, sigma_low, sigma_high, maxiters):
+    """astropy's iteration, bit for bit; returns the kept ranges of the sorted values.
+
+    Like astropy's C code (``compute_sigma_clipped_bounds``): the median of the kept
+    values, their mean and then population std summed in float64 *in frame order* (a sum
+    over axis 0 adds frames one after the other), bounds ``median ∓ sigma·std``; values
+    exactly on a bound are therefore kept or rejected exactly as astropy does, which
+    matters for integer ADU data.
+    """
     npix = x.shape[1]
     lo = np.zeros(npix, np.intp)
     hi = nvalid.astype(np.intp)
@@ -576,7 +585,7 @@ def _sigclip_exact(x, nvalid, sigma_low, sigma_high, maxiters):
             break
         xa = x[:, active]
         la, ha = lo[active], hi[active]
-        lb, ub, _ = _bounds(_range_stats(xa, la, ha), ha - la, sigma_low, sigma_high)
+        lb, ub = _astropy_bounds(xa, stack[:, active], la, ha, sigma_low, sigma_high)
         low_b[active], high_b[active] = lb, ub
         # Only the extremes of the kept range can fall outside the bounds.
         out = np.flatnonzero((_gather(xa, la) < lb) | (_gather(xa, ha - 1) > ub))
@@ -598,6 +607,19 @@ def _sigclip_exact(x, nvalid, sigma_low, sigma_high, maxiters):
         lo[redo] = _count_below(xr, low_b[redo], inclusive=False)
         hi[redo] = np.maximum(lo[redo], _count_below(xr, high_b[redo], inclusive=True))
     return lo, hi
+
+
+def _astropy_bounds(x, stack, lo, hi, sigma_low, sigma_high):
+    """Clipping bounds of the sorted range [lo, hi), computed as astropy computes them."""
+    n = hi - lo
+    med = _median(x, lo, hi)
+    kept = (stack >= _gather(x, lo)) & (stack <= _gather(x, hi - 1))
+    values = np.where(kept, stack.astype(np.float64), 0.0)
+    mean = values.sum(axis=0) / n
+    dev = np.where(kept, values - mean, 0.0)
+    dev *= dev
+    std = np.sqrt(dev.sum(axis=0) / n)
+    return med - sigma_low * std, med + sigma_high * std
 
 
 def _winsorized(x, nvalid, sigma_low, sigma_high, maxiters):

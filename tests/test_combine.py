@@ -55,7 +55,7 @@ def reference_uncertainty(clipped):
     return (kept.std(axis=0) / np.sqrt(kept.count(axis=0))).filled(np.nan)
 
 
-@pytest.mark.parametrize("n", [3, 4, 7, 20])
+@pytest.mark.parametrize("n", [3, 4, 7, 20, 40])
 @pytest.mark.parametrize("maxiters", [1, 5])
 def test_sigclip_median_equals_astropy(n, maxiters):
     stack = bias_stack(n, seed=n)

@@ -489,17 +489,19 @@ def start_process(site: Site) -> subprocess.Popen:
     config = site.write_toml()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
-    log = open(site.root / "daemon.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "observd.daemon", str(config)], stdout=log, stderr=log, env=env)
+    runs = len(list(site.root.glob("daemon-*.log")))
+    proc = subprocess.Popen([sys.executable, "-m", "observd.daemon", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(site.root / f"daemon-{runs}.log", "wb"))
+    proc.log = site.root / f"daemon-{runs}.log"
+    return proc
 
 
 def wait_started(site: Site, proc: subprocess.Popen) -> None:
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError((site.root / "daemon.log").read_text())
-        log = site.root / "daemon.log"
-        if log.exists() and "observd started" in log.read_text():
+            raise AssertionError(proc.log.read_text())
+        if "observd started" in proc.log.read_text():
             return
         time.sleep(0.1)
     raise AssertionError("daemon did not start")
@@ -519,8 +521,8 @@ def test_sigterm_during_burst_exits_zero_and_loses_nothing(site, light_bytes):
     finally:
         if proc.poll() is None:
             proc.kill()
-    log = (site.root / "daemon.log").read_text()
-    assert "observd stopped" in log
+    log = proc.log.read_text()
+    assert "observd stopped" in log and "<6>" in log      # journald priority prefixes on stderr
     proc = start_process(site)          # the restart finishes what was left
     try:
         wait_started(site, proc)

@@ -1,0 +1,69 @@
+"""The command line: every command documented in the README, one-line errors, exit codes."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from observd.cli import build_parser, main
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _commands() -> list[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+def test_every_command_is_documented_in_the_readme():
+    for name in _commands():
+        assert f"`observd {name}" in README, f"observd {name} is not in README.md's command table"
+
+
+def test_readme_starts_with_the_two_commands():
+    block = re.search(r"```sh\n(.*?)```", README, re.S).group(1).strip().splitlines()
+    assert len(block) == 2 and block[0].endswith("observd demo") and "pytest" in block[1]
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_help_works_for_every_command(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0 and "usage: observd" in capsys.readouterr().out
+
+
+def test_status_without_a_catalog_is_a_one_line_usage_error(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[paths]\ndatabase = '{tmp_path / 'none.db'}'\n")
+    assert main(["status", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no catalog" in err
+
+
+def test_status_json_is_the_documented_document(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f"[paths]\noutput = '{tmp_path / 'out'}'\ndatabase = '{tmp_path / 'out' / 'c.db'}'\n")
+    from astropy.io import fits
+    import numpy as np
+    hdu = fits.PrimaryHDU(np.zeros((16, 16), np.uint16))
+    hdu.header.update(IMAGETYP="BIAS", EXPTIME=0.0, **{"DATE-OBS": "2026-11-20T22:00:00"})
+    hdu.writeto(tmp_path / "in" / "b1.fits")
+    assert main(["ingest", str(tmp_path / "in"), "-c", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json", "-c", str(config)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("generated", "night", "status_log", "nights", "masters", "calibration_groups", "waiting",
+                "failures", "bad", "products", "quality"):
+        assert key in report
+    assert report["night"] == "2026-11-20"
+    assert report["nights"][0]["counts"] == {"bias": {"classified": 1}}
+    assert report["calibration_groups"][0]["needed"] == 7
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "observd.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("observd ")
