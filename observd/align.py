@@ -189,11 +189,20 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
     image = np.asarray(data, dtype=np.float32)
     holes = ~np.isfinite(image)
     if holes.any():
-        image = np.where(holes, np.median(image[~holes]) if not holes.all() else 0.0, image)
+        image = np.where(holes, _fill_value(image, holes), image)
     out = ndimage.affine_transform(image, order=order if kind == "data" else 1, cval=np.nan,
                                    **resample)
     out *= np.float32(jacobian)
     return out
+
+
+def _fill_value(image: np.ndarray, holes: np.ndarray) -> float:
+    """A typical value to put in NaN holes before interpolating (they stay masked): the median
+    of every 4th pixel of each axis is as good as the full median here, at 1/16 of the cost."""
+    sample = image[::4, ::4][~holes[::4, ::4]]
+    if sample.size == 0:
+        sample = image[~holes]
+    return float(np.median(sample)) if sample.size else 0.0
 
 
 def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], kind: str,
@@ -214,7 +223,7 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
     image = np.asarray(data, dtype=np.float32)
     holes = ~np.isfinite(image)
     if holes.any():
-        image = np.where(holes, np.median(image[~holes]) if not holes.all() else 0.0, image)
+        image = np.where(holes, _fill_value(image, holes), image)
     interpolation = cv2.INTER_CUBIC if kind == "data" and order == 3 else cv2.INTER_LINEAR
     out = cv2.warpAffine(np.ascontiguousarray(image), inverse[:2], size, flags=flags | interpolation,
                          borderMode=cv2.BORDER_REPLICATE)
@@ -224,11 +233,23 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
 
 
 def _outside(inverse: np.ndarray, out_shape: tuple[int, int], in_shape: tuple[int, int]) -> np.ndarray:
-    """Output pixels whose source position lies outside the frame (0..N-1 on both axes)."""
+    """Output pixels whose source position lies outside the frame (0..N-1 on both axes).
+
+    The footprint of an affine map is convex, so on each output row the valid columns form
+    one interval: it is found from the four bounds analytically, row by row."""
     rows, cols = out_shape
-    x = np.arange(cols, dtype=np.float32)
-    y = np.arange(rows, dtype=np.float32)[:, None]
-    fx = inverse[0, 0] * x + inverse[0, 1] * y + inverse[0, 2]
-    fy = inverse[1, 0] * x + inverse[1, 1] * y + inverse[1, 2]
+    y = np.arange(rows, dtype=np.float64)
     eps = 1e-6
-    return (fx < -eps) | (fx > in_shape[1] - 1 + eps) | (fy < -eps) | (fy > in_shape[0] - 1 + eps)
+    lo = np.full(rows, -np.inf)
+    hi = np.full(rows, np.inf)
+    for (a, b, c), size in ((inverse[0], in_shape[1]), (inverse[1], in_shape[0])):
+        base = b * y + c                               # source coordinate at output column 0
+        if abs(a) < 1e-12:                             # independent of the column: all or nothing
+            dead = (base < -eps) | (base > size - 1 + eps)
+            lo[dead], hi[dead] = np.inf, -np.inf
+            continue
+        first, last = (-eps - base) / a, (size - 1 + eps - base) / a
+        lo = np.maximum(lo, np.minimum(first, last))
+        hi = np.minimum(hi, np.maximum(first, last))
+    x = np.arange(cols, dtype=np.float64)
+    return (x[None, :] < lo[:, None]) | (x[None, :] > hi[:, None])

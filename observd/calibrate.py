@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -76,6 +77,11 @@ class Plane:
     uncertainty: np.ndarray | None = None
     mask: np.ndarray | None = None
 
+    @cached_property
+    def mean(self) -> float:
+        """Mean of the finite data: a flat is applied normalised by it (ccdproc's convention)."""
+        return float(np.nanmean(self.data))
+
     def trimmed(self, trimsec: str | None) -> "Plane":
         if not trimsec:
             return self
@@ -128,16 +134,15 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
             if dark is not None and dark.uncertainty is not None:
                 variance += (np.float32(dark_scale) * dark.uncertainty) ** 2
         if flat is not None:
-            norm = flat.data / np.float32(np.nanmean(flat.data))
-            result = data / norm
+            mean = np.float32(flat.mean)
+            norm = flat.data / mean
+            data = data / norm
             if variance is not None:
-                # relative errors add in quadrature: (σ/d)² = (σ_d/d)² + (σ_f/f)²
-                rel = variance / np.where(data != 0, data, np.nan) ** 2
+                # quadrature of relative errors, (σ_r/r)² = (σ_d/d)² + (σ_n/n)², written without
+                # dividing by d: σ_r² = σ_d²/n² + r²(σ_n/n)²
+                variance /= norm * norm
                 if flat.uncertainty is not None:
-                    flat_sigma = flat.uncertainty / np.float32(np.nanmean(flat.data))
-                    rel = rel + (flat_sigma / norm) ** 2
-                variance = np.where(data != 0, rel * result ** 2, variance / norm ** 2)
-            data = result
+                    variance += (data * (flat.uncertainty / mean) / norm) ** 2
     known_bad = np.zeros(data.shape, bool)
     for plane in (bias, dark, flat):
         if plane is not None and plane.mask is not None:

@@ -64,16 +64,8 @@ class Progress:
         self.stream.flush()
 
 
-def worker_pool(config: Config):
-    """Worker processes for CPU-heavy jobs. forkserver, never fork: the parent holds threads and SQLite."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-    workers = config.daemon.workers or os.cpu_count() or 1
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
-
-
 def cmd_ingest(args) -> int:
+    from .daemon import worker_pool
     from .ingest import ingest, summary_table
     from .reduce import Reducer
     config = _load(args)
@@ -89,6 +81,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_masters(args) -> int:
+    from .daemon import worker_pool
     from .reduce import Reducer
     from .report import format_masters, master_entry
     config = _load(args)

@@ -54,11 +54,14 @@ ccdproc's ``average_combine`` computes it (its ``median_combine`` uses 1.4826·M
 instead); ``count`` is the number kept.  A pixel with no valid value has data and
 uncertainty NaN and count 0.
 
-Reading (``FitsSource``): an uncompressed HDU is read row band by row band straight from
-the file (``os.pread`` at the data offset, then BSCALE/BZERO and BLANK applied as astropy
-does); a tile-compressed HDU through astropy's ``section``, which decompresses only the
-tiles that hold the rows; a gzip-compressed *file* cannot be read partially, so its HDU is
-read whole once and kept in the source (memory: its native dtype × frame size per source).
+Reading (``FitsSource``): an uncompressed HDU is read band by band straight from the file
+(``os.pread`` at the data offset, then BSCALE/BZERO and BLANK applied as astropy does:
+4 ms CPU per 2048² uint16 frame in 8-row bands, against 100 ms for astropy's ``section``
+with the file opened per band; astropy refuses memmap with BZERO).  Compressed data — a gzip /
+bzip2 / zip *file*, or a tile-compressed HDU — is decoded whole once and kept in the
+source (memory: frame size × native dtype per source, outside ``memory_limit``): a gzip
+stream cannot be read partially, and astropy's tile ``section`` decoded 8-row bands 4-15x
+slower than one whole read (2048², 20 sources).
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ _WINSOR_TOLERANCE = 5e-4
 _WINSOR_MAX_INNER = 50
 
 # Pixels per band beyond which bigger bands stop paying off: the per-band Python overhead
-# is already negligible, while larger temporaries fall out of the CPU caches (measured with
-# benchmarks/bench_masters.py: 32k-128k pixels per band are fastest at N=20..50).
+# is already small, while larger temporaries fall out of the CPU caches (measured: 16k
+# pixels per band used 0.74 s CPU for 20 frames of 2048², 64k 0.95 s, 256k 1.2 s).
 _BAND_PIXELS_CAP = 1 << 14
 
 # First bytes of gzip, bzip2 and zip files, which astropy opens but cannot seek in.
@@ -123,7 +126,7 @@ class ArraySource:
 class _Layout:
     """Where and how an HDU's pixels are stored; ``kind`` says how rows are read."""
 
-    kind: str                       # 'raw' (uncompressed), 'section' (tiles), 'whole' (gzip)
+    kind: str                       # 'raw' (uncompressed) or 'whole' (compressed)
     shape: tuple[int, int]
     offset: int = 0                 # byte offset of the data (raw)
     dtype: np.dtype | None = None   # on-disk dtype, big-endian (raw)
@@ -157,10 +160,8 @@ class FitsSource:
             if header.get("NAXIS", 0) != 2:
                 raise ValueError(f"{self.path}[{self.hdu}] is not a 2-D image")
             shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-            if compressed_file:          # gzip/bzip2/zip: no random access
+            if compressed_file or isinstance(hdu, fits.CompImageHDU):
                 return _Layout("whole", shape)
-            if isinstance(hdu, fits.CompImageHDU):
-                return _Layout("section", shape)
             bitpix = int(header["BITPIX"])
             dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8",
                               -32: ">f4", -64: ">f8"}[bitpix])
@@ -175,7 +176,7 @@ class FitsSource:
 
     @cached_property
     def _whole(self) -> np.ndarray:
-        """The whole decoded HDU, for files that cannot be read partially."""
+        """The whole decoded HDU, for compressed data (read once, kept with the source)."""
         with fits.open(self.path, memmap=False) as hdul:
             return hdul[self.hdu].data
 
@@ -183,9 +184,6 @@ class FitsSource:
         layout = self._layout
         if layout.kind == "raw":
             rows = self._read_raw(layout, y0, y1)
-        elif layout.kind == "section":
-            with fits.open(self.path, memmap=False) as hdul:
-                rows = np.asarray(hdul[self.hdu].section[y0:y1], dtype=np.float32)
         else:
             with self._lock:            # decompress once even when bands run in parallel
                 whole = self._whole
@@ -419,10 +417,11 @@ def _sort_values(stack: np.ndarray, weights: np.ndarray | None):
 
 
 # Up to this many frames a sorting network over whole rows beats numpy's per-pixel sort
-# (which needs the stack transposed there and back): 2-10x at N=5..20, even at N=32
-# (measured on AVX-512 numpy 2.4); beyond, numpy's sort wins.  The network runs on
-# chunks of pixels small enough for its rows to stay in the CPU cache.
-_NETWORK_MAX_FRAMES = 32
+# (which needs the stack transposed there and back): 2-10x at N=5..20, still ~10 % at
+# N=50 (measured on AVX-512 numpy 2.4, whole combine); its comparator count grows as
+# N·log²N, so larger stacks use numpy's sort.  The network runs on chunks of pixels
+# small enough for its rows to stay in the CPU cache.
+_NETWORK_MAX_FRAMES = 64
 _NETWORK_CHUNK = 1 << 14
 
 

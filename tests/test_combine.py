@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import tracemalloc
 import warnings
@@ -55,7 +56,7 @@ def reference_uncertainty(clipped):
     return (kept.std(axis=0) / np.sqrt(kept.count(axis=0))).filled(np.nan)
 
 
-@pytest.mark.parametrize("n", [3, 4, 7, 20, 40])
+@pytest.mark.parametrize("n", [3, 4, 7, 20, 70])
 @pytest.mark.parametrize("maxiters", [1, 5])
 def test_sigclip_median_equals_astropy(n, maxiters):
     stack = bias_stack(n, seed=n)
@@ -152,11 +153,11 @@ def test_weighted_mean_equals_numpy():
 def test_minmax_drops_extremes_of_valid_values():
     stack = bias_stack(6, seed=5, nan_fraction=0.2)
     res = combine(sources(stack), method="mean", rejection="minmax", nlow=1, nhigh=2)
-    rng_sorted = np.sort(stack, axis=0)                  # NaN last
+    ordered = np.sort(stack, axis=0)                     # NaN last
     nvalid = np.isfinite(stack).sum(axis=0)
     expected = np.full(stack.shape[1:], np.nan)
     for y, x in np.ndindex(*stack.shape[1:]):
-        kept = rng_sorted[1:nvalid[y, x] - 2, y, x].astype(np.float64)
+        kept = ordered[1:nvalid[y, x] - 2, y, x].astype(np.float64)
         if kept.size:
             expected[y, x] = kept.mean()
     np.testing.assert_allclose(res.data, expected, rtol=1e-6)
@@ -259,7 +260,8 @@ def test_fits_source_compressed_and_gzipped(tmp_path):
     data = rng.integers(900, 1100, (50, 20)).astype(np.uint16)
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(tmp_path / "c.fits")
     write_uint16(tmp_path / "g.fits", data)
-    os.system(f"gzip -q {tmp_path / 'g.fits'}")
+    with gzip.open(tmp_path / "g.fits.gz", "wb") as out:
+        out.write((tmp_path / "g.fits").read_bytes())
     for src in (FitsSource(tmp_path / "c.fits", hdu=1), FitsSource(tmp_path / "g.fits.gz")):
         assert src.shape == (50, 20)
         np.testing.assert_array_equal(src.read_rows(10, 25), data[10:25].astype(np.float32))
