@@ -397,7 +397,7 @@ class Daemon:
     def _start_scheduler(self) -> None:
         c = self.config
         self._scheduler = NightlyScheduler(timezone=c.site.timezone, at=stack_time(c.stack), due=self._nights_due,
-                                           stack_night=self._request_stack)
+                                           stack_night=self.request_stack)
         self._scheduler.start()
 
     def _nights_due(self) -> list[str]:
@@ -410,7 +410,8 @@ class Daemon:
         finally:
             reader.close()
 
-    def _request_stack(self, night: str) -> None:
+    def request_stack(self, night: str) -> None:
+        """Ask the main loop to stack `night` (the scheduler and the demo call this; thread-safe)."""
         self._stack_requests.put(night)
         self._wake.set()
 

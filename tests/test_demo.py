@@ -1,0 +1,26 @@
+"""The README's first command: `observd demo` runs a whole simulated night through the real daemon."""
+
+import io
+import re
+import time
+
+import pytest
+from astropy.nddata import CCDData
+
+from observd.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_reduces_a_night_into_four_stacks_in_under_three_minutes():
+    out = io.StringIO()
+    started = time.monotonic()
+    assert run_demo(keep=True, size=256, out=out) == 0, out.getvalue()
+    assert time.monotonic() - started < 180
+    text = out.getvalue()
+    assert "4 stacked product(s)" in text
+    assert re.search(r"clouds\?", text) and re.search(r"trailing\?", text)     # the bad frames were caught
+    paths = re.findall(r"frames: (\S+\.fits)", text)
+    assert len(paths) == 4
+    for path in paths:
+        stack = CCDData.read(path)
+        assert stack.header["NCOMBINE"] >= 4 and stack.uncertainty is not None
