@@ -124,6 +124,8 @@ class Daemon:
         self._next_rescan = self._next_retry = self._next_advance = self._next_status = 0.0
         self._settling_until = 0.0
         self._errors = 0
+        self._carried = 0                         # new content catalogued during a reduction pass
+        self._resume = True                       # one pass at start-up: redo work a crash interrupted
         self._announced: dict[int, str] = {}      # light id -> last state written to the status log
         self._master_versions: dict[int, int] = {}
         self._status_text = ""
@@ -249,7 +251,7 @@ class Daemon:
         reason, self._rescan_reason = self._rescan_reason, None
         if reason or now >= self._next_rescan:
             self._rescan(reason or "periodic rescan")
-        changed = self._drain()
+        changed, self._carried = self._drain() + self._carried, 0
         self.watcher.poll()
         changed += self._drain()
         if now >= self._next_retry:
@@ -257,7 +259,8 @@ class Daemon:
             changed += self.reducer.retry_failed()
         if changed:
             self._settling_until = now + self.config.masters.settle_seconds + 2 * ADVANCE_INTERVAL
-        if changed or (now < self._settling_until and now >= self._next_advance):
+        if changed or self._resume or (now < self._settling_until and now >= self._next_advance):
+            self._resume = False
             self._advance()
         self._run_stack_requests()
         if changed or now >= self._next_status:
@@ -268,10 +271,16 @@ class Daemon:
 
     def _advance(self) -> None:
         self._next_advance = time.monotonic() + ADVANCE_INTERVAL
-        done = self.reducer.advance(final=False, progress=lambda *_: self._beat(self.hang_limit))
+        done = self.reducer.advance(final=False, progress=self._during_pass)
         if done:
             self._announce_lights()
             self._next_status = 0.0
+
+    def _during_pass(self, *_) -> None:
+        """Between two jobs of a reduction pass: feed the watchdog and catalogue new arrivals, so a
+        file's row appears within a job's time even while a long pass runs (it is reduced next pass)."""
+        self._beat(self.hang_limit)
+        self._carried += self._drain()
 
     # -- arrivals -------------------------------------------------------------------------------
 

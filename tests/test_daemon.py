@@ -562,6 +562,22 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
     site.audit()
 
 
+def test_restart_resumes_files_catalogued_but_not_reduced_before_a_crash(site, light_bytes, running):
+    """A crash can leave every file catalogued ('classified') with nothing new to find at start-up:
+    the daemon must still resume their reduction."""
+    from observd.intake import catalogue
+    paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(4)]
+    catalog = Catalog.open(site.config.paths.database)
+    for path in paths:
+        catalogue(path, catalog, site.config)
+    catalog.close()
+    assert {r["state"] for r in site.current().values()} == {"classified"}
+    r = running()
+    site.wait_states({p: DONE for p in paths})
+    r.stop()
+    site.audit()
+
+
 # -- configuration reload and logs ------------------------------------------------------------------
 
 def test_sighup_reload_applies_good_config_and_keeps_running_one_on_error(site, running):
