@@ -137,6 +137,14 @@ class Catalog:
         rows = self._query(sql, params)
         return rows[0] if rows else None
 
+    def _select(self, table: str, order: str, *, where: Iterable[str] = (), where_params: Iterable = (),
+                **equal) -> list[dict]:
+        """SELECT * with `column = value` for every non-None keyword, plus `where` clauses."""
+        clauses = list(where) + [f"{column} = ?" for column, value in equal.items() if value is not None]
+        params = list(where_params) + [value for value in equal.values() if value is not None]
+        return self._query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1 = 1'} ORDER BY {order}",
+                           params)
+
     # -- files --------------------------------------------------------------------------------
 
     def known_stats(self) -> dict[str, tuple[int, int, str, int]]:
@@ -191,20 +199,12 @@ class Catalog:
 
     def files(self, *, night: str | None = None, state: str | None = None,
               types: Iterable[str] | None = None, current: bool = True) -> list[dict]:
-        where, params = ["1 = 1"], []
-        if current:
-            where.append("current = 1")
-        if night:
-            where.append("night = ?")
-            params.append(night)
-        if state:
-            where.append("state = ?")
-            params.append(state)
+        where = ["current = 1"] if current else []
+        types = None if types is None else list(types)
         if types is not None:
-            types = list(types)
-            where.append(f"frame_type IN ({', '.join('?' * len(types))})")
-            params += types
-        return self._query(f"SELECT * FROM files WHERE {' AND '.join(where)} ORDER BY date_obs, path", params)
+            where.append(f"frame_type IN ({', '.join('?' * len(types))})" if types else "0")
+        return self._select("files", "date_obs, path", where=where, where_params=types or (), night=night,
+                            state=state)
 
     def nights(self) -> list[str]:
         return [r["night"] for r in self._query(
@@ -233,15 +233,8 @@ class Catalog:
             return master_id
 
     def masters(self, *, current_only: bool = False, kind: str | None = None) -> list[dict]:
-        where = ["1 = 1"]
-        params: list = []
-        if current_only:
-            where.append("current = 1")
-        if kind:
-            where.append("type = ?")
-            params.append(kind)
-        return self._query(f"SELECT * FROM masters WHERE {' AND '.join(where)} ORDER BY type, group_key, version",
-                           params)
+        return self._select("masters", "type, group_key, version", where=["current = 1"] if current_only else [],
+                            type=kind)
 
     def master(self, master_id: int) -> dict | None:
         return self._query_one("SELECT * FROM masters WHERE id = ?", [master_id])
@@ -265,14 +258,8 @@ class Catalog:
             return product_id
 
     def products(self, *, night: str | None = None, current_only: bool = True) -> list[dict]:
-        where, params = ["1 = 1"], []
-        if current_only:
-            where.append("current = 1")
-        if night:
-            where.append("night = ?")
-            params.append(night)
-        return self._query(f"SELECT * FROM products WHERE {' AND '.join(where)} ORDER BY night, object, filter",
-                           params)
+        return self._select("products", "night, object, filter", where=["current = 1"] if current_only else [],
+                            night=night)
 
     def mark_stacked(self, night: str, n_products: int) -> None:
         with self.db.atomic():

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -25,6 +26,16 @@ class UsageError(Exception):
 
 def _load(args) -> Config:
     return load_config(Path(args.config) if getattr(args, "config", None) else None)
+
+
+@contextmanager
+def _reading(config: Config):
+    """A read-only catalog for the reporting commands (never blocks, never blocks the daemon)."""
+    catalog = _open_catalog(config, readonly=True)
+    try:
+        yield catalog
+    finally:
+        catalog.close()
 
 
 def _open_catalog(config: Config, *, readonly: bool = False):
@@ -93,11 +104,8 @@ def cmd_masters(args) -> int:
             print(f"rebuilt: {built} action(s)")
         finally:
             catalog.close()
-    catalog = _open_catalog(config, readonly=True)
-    try:
+    with _reading(config) as catalog:
         entries = [master_entry(m) for m in catalog.masters(current_only=not args.all)]
-    finally:
-        catalog.close()
     print(json.dumps(entries, indent=2) if args.json else format_masters(entries))
     return 0
 
@@ -105,11 +113,8 @@ def cmd_masters(args) -> int:
 def cmd_frames(args) -> int:
     from .report import format_frames, frames_report
     config = _load(args)
-    catalog = _open_catalog(config, readonly=True)
-    try:
+    with _reading(config) as catalog:
         entries = frames_report(catalog, night=args.night, state=args.state)
-    finally:
-        catalog.close()
     print(json.dumps(entries, indent=2) if args.json else format_frames(entries))
     return 0
 
@@ -119,15 +124,12 @@ def cmd_status(args) -> int:
     config = _load(args)
     if not config.paths.database.exists():
         raise UsageError(f"no catalog at {config.paths.database} yet: start `observd run` or `observd ingest`")
-    catalog = _open_catalog(config, readonly=True)
-    try:
-        from .masters_plan import calibration_groups
+    from .masters_plan import calibration_groups
+    with _reading(config) as catalog:
         nights = catalog.nights()
         night = None if args.all else (args.night or (nights[-1] if nights else None))
         report = status_report(catalog, night=night, status_log=str(config.paths.status_log),
                                pending_groups=calibration_groups(catalog, config))
-    finally:
-        catalog.close()
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 

@@ -72,7 +72,11 @@ def worker_pool(config: Config) -> ProcessPoolExecutor:
     forkserver, never fork: the parent holds threads (observer, scheduler) and an SQLite connection.
     """
     workers = config.daemon.workers or os.cpu_count() or 1
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    context = multiprocessing.get_context("forkserver")
+    # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
+    # it forks starts warm instead of importing them again
+    context.set_forkserver_preload(["observd.lights", "observd.masters"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def _default_stack_night(config: Config, catalog: Catalog, night: str) -> list:

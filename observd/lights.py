@@ -8,7 +8,7 @@ night uses the same few.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,7 +69,6 @@ class LightJob:
     max_control_points: int = 50
     min_matches: int = 4
     notes: tuple[str, ...] = ()
-    header_extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,5 +224,4 @@ def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) ->
         h["FWHM"] = (round(m.fwhm, 3), "[px] median star FWHM")
     if m.elongation is not None:
         h["ELONG"] = (round(m.elongation, 3), "median star a/b")
-    h.update(job.header_extra)
     return h

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from observd.catalog import Catalog
@@ -23,3 +27,16 @@ def catalog(tmp_path):
     cat = Catalog.open(tmp_path / "out" / "observd.db")
     yield cat
     cat.close()
+
+
+@pytest.fixture
+def fake_systemd(tmp_path):
+    """A bound datagram socket standing in for systemd's NOTIFY_SOCKET: (socket, path).
+    Its path must fit sockaddr_un (108 bytes), hence a short folder when tmp_path is long."""
+    folder = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="sdn"))
+    path = folder / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.05)
+    yield sock, str(path)
+    sock.close()

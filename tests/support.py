@@ -54,6 +54,18 @@ def make_config(tmp_path: Path, **sections) -> Config:
     return config_from_dict(raw, source="test")
 
 
+def ingest_into(tmp_path: Path, folders, **sections):
+    """Ingest `folders` with a tmp_path config (Europe/Berlin unless given): (config, open catalog)."""
+    from observd.catalog import Catalog
+    from observd.ingest import ingest
+    sections.setdefault("site", {"timezone": "Europe/Berlin"})
+    config = make_config(tmp_path, **sections)
+    catalog = Catalog.open(config.paths.database)
+    result = ingest(folders, catalog, config)
+    assert not result.failed, result.errors
+    return config, catalog
+
+
 def simulate(folder: Path, **spec) -> dict:
     return write_night(folder, SimSpec(**spec))
 

@@ -13,11 +13,9 @@ import hashlib
 import io
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -394,18 +392,6 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
 
 # -- watchdog -------------------------------------------------------------------------------------
 
-@pytest.fixture
-def fake_systemd(tmp_path):
-    folder = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="sdn"))
-    path = folder / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.05)
-    yield sock, str(path)
-    sock.close()
-    path.unlink()
-
-
 def received(sock, seconds: float) -> list[str]:
     end, messages = time.monotonic() + seconds, []
     while time.monotonic() < end:
@@ -496,6 +482,19 @@ def start_process(site: Site) -> subprocess.Popen:
     return proc
 
 
+def restart_until_done(site: Site, paths: list[Path]) -> None:
+    """Start the daemon again, wait until every path is reduced, stop it with SIGTERM (exit 0)."""
+    proc = start_process(site)
+    try:
+        wait_started(site, proc)
+        site.wait_states({p: DONE for p in paths}, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def wait_started(site: Site, proc: subprocess.Popen) -> None:
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
@@ -523,15 +522,7 @@ def test_sigterm_during_burst_exits_zero_and_loses_nothing(site, light_bytes):
             proc.kill()
     log = proc.log.read_text()
     assert "observd stopped" in log and "<6>" in log      # journald priority prefixes on stderr
-    proc = start_process(site)          # the restart finishes what was left
-    try:
-        wait_started(site, proc)
-        site.wait_states({p: DONE for p in paths}, timeout=120)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    restart_until_done(site, paths)     # the restart finishes what was left
     site.audit()
 
 
@@ -549,15 +540,7 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
     stale = site.output / "2026-11-20" / "calibrated" / "M42" / ".M42_0029.fits.abc123.tmp"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(light_bytes(0)[:4000])
-    proc = start_process(site)
-    try:
-        wait_started(site, proc)
-        site.wait_states({p: DONE for p in paths}, timeout=120)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    restart_until_done(site, paths)
     assert not stale.exists()
     site.audit()
 

@@ -12,24 +12,14 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from ccdproc import ccd_process, create_deviation, subtract_bias
 
 from observd.calibrate import Plane, calibrate, overscan_and_trim, trim
-from observd.catalog import Catalog
 from observd.config import CalibrateConfig, MastersConfig
 from observd.ingest import ingest
 from observd.select import select_masters
 from observd.simulate import SimSpec, TargetSpec, write_night
 
-from support import gunzip_set, make_config, require_real_data
+from support import gunzip_set, ingest_into, require_real_data
 
 SHAPE = (160, 200)
-
-
-def _run(tmp_path, folders, **sections):
-    sections.setdefault("site", {"timezone": "Europe/Berlin"})
-    config = make_config(tmp_path, **sections)
-    catalog = Catalog.open(config.paths.database)
-    result = ingest(folders, catalog, config)
-    assert not result.failed, result.errors
-    return config, catalog
 
 
 def _plane(path, trimsec=None):
@@ -44,7 +34,7 @@ def overscan_night(tmp_path_factory):
     write_night(tmp / "night", SimSpec(shape=SHAPE, overscan=12, dialect="iraf", seed=5, n_bias=7, n_dark=5,
                                        n_flat=5, dark_exptimes=(60.0,),
                                        targets=(TargetSpec(n_lights=2, exptime=120.0, n_stars=60),)))
-    config, catalog = _run(tmp, [tmp / "night"])
+    config, catalog = ingest_into(tmp, [tmp / "night"])
     yield config, catalog
     catalog.close()
 
@@ -119,7 +109,7 @@ def night(tmp_path_factory):
     flats = tmp / "night" / "FLAT"
     dawn = tmp / "dawn"
     flats.rename(dawn)
-    config, catalog = _run(tmp, [tmp / "night"])
+    config, catalog = ingest_into(tmp, [tmp / "night"])
     before = {r["name"]: (r["state"], r["reason"]) for r in catalog.files(types=("light",))}
     ingest([dawn], catalog, config)
     yield truth, config, catalog, before
@@ -172,7 +162,7 @@ def test_alignment_matches_the_true_transforms_on_a_grid(night):
 def test_darks_warmer_than_the_lights_leave_them_waiting(tmp_path):
     write_night(tmp_path / "night", SimSpec(shape=(64, 64), dark_temps=(-7.0,), n_bias=7, n_dark=5, n_flat=5,
                                             targets=(TargetSpec(n_lights=2, n_stars=20),)))
-    config, catalog = _run(tmp_path, [tmp_path / "night"])
+    config, catalog = ingest_into(tmp_path, [tmp_path / "night"])
     lights = catalog.files(types=("light",))
     assert {r["state"] for r in lights} == {"waiting"}
     assert all("no dark within 0.5 °C of -10.0 °C" in r["reason"] or "no dark within 0.5 °C of -9.9 °C"
@@ -182,7 +172,7 @@ def test_darks_warmer_than_the_lights_leave_them_waiting(tmp_path):
 
 def test_microobservatory_lights_align_uncalibrated(tmp_path):
     raw = gunzip_set(require_real_data("02_*"), tmp_path / "raw")
-    config, catalog = _run(tmp_path, [raw], site={"timezone": "America/Phoenix"},
+    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/Phoenix"},
                            classify={"filename_patterns": {"HATP-*": "light"}}, calibrate={"require": []})
     lights = catalog.files(types=("light",))
     assert len(lights) == 12
@@ -198,7 +188,7 @@ def test_microobservatory_lights_align_uncalibrated(tmp_path):
 
 def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
     raw = gunzip_set(require_real_data("01_*"), tmp_path / "raw")
-    config, catalog = _run(tmp_path, [raw], site={"timezone": "America/New_York"},
+    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/New_York"},
                            masters={"min_bias": 2, "min_dark": 2, "min_flat": 2})
     ub = [r for r in catalog.files(types=("light",)) if r["name"].startswith("UB17")]
     assert len(ub) == 2

@@ -10,13 +10,12 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 
-from observd.catalog import Catalog
 from observd.ingest import ingest
 from observd.masters_plan import calibration_groups
 from observd.report import status_report
 from observd.simulate import SimSpec, TargetSpec, write_night
 
-from support import gunzip_set, make_config, require_real_data
+from support import gunzip_set, ingest_into, require_real_data
 
 SHAPE = (96, 128)
 
@@ -25,15 +24,6 @@ def _night(folder: Path, **kw) -> dict:
     spec = dict(shape=SHAPE, n_bias=9, n_dark=7, n_flat=7, targets=(TargetSpec(n_lights=0),), seed=3)
     spec.update(kw)
     return write_night(folder, SimSpec(**spec))
-
-
-def _ingest(tmp_path, folders, **sections):
-    sections.setdefault("site", {"timezone": "Europe/Berlin"})
-    config = make_config(tmp_path, **sections)
-    catalog = Catalog.open(config.paths.database)
-    result = ingest(folders, catalog, config)
-    assert not result.failed, result.errors
-    return config, catalog
 
 
 def _stack(paths):
@@ -49,7 +39,7 @@ def _reference_median(stack):
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("masters")
     truth = _night(tmp / "night")
-    config, catalog = _ingest(tmp, [tmp / "night"])
+    config, catalog = ingest_into(tmp, [tmp / "night"])
     masters = {m["type"]: m for m in catalog.masters(current_only=True)}
     inputs = {k: [catalog.file(i)["path"] for i in catalog.master_input_ids(m["id"])] for k, m in masters.items()}
     yield truth, config, catalog, masters, inputs
@@ -137,7 +127,7 @@ def test_out_of_tolerance_frames_are_excluded_with_a_reason(tmp_path):
     warm = darks[0]
     with fits.open(warm, mode="update") as hdul:   # our own simulated copy, not a raw file of a user
         hdul[0].header["CCD-TEMP"] = -8.0
-    config, catalog = _ingest(tmp_path, [tmp_path / "night"])
+    config, catalog = ingest_into(tmp_path, [tmp_path / "night"])
     row = catalog.current_file(str(warm))
     assert row["state"] == "excluded"
     assert "CCD-TEMP -8.00 °C is 2.00 °C from the set point -10.00 °C (tolerance 0.5 °C)" in row["reason"]
@@ -148,7 +138,7 @@ def test_out_of_tolerance_frames_are_excluded_with_a_reason(tmp_path):
 
 def test_two_dark_temperatures_make_two_groups_and_short_groups_say_what_they_need(tmp_path):
     _night(tmp_path / "night", dark_temps=(-10.0, -5.0), n_flat=0)
-    config, catalog = _ingest(tmp_path, [tmp_path / "night"], masters={"min_bias": 20})
+    config, catalog = ingest_into(tmp_path, [tmp_path / "night"], masters={"min_bias": 20})
     darks = catalog.masters(current_only=True, kind="dark")
     assert sorted(round(d["ccd_temp_mean"]) for d in darks) == [-10, -5]
     assert all(d["includes_bias"] for d in darks)   # no master bias (too few biases): darks keep the bias
@@ -162,7 +152,7 @@ def test_two_dark_temperatures_make_two_groups_and_short_groups_say_what_they_ne
 
 def test_new_frames_make_a_new_version_and_a_wild_change_is_flagged(tmp_path):
     _night(tmp_path / "a", n_dark=0, n_flat=0)
-    config, catalog = _ingest(tmp_path, [tmp_path / "a"])
+    config, catalog = ingest_into(tmp_path, [tmp_path / "a"])
     v1 = catalog.masters(kind="bias")[0]
     assert v1["version"] == 1 and v1["flag"] is None
     _night(tmp_path / "b", n_dark=0, n_flat=0, n_bias=12, seed=4, bias_level=1300.0)
@@ -178,7 +168,7 @@ def test_new_frames_make_a_new_version_and_a_wild_change_is_flagged(tmp_path):
 def test_real_sbig_maximdl_set_builds_masters(tmp_path):
     src = require_real_data("01_*")
     raw = gunzip_set(src, tmp_path / "raw")
-    config, catalog = _ingest(tmp_path, [raw], site={"timezone": "America/New_York"},
+    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/New_York"},
                               masters={"min_bias": 2, "min_dark": 2, "min_flat": 2})
     masters = {m["type"]: m for m in catalog.masters(current_only=True)}
     assert set(masters) == {"bias", "dark", "flat"}

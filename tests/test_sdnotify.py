@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -21,18 +19,6 @@ def receive(sock: socket.socket) -> list[str]:
             messages.append(sock.recv(4096).decode())
     except (TimeoutError, BlockingIOError):
         return messages
-
-
-@pytest.fixture
-def fake_systemd(tmp_path):
-    """A bound datagram socket; its path must fit sockaddr_un (108 bytes)."""
-    folder = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="sdn"))
-    path = folder / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    yield sock, str(path)
-    sock.close()
-    path.unlink()
 
 
 def test_messages_arrive_through_notify_socket(fake_systemd, monkeypatch):

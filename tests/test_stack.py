@@ -7,7 +7,6 @@ simulator's ground truth.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -246,7 +245,7 @@ def test_stack_noise_beats_single_frames_by_sqrt_n(night):
 
 @pytest.mark.slow
 def test_backgrounds_are_matched_so_no_frame_is_clipped_wholesale(night):
-    catalog, config = night["catalog"], night["config"]
+    catalog = night["catalog"]
     for product in night["products"]:
         rows, recs = product_frames(night, product)
         # the sky really differs between frames by several noise sigma...
