@@ -47,6 +47,7 @@ class MastersConfig:
     min_bias: int = 7                       # eligible frames needed for a master bias
     min_dark: int = 5                       # ... for a master dark
     min_flat: int = 5                       # ... for a master flat
+    ignore_keys: tuple[str, ...] = ()       # grouping criteria to disregard, e.g. ["instrument"] if its name varies
     temp_tolerance: float = 0.5             # deg C around SET-TEMP (or the group median)
     settle_seconds: float = 120.0           # no new frame of the group for this long before building
     max_age_days: float = 30.0              # masters older than this are not used for lights
@@ -257,6 +258,11 @@ def _check_semantics(config: Config) -> None:
             if kind.lower() not in _FRAME_TYPES:
                 raise ConfigError(f"{src}: [classify.{table}] {key!r} = {kind!r}: expected one of "
                                   f"{', '.join(_FRAME_TYPES)}")
+    from .grouping import GROUP_CRITERIA
+    criteria = sorted({c for names in GROUP_CRITERIA.values() for c in names})
+    for key in config.masters.ignore_keys:
+        if key not in criteria:
+            raise ConfigError(f"{src}: [masters] ignore_keys contains {key!r}: expected some of {', '.join(criteria)}")
     for kind in config.calibrate.require:
         if kind not in ("bias", "dark", "flat"):
             raise ConfigError(f"{src}: [calibrate] require contains {kind!r}: expected bias, dark or flat")

@@ -75,7 +75,7 @@ def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRu
                     timezone=config.site.timezone, hdu_index=image.hdu_index)
     state = "unknown" if info.frame_type == "unknown" else "classified"
     file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
-                                       state=state, info=info, group_key=group_key(info))
+                                       state=state, info=info, group_key=group_key(info, config.masters.ignore_keys))
     row = catalog.file(file_id)
     return Seen(key, file_id, row["state"], row["reason"], new, info.frame_type)
 

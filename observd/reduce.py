@@ -182,18 +182,19 @@ class Reducer:
         bias = dark = None
         includes_bias = False
         if plan.kind in ("dark", "flat"):
-            bias = _nearest(ref, [m for m in masters if m["type"] == "bias" and m["current"]])
+            bias = _nearest(ref, [m for m in masters if m["type"] == "bias" and m["current"]], c.ignore_keys)
             if plan.kind == "dark" and c.dark_includes_bias:
                 bias, includes_bias = None, True
             elif bias is None:
                 pending = [f for f in self.catalog.files(types=("bias",)) if f["state"] == "classified"
-                           and compatible_setup(f, ref)]
+                           and compatible_setup(f, ref, c.ignore_keys)]
                 if len(pending) >= c.min_bias:    # a master bias is about to be built: wait for it
                     return None, "waiting for the master bias to be built"
                 if plan.kind == "dark":
                     includes_bias = True      # no biases at all: a dark that includes the bias
         if plan.kind == "flat":
-            darks = [m for m in masters if m["type"] == "dark" and m["current"] and compatible_setup(m, ref)]
+            darks = [m for m in masters if m["type"] == "dark" and m["current"]
+                     and compatible_setup(m, ref, c.ignore_keys)]
             exact = [m for m in darks if m["includes_bias"] and m["exptime"] == ref["exptime"]]
             scalable = [m for m in darks if not m["includes_bias"]]
             dark = exact[0] if exact else (max(scalable, key=lambda m: m["exptime"] or 0) if scalable else None)
@@ -421,8 +422,8 @@ def _aligned_path(calibrated_path: str) -> str:
     return str(Path(*parts))
 
 
-def _nearest(row: dict, masters: list[dict]) -> dict | None:
-    compatible = [m for m in masters if compatible_setup(row, m)]
+def _nearest(row: dict, masters: list[dict], ignore: tuple[str, ...]) -> dict | None:
+    compatible = [m for m in masters if compatible_setup(row, m, ignore)]
     return min(compatible, key=lambda m: hours_apart(row, m), default=None)
 
 

@@ -28,9 +28,11 @@ class Selection:
     missing: str | None = None      # why the light must wait; None when it can be calibrated
 
 
-def compatible_setup(light: dict, master: dict) -> bool:
-    """Same instrument, shape, binning and camera settings (the criteria every group shares)."""
-    return all(criterion(light, name) == criterion(master, name) for name in COMMON_CRITERIA)
+def compatible_setup(light: dict, master: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Same instrument, shape, binning and camera settings (the criteria every group shares),
+    except those `[masters] ignore_keys` disregards."""
+    return all(criterion(light, name) == criterion(master, name) for name in COMMON_CRITERIA
+               if name not in ignore)
 
 
 def hours_apart(light: dict, master: dict) -> float:
@@ -42,7 +44,7 @@ def hours_apart(light: dict, master: dict) -> float:
 
 def select_masters(light: dict, masters: list[dict], mc: MastersConfig, cc: CalibrateConfig) -> Selection:
     """`masters`: current master rows (any type). `light`: a catalog row."""
-    usable = [m for m in masters if m["current"] and compatible_setup(light, m)
+    usable = [m for m in masters if m["current"] and compatible_setup(light, m, mc.ignore_keys)
               and hours_apart(light, m) <= mc.max_age_days * 24]
     by_type = {k: [m for m in usable if m["type"] == k] for k in ("bias", "dark", "flat")}
     notes: list[str] = []

@@ -180,3 +180,16 @@ def test_real_sbig_maximdl_set_builds_masters(tmp_path):
     assert np.median(flat) == pytest.approx(1.0, abs=1e-3) and 0.5 < np.percentile(flat, 1) < 1
     assert not masters["dark"]["includes_bias"]
     catalog.close()
+
+
+def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
+    _night(tmp_path / "a", n_dark=0, n_flat=0, n_bias=4, instrument="ZWO ASI294MM Pro")
+    _night(tmp_path / "b", n_dark=0, n_flat=0, n_bias=4, seed=4, instrument="ZWO ASI294MM")
+    config, catalog = ingest_into(tmp_path, [tmp_path / "a", tmp_path / "b"], masters={"min_bias": 7})
+    assert catalog.masters() == []                       # two groups of 4: neither reaches 7
+    catalog.close()
+    config, catalog = ingest_into(tmp_path / "merged", [tmp_path / "a", tmp_path / "b"],
+                                  masters={"min_bias": 7, "ignore_keys": ["instrument"]})
+    (bias,) = catalog.masters()
+    assert bias["n_frames"] == 8 and "ZWO" not in bias["group_key"]
+    catalog.close()
