@@ -198,7 +198,7 @@ def test_bands_and_threads_give_identical_results():
     for kwargs in ({}, {"rejection": "winsorized"}, {"method": "mean",
                                                       "weights": np.arange(1.0, 12.0)}):
         one_band = combine(sources(stack), workers=1, **kwargs)
-        assert band_rows(11, 128, memory_limit=1 << 30, workers=1) == 128   # one band
+        assert band_rows(11, 128, memory_limit=1 << 30, workers=1) >= 128   # one band
         tiny = combine(sources(stack), memory_limit=1, workers=2, **kwargs)  # 1-row bands
         for a, b in ((one_band.data, tiny.data), (one_band.uncertainty, tiny.uncertainty),
                      (one_band.count, tiny.count)):
