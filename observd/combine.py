@@ -644,18 +644,7 @@ def _winsorized(x, nvalid, sigma_low, sigma_high, maxiters):
         la, ha = lo[active], hi[active]
         inside = _in_range(x.shape[0], la, ha)
         m = _median(xa, la, ha)
-        s = _sample_std(np.where(inside, xa, np.nan))
-        clamp = s.copy()               # Siril re-clamps its clamped copy: narrowest s wins
-        moving = np.ones(active.size, bool)
-        for _ in range(_WINSOR_MAX_INNER):
-            wins = np.clip(xa, m - _WINSOR_CLAMP * clamp, m + _WINSOR_CLAMP * clamp)
-            wins[~inside] = np.nan
-            s_new = _WINSOR_CORRECTION * _sample_std(wins)
-            s, moving = (np.where(moving, s_new, s),
-                         moving & (np.abs(s_new - s) > _WINSOR_TOLERANCE * s))
-            clamp = np.minimum(clamp, s)
-            if not moving.any():
-                break
+        s = _winsorized_sigma(xa, inside, m, _std_inside(xa, inside))
         new_lo = np.maximum(la, _count_below(xa, m - sigma_low * s, inclusive=False))
         new_hi = np.minimum(ha, _count_below(xa, m + sigma_high * s, inclusive=True))
         changed = ((new_hi - new_lo) >= 2) & ((new_lo != la) | (new_hi != ha))
@@ -665,13 +654,35 @@ def _winsorized(x, nvalid, sigma_low, sigma_high, maxiters):
     return lo, hi
 
 
-def _sample_std(v: np.ndarray) -> np.ndarray:
-    """ddof=1 std over axis 0, in float64, of values with NaN for 'not included'."""
-    v = v.astype(np.float64)
-    n = np.count_nonzero(~np.isnan(v), axis=0)
-    v -= np.nansum(v, axis=0) / n
-    v *= v
-    return np.sqrt(np.nansum(v, axis=0) / (n - 1))
+def _winsorized_sigma(x: np.ndarray, inside: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Siril's iterated winsorized sigma per pixel (column): clamp the kept values to
+    m ± 1.5·clamp, take the corrected std, repeat until it settles. Each pass only touches the
+    pixels still moving, which is what makes this affordable on a whole band."""
+    s = s.copy()
+    clamp = s.copy()               # Siril re-clamps its clamped copy: narrowest s wins
+    moving = np.arange(x.shape[1])
+    for _ in range(_WINSOR_MAX_INNER):
+        sub, ins, mm, cc = x[:, moving], inside[:, moving], m[moving], clamp[moving]
+        wins = np.clip(sub, mm - _WINSOR_CLAMP * cc, mm + _WINSOR_CLAMP * cc)
+        s_new = _WINSOR_CORRECTION * _std_inside(wins, ins)
+        s_old = s[moving]
+        s[moving] = s_new
+        clamp[moving] = np.minimum(cc, s_new)
+        moving = moving[np.abs(s_new - s_old) > _WINSOR_TOLERANCE * s_old]
+        if moving.size == 0:
+            break
+    return s
+
+
+def _std_inside(v: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """ddof=1 std over axis 0, in float64, of the values where `inside` is true."""
+    n = np.count_nonzero(inside, axis=0)
+    d = np.where(inside, v, 0.0).astype(np.float64)
+    d -= d.sum(axis=0) / n
+    d *= inside
+    d *= d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(d.sum(axis=0) / (n - 1))
 
 
 def _weighted_mean(x, w, lo, hi, shift):
