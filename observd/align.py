@@ -25,6 +25,7 @@ the mapping so that a star's summed flux is preserved when the scale differs fro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import astroalign
 import cv2
@@ -156,7 +157,7 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
         shift (50 % for bilinear); keeping the input level is conservative and roughly
         offsets the noise correlation between neighbouring output pixels, which a stack's
         per-pixel error ignores.
-    kind='mask': bool, True = bad. A reference pixel is bad when any input pixel within
+    kind='mask': bool, True = bad (2-D, or a (planes, rows, cols) stack warped together). A reference pixel is bad when any input pixel within
         the support of the data's interpolation of `order` (4x4 for cubic, 2x2 for
         bilinear) is bad, and outside the footprint. Pass the order used for the data.
     Data and uncertainty are scaled by the Jacobian (1 / scale^2) to preserve flux.
@@ -178,6 +179,9 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
     jacobian = abs(np.linalg.det(inverse[:2, :2]))
     resample = dict(matrix=matrix, offset=offset, output_shape=tuple(out_shape),
                     output=np.float32, mode="constant")
+    if kind == "mask" and np.ndim(data) == 3:
+        return np.stack([apply_transform(plane, transform, out_shape, kind="mask", order=order, engine=engine)
+                         for plane in data])
     if kind == "mask":
         # The support of an order-k B-spline at p is floor(p)-(k-1)/2 .. floor(p)+(k+1)/2;
         # bilinear resampling of the bad pixels grown by (k-1)/2 reaches exactly that.
@@ -211,15 +215,17 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
     is replaced by an exact test of where each output pixel falls in the frame."""
     size = (int(out_shape[1]), int(out_shape[0]))            # OpenCV wants (width, height)
     flags = cv2.WARP_INVERSE_MAP
-    outside = _outside(inverse, out_shape, np.shape(data))
+    outside = _outside(inverse.tobytes(), tuple(out_shape), tuple(np.shape(data))[-2:])
     if kind == "mask":
         bad = np.asarray(data, dtype=bool)
+        planes = np.ascontiguousarray(np.moveaxis(bad if bad.ndim == 3 else bad[None], 0, -1), np.float32)
         grow = (order - 1) // 2
-        if grow and bad.any():
-            bad = cv2.dilate(bad.view(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
-        out = cv2.warpAffine(bad.astype(np.float32), inverse[:2], size, flags=flags | cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
-        return (out > 0) | outside
+        if grow and planes.any():
+            planes = cv2.dilate(planes, np.ones((2 * grow + 1,) * 2, np.uint8))
+        out = cv2.warpAffine(planes, inverse[:2], size, flags=flags | cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).reshape(tuple(out_shape) + (-1,))
+        out = np.moveaxis(out > 0, -1, 0) | outside
+        return out if bad.ndim == 3 else out[0]
     image = np.asarray(data, dtype=np.float32)
     holes = ~np.isfinite(image)
     if holes.any():
@@ -232,11 +238,14 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
     return out
 
 
-def _outside(inverse: np.ndarray, out_shape: tuple[int, int], in_shape: tuple[int, int]) -> np.ndarray:
+@lru_cache(maxsize=2)
+def _outside(inverse_bytes: bytes, out_shape: tuple[int, int], in_shape: tuple[int, int]) -> np.ndarray:
     """Output pixels whose source position lies outside the frame (0..N-1 on both axes).
 
     The footprint of an affine map is convex, so on each output row the valid columns form
-    one interval: it is found from the four bounds analytically, row by row."""
+    one interval: it is found from the four bounds analytically, row by row. Cached: the
+    data, its uncertainty and its masks share one transform."""
+    inverse = np.frombuffer(inverse_bytes, dtype=np.float64).reshape(3, 3)
     rows, cols = out_shape
     y = np.arange(rows, dtype=np.float64)
     eps = 1e-6

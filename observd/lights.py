@@ -173,9 +173,9 @@ def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref
     bad = (bits & MASK_BAD) != 0
     aligned = apply_transform(np.where(bad, np.float32(np.nan), data), transform, shape, kind="data")
     aligned_unc = apply_transform(unc, transform, shape, kind="uncertainty") if unc is not None else None
-    aligned_mask = (apply_transform(bad, transform, shape, kind="mask").astype(np.uint8) * MASK_BAD
-                    | apply_transform((bits & MASK_SATURATED) != 0, transform, shape, kind="mask")
-                    .astype(np.uint8) * MASK_SATURATED)
+    bad_out, saturated_out = apply_transform(np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape,
+                                             kind="mask")
+    aligned_mask = bad_out.astype(np.uint8) * MASK_BAD | (saturated_out & ~bad_out).astype(np.uint8) * MASK_SATURATED
     h = header.copy()
     h["ALIGNREF"] = (ref.name, "reference frame of this night and target")
     h["ALIGNRMS"] = (round(transform.rms, 4), "[px] residual RMS of matched stars")

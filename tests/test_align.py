@@ -225,6 +225,12 @@ def test_fast_engine_agrees_with_the_scipy_reference():
     assert np.all(np.hypot(found.x[:, None] - rx, found.y[:, None] - ry).min(axis=1) < 0.05)
     masks = [apply_transform(bad, t, (N, N), kind="mask", engine=e) for e in ("opencv", "scipy")]
     np.testing.assert_array_equal(masks[0], masks[1])
+    other = np.zeros((N, N), bool)
+    other[400, 10:14] = True
+    stacked = apply_transform(np.stack([bad, other]), t, (N, N), kind="mask")      # one warp, two planes
+    assert stacked.shape == (2, N, N)
+    np.testing.assert_array_equal(stacked[0], masks[1])
+    np.testing.assert_array_equal(stacked[1], apply_transform(other, t, (N, N), kind="mask", engine="scipy"))
     sig = np.full((N, N), 4.0, np.float32)
     uncs = [apply_transform(sig, t, (N, N), kind="uncertainty", engine=e) for e in ("opencv", "scipy")]
     inside = ~np.isnan(uncs[1])
