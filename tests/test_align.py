@@ -211,26 +211,32 @@ def test_fast_engine_agrees_with_the_scipy_reference():
     rng = np.random.default_rng(9)
     x, y = rng.uniform(60, N - 60, 40), rng.uniform(60, N - 60, 40)
     frame = render((N, N), x, y, np.full(40, 3e4), sky=200.0, noise=False)
-    bad = np.zeros((N, N), bool)
-    bad[100, 200] = bad[300:303, 50] = True
     t = _transform(frame_to_ref)
-    fast, ref = (apply_transform(frame, t, (N, N), engine=e) for e in ("opencv", "scipy"))
-    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
+    fast, exact = (apply_transform(frame, t, (N, N), engine=e) for e in ("opencv", "scipy"))
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(exact))
     rx, ry = apply_matrix(frame_to_ref, x, y)
     # Keys' cubic kernel and the B-spline differ in how a star's wings land with sub-pixel
     # phase: aperture sums agree within 0.5 % per star (and average out over a stack)
-    ratio = _aperture_sums(fast, rx, ry) / _aperture_sums(ref, rx, ry)
+    ratio = _aperture_sums(fast, rx, ry) / _aperture_sums(exact, rx, ry)
     assert np.all(np.abs(ratio - 1) < 0.005) and abs(np.median(ratio) - 1) < 0.001
     _, found = measure(fast + np.random.default_rng(6).normal(100.0, 3.0, fast.shape))
     assert np.all(np.hypot(found.x[:, None] - rx, found.y[:, None] - ry).min(axis=1) < 0.05)
-    masks = [apply_transform(bad, t, (N, N), kind="mask", engine=e) for e in ("opencv", "scipy")]
-    np.testing.assert_array_equal(masks[0], masks[1])
+
+    # Masks. OpenCV quantises sample positions to 1/32 px, so a bad neighbour whose bilinear
+    # weight is below 1/64 contributes nothing to its data and is not flagged, where scipy
+    # flags it (OpenCV's one- and multi-channel paths may also round such a weight differently):
+    # the masks may differ by those few pixels, never on the footprint.
+    bad = np.zeros((N, N), bool)
+    bad[100, 200] = bad[300:303, 50] = True
     other = np.zeros((N, N), bool)
     other[400, 10:14] = True
     stacked = apply_transform(np.stack([bad, other]), t, (N, N), kind="mask")      # one warp, two planes
     assert stacked.shape == (2, N, N)
-    np.testing.assert_array_equal(stacked[0], masks[1])
-    np.testing.assert_array_equal(stacked[1], apply_transform(other, t, (N, N), kind="mask", engine="scipy"))
+    for plane, quick in zip((bad, other), stacked):
+        reference = apply_transform(plane, t, (N, N), kind="mask", engine="scipy")
+        assert np.count_nonzero(quick ^ reference) <= 2
+        assert np.count_nonzero(quick ^ apply_transform(plane, t, (N, N), kind="mask")) <= 2
+        assert quick[np.isnan(exact)].all()              # everything outside the footprint is flagged
     sig = np.full((N, N), 4.0, np.float32)
     uncs = [apply_transform(sig, t, (N, N), kind="uncertainty", engine=e) for e in ("opencv", "scipy")]
     inside = ~np.isnan(uncs[1])
