@@ -77,10 +77,37 @@ class Plane:
     uncertainty: np.ndarray | None = None
     mask: np.ndarray | None = None
 
+    # Derived planes are cached: a worker keeps its masters, and every light of the night uses them.
     @cached_property
     def mean(self) -> float:
         """Mean of the finite data: a flat is applied normalised by it (ccdproc's convention)."""
         return float(np.nanmean(self.data))
+
+    @cached_property
+    def normalised(self) -> np.ndarray:
+        return self.data / np.float32(self.mean)
+
+    @cached_property
+    def inverse_square(self) -> np.ndarray:
+        """1 / normalised²: how a flat scales a variance."""
+        with np.errstate(divide="ignore"):
+            return np.float32(1.0) / (self.normalised * self.normalised)
+
+    @cached_property
+    def relative_variance(self) -> np.ndarray | None:
+        """(σ/value)²: a flat's relative error, what it adds to a flat-fielded pixel."""
+        if self.uncertainty is None:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.uncertainty / self.data) ** 2
+
+    @cached_property
+    def variance(self) -> np.ndarray | None:
+        return None if self.uncertainty is None else self.uncertainty * self.uncertainty
+
+    @cached_property
+    def bad(self) -> np.ndarray | None:
+        return None if self.mask is None else self.mask.astype(bool)
 
     def trimmed(self, trimsec: str | None) -> "Plane":
         if not trimsec:
@@ -127,26 +154,26 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
         if gain and read_noise is not None:
             # Poisson from the signal with the bias removed (ccdproc's create_deviation on
             # bias-free data), plus read noise, in ADU²; then the masters' own variance.
-            signal = data + (np.float32(dark_scale) * dark.data if dark is not None else 0)
-            variance = np.maximum(signal, 0) / np.float32(gain) + np.float32((read_noise / gain) ** 2)
-            if bias is not None and bias.uncertainty is not None:
-                variance += bias.uncertainty ** 2
-            if dark is not None and dark.uncertainty is not None:
-                variance += (np.float32(dark_scale) * dark.uncertainty) ** 2
+            signal = data + np.float32(dark_scale) * dark.data if dark is not None else data.copy()
+            variance = np.maximum(signal, 0, out=signal)
+            variance /= np.float32(gain)
+            variance += np.float32((read_noise / gain) ** 2)
+            if bias is not None and bias.variance is not None:
+                variance += bias.variance
+            if dark is not None and dark.variance is not None:
+                variance += np.float32(dark_scale ** 2) * dark.variance
         if flat is not None:
-            mean = np.float32(flat.mean)
-            norm = flat.data / mean
-            data = data / norm
+            data /= flat.normalised
             if variance is not None:
                 # quadrature of relative errors, (σ_r/r)² = (σ_d/d)² + (σ_n/n)², written without
                 # dividing by d: σ_r² = σ_d²/n² + r²(σ_n/n)²
-                variance /= norm * norm
-                if flat.uncertainty is not None:
-                    variance += (data * (flat.uncertainty / mean) / norm) ** 2
+                variance *= flat.inverse_square
+                if flat.relative_variance is not None:
+                    variance += data * data * flat.relative_variance
     known_bad = np.zeros(data.shape, bool)
     for plane in (bias, dark, flat):
-        if plane is not None and plane.mask is not None:
-            known_bad |= plane.mask.astype(bool)
+        if plane is not None and plane.bad is not None:
+            known_bad |= plane.bad
     mask = known_bad | ~np.isfinite(data)
     if saturated is not None:
         saturated = saturated & ~known_bad    # saturated hot pixels are the dark's business, not stars'
