@@ -14,7 +14,6 @@ Prints median seconds per light and the ratios measured in this run.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -22,7 +21,6 @@ import subprocess
 import tempfile
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import astroalign
@@ -34,8 +32,9 @@ from ccdproc import ccd_process
 
 from observd.catalog import Catalog
 from observd.config import config_from_dict
+from observd.daemon import worker_pool
 from observd.ingest import ingest
-from observd.lights import AlignJob, align_calibrated, reduce_light
+from observd.lights import Reference, reduce_light
 from observd.reduce import Reducer
 from observd.simulate import SimSpec, TargetSpec, write_night
 
@@ -68,23 +67,21 @@ def _observd_jobs(config, catalog, lights):
     return jobs
 
 
-def _observd_one(job):
-    result = reduce_light(job)
-    return result
-
-
-def run_observd(jobs, reference_result):
-    from observd.lights import Reference
+def make_reference(reference_result) -> Reference:
     ref = reference_result
-    reference = Reference(ref.file_id, "ref", fits.getdata(ref.calibrated_path).shape,
-                          *(tuple(c) for c in zip(*ref.stars)))
+    return Reference(ref.file_id, "ref", fits.getdata(ref.calibrated_path).shape,
+                     *(tuple(c) for c in zip(*ref.stars)))
+
+
+def run_observd(jobs, reference) -> list[float]:
+    """Seconds per light in one process, as the daemon runs a light once its reference is known."""
     times = []
     for job in jobs:
         t0 = time.perf_counter()
-        result = reduce_light(job)
-        align_calibrated(AlignJob(job.file_id, result.calibrated_path, job.aligned_path, result.stars, reference))
+        result = _full((job, reference))
         times.append(time.perf_counter() - t0)
-    return times, reference
+        assert result.aligned and result.aligned.aligned_path
+    return times
 
 
 def _full(job_and_ref):
@@ -93,10 +90,10 @@ def _full(job_and_ref):
     return reduce_light(dataclasses.replace(job, reference=reference))
 
 
-def run_observd_pool(jobs, reference, workers: int) -> float:
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        list(pool.map(_full, [(jobs[0], reference)] * workers))        # warm the workers up
+def run_observd_pool(config, jobs, reference) -> float:
+    """Throughput per light through the daemon's own worker pool (one worker per core)."""
+    with worker_pool(config) as pool:
+        list(pool.map(_full, [(jobs[0], reference)] * (os.cpu_count() or 1)))     # warm the workers up
         t0 = time.perf_counter()
         results = list(pool.map(_full, [(j, reference) for j in jobs]))
         elapsed = time.perf_counter() - t0
@@ -168,9 +165,9 @@ def main() -> None:
     try:
         config, catalog, lights = _night(root, args.size, args.lights)
         jobs = _observd_jobs(config, catalog, lights)
-        reference_result = reduce_light(jobs[0])
-        ours, reference = run_observd(jobs, reference_result)
-        pooled = run_observd_pool(jobs, reference, os.cpu_count() or 1)
+        reference = make_reference(reduce_light(jobs[0]))
+        ours = run_observd(jobs, reference)
+        pooled = run_observd_pool(config, jobs, reference)
         theirs = run_reference(catalog, lights, root / "reference", 1.5, 8.0)
         siril = run_siril(catalog, lights, root / "siril")
         catalog.close()

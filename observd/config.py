@@ -72,7 +72,6 @@ class CalibrateConfig:
     dark_scaling: str = "auto"              # auto (exact exposure preferred) | exact | scale
     dark_fallback: bool = False             # use the nearest out-of-tolerance dark (with a warning) instead of waiting
     require: tuple[str, ...] = ("bias", "dark", "flat")   # masters a light waits for; [] = uncalibrated mode
-    write_calibrated: bool = True           # keep calibrated (unaligned) lights on disk
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,14 @@ def worker_pool(config: Config) -> ProcessPoolExecutor:
     # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
     # it forks starts warm instead of importing them again
     context.set_forkserver_preload(["observd.lights", "observd.masters"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
+
+
+def _single_threaded_worker() -> None:
+    """Parallelism comes from the worker processes: OpenCV's own thread pool inside each of them
+    would only oversubscribe the cores."""
+    import cv2
+    cv2.setNumThreads(1)
 
 
 def _default_stack_night(config: Config, catalog: Catalog, night: str) -> list:
