@@ -90,11 +90,10 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
     Integer data cannot hold NaN, so for it a quarter of the rows is enough to judge
     saturation and flat level; float data is scanned whole for NaN/inf.
     """
-    data = read_image(Path(frame.path), frame.hdu)
-    sample = data[::4]
+    sample, floating = _row_sample(Path(frame.path), frame.hdu)
     full_scale = frame.saturation or 65535.0
-    if np.issubdtype(data.dtype, np.floating):
-        bad = np.count_nonzero(~np.isfinite(data))
+    if floating:
+        bad = np.count_nonzero(~np.isfinite(read_image(Path(frame.path), frame.hdu)))
         if bad:
             return f"{DATA_EXCLUSION_PREFIX}{bad:,} NaN/inf pixel(s)"
     saturated = np.count_nonzero(sample >= full_scale) / sample.size
@@ -110,6 +109,23 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
             return (f"{DATA_EXCLUSION_PREFIX}flat level {level:.1%} of full scale is above "
                     f"{s.flat_max_level:.0%}: near saturation, non-linear")
     return None
+
+
+def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
+    """Every 4th row, scaled to physical values, and whether the stored data are floating point.
+    A memory map reads only those rows of an uncompressed file; compressed ones are decoded whole."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+            h = hdul[hdu]
+            stored = h.data
+            floating = stored.dtype.kind == "f"
+            sample = np.asarray(stored[::4], dtype=np.float32)
+            scale, zero = h.header.get("BSCALE", 1.0), h.header.get("BZERO", 0.0)
+            if scale != 1.0 or zero != 0.0:
+                sample = sample * np.float32(scale) + np.float32(zero)
+            del stored
+    return sample, floating
 
 
 def _load_master(ref: MasterRef | None) -> np.ndarray | None:

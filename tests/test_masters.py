@@ -193,3 +193,18 @@ def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
     (bias,) = catalog.masters()
     assert bias["n_frames"] == 8 and "ZWO" not in bias["group_key"]
     catalog.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_path, compressed):
+    from observd.masters import FrameRef, MasterSettings, _row_sample, pixel_problem
+    data = (np.arange(64 * 64).reshape(64, 64) % 60000 + 100).astype(np.uint16)
+    data[:8] = 65535                                   # 12.5 % of the rows at full scale
+    path = tmp_path / ("f.fz" if compressed else "f.fits")
+    hdus = [fits.PrimaryHDU(), fits.CompImageHDU(data)] if compressed else [fits.PrimaryHDU(data)]
+    fits.HDUList(hdus).writeto(path)
+    hdu = 1 if compressed else 0
+    sample, floating = _row_sample(path, hdu)
+    assert not floating and np.array_equal(sample, data[::4].astype(np.float32))
+    frame = FrameRef(1, str(path), hdu, 0.0, -10.0, 65535.0, None)
+    assert "12.5% of pixels at full scale" in pixel_problem(frame, "bias", MasterSettings())
