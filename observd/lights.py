@@ -8,6 +8,7 @@ night uses the same few.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -134,13 +135,19 @@ def reduce_light(job: LightJob) -> LightResult:
                 max_elongation=job.max_elongation)
     out_header = provenance_header(header, job, m)
     bits = cal.bitmask()
-    write_atomic(Path(job.calibrated_path), image_hdus(cal.data, out_header, uncertainty=cal.uncertainty,
-                                                       mask=bits))
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
-    if job.reference is not None and bad is None:
-        aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
-                         job.aligned_path, job.max_control_points, job.min_matches)
+    # The calibrated frame is written (and fsynced, which releases the GIL) while the frame is
+    # aligned. astropy byte-swaps arrays in place while writing them, so the writer gets copies.
+    with ThreadPoolExecutor(max_workers=1) as io:
+        written = io.submit(write_atomic, Path(job.calibrated_path),
+                            image_hdus(cal.data.copy(), out_header,
+                                       uncertainty=None if cal.uncertainty is None else cal.uncertainty.copy(),
+                                       mask=bits.copy()))
+        if job.reference is not None and bad is None:
+            aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
+                             job.aligned_path, job.max_control_points, job.min_matches)
+        written.result()
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned)
 
 
