@@ -194,7 +194,7 @@ def simulation_spec(args):
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    return run_demo(keep=args.keep, size=args.size)
+    return run_demo(size=args.size)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -261,7 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print each file as it is written")
 
     p = command("demo", cmd_demo, "simulate a night and reduce it on embedded defaults", config=False)
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--size", type=int, default=512)
     return parser
 

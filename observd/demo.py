@@ -9,7 +9,6 @@ nightly stack is requested, and the status and the products are printed.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import threading
@@ -47,7 +46,7 @@ def demo_spec(night: str, size: int) -> SimSpec:
                    flats_at="dawn", pace=0.15, truth=False)
 
 
-def run_demo(*, keep: bool = False, size: int = 512, out=sys.stdout) -> int:
+def run_demo(*, size: int = 512, out=sys.stdout) -> int:
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="observd-demo-"))
     config = demo_config(root)
@@ -82,12 +81,9 @@ def run_demo(*, keep: bool = False, size: int = 512, out=sys.stdout) -> int:
     for p in products:
         print(f"  {p['object']} [{p['filter']}] {p['n_combined']} frames: {p['path']}\n"
               f"      preview: {p['preview_path']}", file=out)
-    if not keep:
-        print(f"\n(the demo folder {root} is removed; run `observd demo --keep` to keep it)", file=out)
-    ok = len(products) == 4
-    if not keep and ok:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0 if ok else 1
+    print(f"\nEverything is in {root} (camera folder, masters, calibrated and aligned lights, stacks,\n"
+          f"catalog, status log); look at the previews, then remove it with: rm -rf {root}", file=out)
+    return 0 if len(products) == 4 else 1
 
 
 def _read(config: Config, query):
