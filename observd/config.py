@@ -93,7 +93,7 @@ class AlignConfig:
 class StackConfig:
     at: str = "10:00"                       # local time at which the previous night is stacked
     rejection: str = "sigclip"              # sigclip | winsorized | minmax | none
-    small_n: int = 6                        # at or below this many frames, winsorized clipping is used
+    small_n: int = 6                        # winsorized clipping up to this many frames (always up to 11 at 3 sigma)
     sigma: float = 3.0                      # rejection threshold, in standard deviations
     min_frames: int = 2                     # fewer good aligned frames: no stack for that target/filter
     memory_limit_mb: int = 1024             # cap for band-by-band stacking

@@ -21,11 +21,12 @@ is left out: it trades background noise for resolution, FWHM is not measured on 
 isolated stars (it is None there), and frames with very bad seeing or trails are judged bad
 upstream anyway.
 
-Rejection: sigma clipping (``[stack] rejection``, ``sigma``) with the median as centre; with at
-most ``[stack] small_n`` frames it becomes winsorized clipping, since with a handful of values
-one outlier inflates the plain std so much that it can never be beyond 3σ
-(`observd.combine`). Each frame's MASK extension (bad pixels, saturation, outside the aligned
-footprint) and its NaN pixels are ignored. Combination runs band by band in bounded memory.
+Rejection: sigma clipping (``[stack] rejection``, ``sigma``) with the median as centre; in small
+stacks it becomes winsorized clipping — up to ``[stack] small_n`` frames, and at least up to the
+size below which one outlier inflates the plain std so much that it can never stand `sigma` out
+(11 frames at 3σ; `rejection_for`). Pixels flagged MASK_BAD in a frame (bad pixels, outside the
+aligned footprint) and NaN are ignored; saturated pixels are kept, so star cores stay filled.
+Combination runs band by band in bounded memory.
 
 Outputs, written atomically: ``<output>/<night>/stacks/<object>_<filter>.fits`` (float32 data,
 UNCERT std-dev, MASK = no frame contributed) with provenance cards, ``<stem>.png`` (labelled
