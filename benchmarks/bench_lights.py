@@ -32,7 +32,7 @@ from ccdproc import ccd_process
 
 from observd.catalog import Catalog
 from observd.config import config_from_dict
-from observd.daemon import worker_pool
+from observd.pool import worker_pool
 from observd.ingest import ingest
 from observd.lights import Reference, reduce_light
 from observd.reduce import Reducer

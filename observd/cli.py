@@ -76,7 +76,7 @@ class Progress:
 
 
 def cmd_ingest(args) -> int:
-    from .daemon import worker_pool
+    from .pool import worker_pool
     from .ingest import ingest, summary_table
     from .reduce import Reducer
     config = _load(args)
@@ -92,7 +92,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_masters(args) -> int:
-    from .daemon import worker_pool
+    from .pool import worker_pool
     from .reduce import Reducer
     from .report import format_masters, master_entry
     config = _load(args)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import os
 import queue
 import signal
@@ -36,7 +35,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,12 +45,13 @@ from .ingest import watch_settings
 from .intake import Seen, catalogue, classify_rules
 from .nightly import NightlyScheduler, nights_due
 from .obstime import night_of
+from .pool import worker_pool
 from .reduce import Reducer
 from .sdnotify import Notifier
 from .statuslog import StatusLog, journal_stderr
 from .watcher import FolderWatcher, scan
 
-__all__ = ["Daemon", "worker_pool", "HANG_LIMIT", "STOP_TIMEOUT"]
+__all__ = ["Daemon", "HANG_LIMIT", "STOP_TIMEOUT"]
 
 log = logging.getLogger("observd.daemon")
 
@@ -64,26 +64,6 @@ ADVANCE_INTERVAL = 5.0    # s between reduction passes while calibration groups 
 RETRY_INTERVAL = 10.0     # s between looks for failed frames whose back-off expired
 STATUS_INTERVAL = 5.0     # s, at most one systemd STATUS= update this often
 MAX_ERROR_BACKOFF = 60.0  # s, cap of the pause after repeated unexpected loop errors
-
-
-def worker_pool(config: Config) -> ProcessPoolExecutor:
-    """Worker processes for CPU-heavy jobs, one per core unless `[daemon] workers` says otherwise.
-
-    forkserver, never fork: the parent holds threads (observer, scheduler) and an SQLite connection.
-    """
-    workers = config.daemon.workers or os.cpu_count() or 1
-    context = multiprocessing.get_context("forkserver")
-    # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
-    # it forks starts warm instead of importing them again
-    context.set_forkserver_preload(["observd.lights", "observd.masters"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
-
-
-def _single_threaded_worker() -> None:
-    """Parallelism comes from the worker processes: OpenCV's own thread pool inside each of them
-    would only oversubscribe the cores."""
-    import cv2
-    cv2.setNumThreads(1)
 
 
 def _default_stack_night(config: Config, catalog: Catalog, night: str) -> list:
