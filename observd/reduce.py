@@ -244,12 +244,13 @@ class Reducer:
     # -- lights: calibrate and measure ------------------------------------------------------------
 
     def lights_step(self, *, final: bool, progress: Progress | None = None) -> int:
-        lights = [r for r in self.catalog.files(types=("light",)) if r["state"] in ("classified", "waiting")]
+        rows = self.catalog.files(types=("light",))
+        lights = [r for r in rows if r["state"] in ("classified", "waiting")]
         if not lights:
             return 0
         masters = self.catalog.masters(current_only=True)
-        best = self._best_stars()
-        references = self._references()
+        best = _best_stars(rows)
+        references = self._references(rows)
         jobs = []
         for row in lights:
             sel = select_masters(row, masters, self.config.masters, self.config.calibrate)
@@ -312,17 +313,10 @@ class Reducer:
 
     # -- alignment ------------------------------------------------------------------------------
 
-    def _best_stars(self) -> dict[tuple, int]:
-        best: dict[tuple, int] = defaultdict(int)
-        for row in self.catalog.files(types=("light",)):
-            if row["n_stars"] is not None:
-                key = (row["night"], row["object"])
-                best[key] = max(best[key], row["n_stars"])
-        return best
-
-    def _references(self) -> dict[tuple, Reference]:
+    def _references(self, rows: list[dict]) -> dict[tuple, Reference]:
+        """The reference already chosen for each (night, object), from the light rows."""
         refs = {}
-        for row in self.catalog.files(types=("light",)):
+        for row in rows:
             if row["reference_id"] and (row["night"], row["object"]) not in refs:
                 ref_row = self.catalog.file(row["reference_id"])
                 if ref_row and ref_row["stars"] and ref_row["calibrated_path"]:
@@ -340,10 +334,11 @@ class Reducer:
 
     def align_step(self, *, final: bool, progress: Progress | None = None) -> int:
         by_target: dict[tuple, list[dict]] = defaultdict(list)
-        for row in self.catalog.files(types=("light",)):
+        rows = self.catalog.files(types=("light",))
+        for row in rows:
             if row["n_stars"] is not None:
                 by_target[(row["night"], row["object"])].append(row)
-        references = self._references()
+        references = self._references(rows)
         mc = self.config.measure
         jobs = []
         for key, rows in by_target.items():
@@ -433,6 +428,16 @@ def _master_ref(row: dict | None) -> MasterRef | None:
 
 def _use(row: dict | None) -> MasterUse | None:
     return None if row is None else MasterUse(row["id"], row["path"], row["version"], row["type"])
+
+
+def _best_stars(rows: list[dict]) -> dict[tuple, int]:
+    """The most stars measured on any light of each (night, object): what 'clouds?' is judged against."""
+    best: dict[tuple, int] = defaultdict(int)
+    for row in rows:
+        if row["n_stars"] is not None:
+            key = (row["night"], row["object"])
+            best[key] = max(best[key], row["n_stars"])
+    return best
 
 
 def _measurement(row: dict) -> Measurement:
