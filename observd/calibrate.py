@@ -109,10 +109,18 @@ class Plane:
     def bad(self) -> np.ndarray | None:
         return None if self.mask is None else self.mask.astype(bool)
 
+    @cached_property
+    def _trimmed_planes(self) -> dict[str, "Plane"]:
+        return {}
+
     def trimmed(self, trimsec: str | None) -> "Plane":
+        """This plane cut to `trimsec`; kept, so its own cached planes serve every later light."""
         if not trimsec:
             return self
-        return Plane(trim(self.data, trimsec), trim(self.uncertainty, trimsec), trim(self.mask, trimsec))
+        if trimsec not in self._trimmed_planes:
+            self._trimmed_planes[trimsec] = Plane(trim(self.data, trimsec), trim(self.uncertainty, trimsec),
+                                                  trim(self.mask, trimsec))
+        return self._trimmed_planes[trimsec]
 
 
 @dataclass(frozen=True)

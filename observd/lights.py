@@ -128,13 +128,12 @@ def reduce_light(job: LightJob) -> LightResult:
                     flat=_plane(job.flat), gain=job.gain, read_noise=job.read_noise, saturation=job.saturation,
                     biassec=job.biassec, trimsec=job.trimsec)
     # saturated pixels stay visible to detection (they are star cores) but mark their stars
-    detect_mask = cal.mask & ~cal.saturated if cal.saturated is not None else cal.mask
-    m, stars = measure(cal.data, mask=detect_mask, saturation=cal.saturation_level, threshold=job.threshold,
-                       max_stars=200)
+    bits = cal.bitmask()
+    m, stars = measure(cal.data, mask=(bits & MASK_BAD) != 0, saturation=cal.saturation_level,
+                       threshold=job.threshold, max_stars=200)
     bad = judge(m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction,
                 max_elongation=job.max_elongation)
     out_header = provenance_header(header, job, m)
-    bits = cal.bitmask()
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
     # The calibrated frame is written (and fsynced, which releases the GIL) while the frame is

@@ -199,3 +199,11 @@ def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
         raw_data = fits.getdata(row["path"]).astype(np.float32)
         assert np.median(cal) < np.median(raw_data) - 500        # the ~900 ADU pedestal is gone
     catalog.close()
+
+
+def test_trimmed_master_planes_are_kept_with_their_cached_derivatives():
+    flat = Plane(np.full((10, 12), 2.0, np.float32), np.full((10, 12), 0.02, np.float32), np.zeros((10, 12), bool))
+    first = flat.trimmed("[2:11,1:8]")
+    assert first.data.shape == (8, 10) and flat.trimmed("[2:11,1:8]") is first
+    assert first.normalised is first.normalised and np.allclose(first.normalised, 1.0)
+    assert flat.trimmed(None) is flat
