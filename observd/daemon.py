@@ -67,7 +67,7 @@ MAX_ERROR_BACKOFF = 60.0  # s, cap of the pause after repeated unexpected loop e
 
 
 def _default_stack_night(config: Config, catalog: Catalog, night: str) -> list:
-    from .stack import stack_night      # written separately; imported late so its absence is not fatal
+    from .stack import stack_night      # imported when first needed: it brings matplotlib
     return stack_night(config, catalog, night)
 
 
@@ -76,7 +76,9 @@ class Daemon:
 
     Tests drive it in a thread: `start()`, then `step()` or `serve()`, `request_stop()`, `shutdown()`;
     `run()` does the same plus signal handling and must be called on the main thread.
-    `pool_factory(config)` returns the worker pool (None = run jobs inline).
+    `pool_factory(config)` returns the worker pool (None = run jobs inline). `stack_night(config,
+    catalog, night)` builds a night's products and records the night in the catalog's ledger
+    (`observd.stack.stack_night` by default); it raises when the night must be tried again.
     """
 
     def __init__(self, config: Config, config_path: Path | None = None, *,
@@ -426,16 +428,12 @@ class Daemon:
             self._beat(STACK_HANG_LIMIT)
             try:
                 products = self._stack_night(self.config, self.catalog, night)
-            except ImportError as exc:
-                self._event("error", "stack", f"nightly stacking is not available: {exc}")
-                continue
             except Exception as exc:
                 self._safe_event("error", "stack", f"stacking night {night} failed: {type(exc).__name__}: "
                                  f"{exc}\n{traceback.format_exc()}")
                 continue
             finally:
                 self._beat(self.hang_limit)
-            self.catalog.mark_stacked(night, len(products))
             self._event("info", "stack", f"night {night} stacked: {len(products)} product(s)")
 
     # -- configuration --------------------------------------------------------------------------
