@@ -10,6 +10,7 @@ records the returned `MasterResult`.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,8 +156,7 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSou
         prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
             norm = float(np.median(prepare(whole, 0, whole.shape[0])))
-            prepare = _Prepare(prepare.bias, prepare.dark, scale, norm if np.isfinite(norm) and norm > 0 else np.nan,
-                               overscan)
+            prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
         sources.append(FitsSource(Path(frame.path), frame.hdu, prepare=prepare))
     return sources
 
