@@ -32,7 +32,7 @@ from ccdproc import ccd_process
 
 from observd.catalog import Catalog
 from observd.config import config_from_dict
-from observd.pool import worker_pool
+from observd.pool import reuse_freed_memory, worker_pool
 from observd.ingest import ingest
 from observd.lights import Reference, reduce_light
 from observd.reduce import Reducer
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    reuse_freed_memory()      # as in observd's own processes (the CLI and the pool's workers)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_lights_"))
     try:
         config, catalog, lights = _night(root, args.size, args.lights)

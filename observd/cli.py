@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, load_config, to_toml
+from .pool import reuse_freed_memory
 
 log = logging.getLogger("observd")
 
@@ -77,7 +78,7 @@ class Progress:
 
 def cmd_ingest(args) -> int:
     from .pool import worker_pool
-    from .ingest import ingest, summary_table
+    from .ingest import batch_nights, ingest, summary_table
     from .reduce import Reducer
     config = _load(args)
     catalog = _open_catalog(config)
@@ -86,9 +87,10 @@ def cmd_ingest(args) -> int:
             result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(),
                             reducer=Reducer(config, catalog, pool=pool))
         print(summary_table(catalog, result))
+        stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result))
     finally:
         catalog.close()
-    return 1 if result.failed else 0
+    return 1 if result.failed or stack_failed else 0
 
 
 def cmd_masters(args) -> int:
@@ -135,7 +137,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_stack(args) -> int:
-    from .stack import StackError, stack_night
     config = _load(args)
     catalog = _open_catalog(config)
     try:
@@ -143,22 +144,29 @@ def cmd_stack(args) -> int:
         if not nights:
             print("no lights catalogued yet: nothing to stack")
             return 0
-        failed = False
-        for night in nights:
-            try:
-                products = stack_night(config, catalog, night, object=args.object, filter=args.filter)
-            except StackError as exc:
-                print(f"{night}: {exc}", file=sys.stderr)
-                failed = True
-                continue
-            if not products:
-                print(f"{night}: no target/filter with at least {config.stack.min_frames} good aligned lights")
-            for p in products:
-                print(f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
-                      f"  {p.path}\n  {p.preview_path}")
+        return 1 if _stack_nights(config, catalog, nights, object=args.object, filter=args.filter) else 0
     finally:
         catalog.close()
-    return 1 if failed else 0
+
+
+def _stack_nights(config: Config, catalog, nights: list[str], *, object: str | None = None,
+                  filter: str | None = None) -> bool:
+    """Build (or rebuild) the nights' stacks and print them; True if a product failed."""
+    from .stack import StackError, stack_night
+    failed = False
+    for night in nights:
+        try:
+            products = stack_night(config, catalog, night, object=object, filter=filter)
+        except StackError as exc:
+            print(f"{night}: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        if not products:
+            print(f"{night}: no target/filter with at least {config.stack.min_frames} good aligned lights")
+        for p in products:
+            print(f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
+                  f"  {p.path}\n  {p.preview_path}")
+    return failed
 
 
 def cmd_run(args) -> int:
@@ -217,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("ingest", cmd_ingest, "process existing files and folders once through the pipeline")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--stack", action="store_true",
+                   help="then build (or rebuild) the stacks of every night these files belong to")
 
     p = command("frames", cmd_frames, "list catalogued files with their type, state and reason")
     p.add_argument("--night", metavar="YYYY-MM-DD")
@@ -270,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    reuse_freed_memory()      # masters and stacks are built in this process
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:

@@ -356,7 +356,11 @@ class _Stats:
 
 def _combine_pixels(stack: np.ndarray, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Combine an ``(N, pixels)`` float32 stack (invalid values become +inf in place)."""
-    x, w, nvalid, any_invalid = _sort_values(stack, p.weights)
+    # sigma clipping and 'none' keep or drop values by value, so equal values are never split
+    # between kept and rejected: a weighted mean can then select its values by the kept range's
+    # bounds, in frame order, and the weights need not follow the sort (a 3-4x slower path)
+    by_value = p.weights is not None and p.rejection in ("sigclip", "none")
+    x, w, nvalid, any_invalid = _sort_values(stack, None if by_value else p.weights)
     lo = np.zeros(x.shape[1], np.intp)
     stats = None
     if p.rejection == "sigclip":
@@ -372,7 +376,6 @@ def _combine_pixels(stack: np.ndarray, p: _Params) -> tuple[np.ndarray, np.ndarr
         none_left = hi <= lo
         lo[none_left] = 0
         hi[none_left] = 0
-    del stack
 
     n = hi - lo
     if stats is None:
@@ -387,10 +390,13 @@ def _combine_pixels(stack: np.ndarray, p: _Params) -> tuple[np.ndarray, np.ndarr
         unc = np.sqrt(np.maximum(stats.s2 / n - mean_dev * mean_dev, 0.0) / n)
         if p.method == "median":
             data = stats.med
+        elif by_value:
+            data = _weighted_mean_by_value(stack, p.weights, x, lo, hi, stats.shift)
         elif w is None:
             data = stats.shift + mean_dev
         else:
             data = _weighted_mean(x, w, lo, hi, stats.shift)
+    del stack
     empty = n <= 0
     data = np.where(empty, np.nan, data).astype(np.float32)
     unc = np.where(empty, np.nan, unc).astype(np.float32)
@@ -683,6 +689,18 @@ def _std_inside(v: np.ndarray, inside: np.ndarray) -> np.ndarray:
     d *= d
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(d.sum(axis=0) / (n - 1))
+
+
+def _weighted_mean_by_value(stack, weights, x, lo, hi, shift):
+    """Weighted mean of each pixel's values between its kept range's extremes ``x[lo]`` and
+    ``x[hi-1]``, taken from ``stack`` in frame order (invalid values are +inf there, beyond
+    any finite bound).  Deviations from ``shift`` in float32: one matrix-vector product."""
+    inside = (stack >= _gather(x, lo)) & (stack <= _gather(x, hi - 1))
+    d = stack - shift.astype(np.float32)
+    d[~inside] = 0.0
+    w = weights.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return shift + (w @ d).astype(np.float64) / (w @ inside.astype(np.float32))
 
 
 def _weighted_mean(x, w, lo, hi, shift):

@@ -128,12 +128,17 @@ def _fsync_dir(folder: Path) -> None:
 
 def image_hdus(data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None,
                mask: np.ndarray | None = None) -> fits.HDUList:
-    """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands."""
-    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header)]
+    """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands.
+
+    The planes are converted to big-endian copies here, FITS's byte order: astropy writes those
+    as they are, whereas native arrays are byte-swapped in place, written and swapped back (two
+    passes more, and the caller's array changes under any thread reading it meanwhile).
+    """
+    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=">f4"), header=header)]
     if uncertainty is not None:
         uh = fits.Header()
         uh["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
-        hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=np.float32), header=uh, name="UNCERT"))
+        hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=">f4"), header=uh, name="UNCERT"))
     if mask is not None:
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
     return fits.HDUList(hdus)

@@ -84,6 +84,12 @@ def ingest(paths: Iterable[Path], catalog: Catalog, config: Config, *,
     return result
 
 
+def batch_nights(catalog: Catalog, result: BatchResult) -> list[str]:
+    """The nights of the batch's lights, in order: what `observd ingest --stack` stacks."""
+    rows = (catalog.file(s.file_id) for s in result.seen if s.file_id is not None)
+    return sorted({r["night"] for r in rows if r and r["frame_type"] == "light" and r["night"]})
+
+
 def summary_table(catalog: Catalog, result: BatchResult) -> str:
     """Counts of this batch's files by type and final state."""
     ids = [s.file_id for s in result.seen if s.file_id is not None]

@@ -137,12 +137,10 @@ def reduce_light(job: LightJob) -> LightResult:
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
     # The calibrated frame is written (and fsynced, which releases the GIL) while the frame is
-    # aligned. astropy byte-swaps arrays in place while writing them, so the writer gets copies.
+    # aligned; image_hdus hands the writer big-endian copies, so the planes stay untouched.
     with ThreadPoolExecutor(max_workers=1) as io:
         written = io.submit(write_atomic, Path(job.calibrated_path),
-                            image_hdus(cal.data.copy(), out_header,
-                                       uncertainty=None if cal.uncertainty is None else cal.uncertainty.copy(),
-                                       mask=bits.copy()))
+                            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits))
         if job.reference is not None and bad is None:
             aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
                              job.aligned_path, job.max_control_points, job.min_matches)

@@ -85,6 +85,10 @@ class MasterResult:
     message: str = ""
 
 
+FLAT_NORM_STRIDE = 4
+"""Each flat is divided by the median of its pixels on this grid (every 4th row and column)."""
+
+
 def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
     """Why a raw calibration frame's pixels make it unusable, or None.
 
@@ -155,7 +159,9 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSou
             overscan = overscan_model(whole, frame.biassec)
         prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
-            norm = float(np.median(prepare(whole, 0, whole.shape[0])))
+            # the median of every 4th row and column: 1/16 of the cost of the full median, and
+            # within ~1e-5 of it for a 2048² flat (its noise and vignetting are sampled alike)
+            norm = float(np.median(prepare(whole, 0, whole.shape[0])[::FLAT_NORM_STRIDE, ::FLAT_NORM_STRIDE]))
             prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
         sources.append(FitsSource(Path(frame.path), frame.hdu, prepare=prepare))
     return sources
@@ -257,7 +263,8 @@ def master_header(job: MasterJob, frames: list[FrameRef], *, bias_used: bool, da
     if dark_used and job.dark is not None:
         h.add_history(f"dark subtracted, scaled by exposure: {Path(job.dark.path).name}")
     if job.kind == "flat":
-        h.add_history("each flat divided by its own median before combining; master normalised to 1")
+        h.add_history(f"each flat divided by its own median (every {FLAT_NORM_STRIDE}th pixel of each axis) "
+                      "before combining; master normalised to 1")
     h.add_history(f"combined: {s.method}, rejection {s.rejection} {s.sigma:g} sigma")
     return h
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -27,3 +28,24 @@ def _single_threaded_worker() -> None:
     would only oversubscribe the cores."""
     import cv2
     cv2.setNumThreads(1)
+    reuse_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory() -> None:
+    """Keep freed frame-sized buffers in the process's heap instead of returning them to the OS.
+
+    glibc serves every allocation above 128 KiB-32 MiB with a fresh mmap and unmaps it on
+    free, so each 16 MB temporary of a 2048² frame costs 4,096 page faults (kernel time spent
+    zeroing pages) every time it is made: ~15 % of a light's reduction. With the thresholds
+    raised, a process that has once needed N such buffers reuses them; its resident size stays
+    at its peak (at most 256 MiB of free heap is kept). A no-op where glibc is not the C library.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass

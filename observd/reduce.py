@@ -251,8 +251,12 @@ class Reducer:
         masters = self.catalog.masters(current_only=True)
         best = _best_stars(rows)
         references = self._references(rows)
+        quota = self._first_frames_quota(rows, references)
         jobs = []
         for row in lights:
+            key = (row["night"], row["object"])
+            if quota.get(key, 1) <= 0:
+                continue        # waits for the reference, then is aligned as it is calibrated
             sel = select_masters(row, masters, self.config.masters, self.config.calibrate)
             if sel.missing:
                 reason = f"waiting: {sel.missing}"
@@ -260,13 +264,34 @@ class Reducer:
                     self.catalog.update_file(row["id"], state="waiting", reason=reason)
                     self._event("info", "waiting", reason, row["path"])
                 continue
-            jobs.append(self._light_job(row, sel, best.get((row["night"], row["object"]), 0),
-                                        references.get((row["night"], row["object"]))))
+            jobs.append(self._light_job(row, sel, best.get(key, 0), references.get(key)))
+            if key in quota:
+                quota[key] -= 1
         for n, (job, outcome) in enumerate(self._map(reduce_light, jobs), start=1):
             self._record_light(job, outcome)
             if progress:
                 progress(n, len(jobs), f"calibrated {Path(job.path).name}")
         return len(jobs)
+
+    def _first_frames_quota(self, rows: list[dict], references: dict[tuple, Reference]) -> dict[tuple, int]:
+        """How many more lights of each (night, object) without a reference may be calibrated now.
+
+        The automatic reference is the best of a target's first `reference_min_frames` good
+        frames (the daemon sees no more before it must choose). Lights beyond those wait in
+        'classified' until it is chosen, so that they are aligned in the same job that
+        calibrates them instead of being read back for a second pass — in a batch that is
+        most of them. A fixed reference (`[align] reference`) has no quota: it may come last.
+        """
+        if self.config.align.reference:
+            return {}
+        first = max(1, self.config.align.reference_min_frames)
+        started: dict[tuple, int] = defaultdict(int)
+        for row in rows:
+            key = (row["night"], row["object"])
+            if key not in references and row["state"] in ("calibrated", "aligned"):
+                started[key] += 1
+        return {key: first - started[key] for row in rows
+                if (key := (row["night"], row["object"])) not in references}
 
     def _light_job(self, row: dict, sel, best_n: int, reference: Reference | None) -> LightJob:
         cc, mc = self.config.calibrate, self.config.measure

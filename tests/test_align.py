@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from observd import align as align_module
 from observd.align import AlignError, Transform, apply_transform, find_transform
 from observd.measure import Stars, measure
 from starfield import apply_matrix, render, similarity, sky_catalog
@@ -241,3 +242,19 @@ def test_fast_engine_agrees_with_the_scipy_reference():
     uncs = [apply_transform(sig, t, (N, N), kind="uncertainty", engine=e) for e in ("opencv", "scipy")]
     inside = ~np.isnan(uncs[1])
     np.testing.assert_allclose(uncs[0][inside], uncs[1][inside], rtol=1e-4)
+
+
+def test_sparse_and_dense_mask_warps_agree(monkeypatch):
+    """Sparse masks are warped pixel by pixel; the dense OpenCV path is what heavy masks take."""
+    rng = np.random.default_rng(12)
+    bad = rng.random((N, N)) < 0.004
+    bad[200:230, 100] = True                                   # a bad column segment
+    t = _transform(similarity(33.0, 1.01, (5.3, -2.8), (N / 2, N / 2)))
+    for order in (3, 1):
+        sparse = apply_transform(bad, t, (N, N), kind="mask", order=order)
+        monkeypatch.setattr(align_module, "SPARSE_MASK_FRACTION", 0.0)
+        dense = apply_transform(bad, t, (N, N), kind="mask", order=order)
+        monkeypatch.undo()
+        # the two differ only where OpenCV's 1/32 px weights round a tiny contribution away
+        assert sparse.sum() > (9 if order == 3 else 2) * bad.sum()
+        assert np.count_nonzero(sparse ^ dense) <= 0.01 * sparse.sum()
