@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from .config import Config
@@ -20,7 +21,20 @@ def worker_pool(config: Config) -> ProcessPoolExecutor:
     # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
     # it forks starts warm instead of importing them again
     context.set_forkserver_preload(["observd.lights", "observd.masters"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
+    threading.Thread(target=_warm_up, args=(pool, workers), name="pool-warm-up", daemon=True).start()
+    return pool
+
+
+def _warm_up(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the fork server and the workers now, in the background: their imports (~1 s) then
+    overlap the caller's own start (cataloguing, building masters) instead of delaying the
+    first job. Starting a forkserver blocks its caller until the server is up, hence the thread."""
+    try:
+        for future in [pool.submit(os.getpid) for _ in range(workers)]:
+            future.result()
+    except Exception:      # the pool was shut down first, or a worker could not start: the jobs will say
+        pass
 
 
 def _single_threaded_worker() -> None:

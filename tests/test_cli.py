@@ -67,3 +67,23 @@ def test_status_json_is_the_documented_document(tmp_path, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "observd.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("observd ")
+
+
+def test_ingest_with_stack_builds_the_batch_nights_products(tmp_path, capsys):
+    from observd.catalog import Catalog
+    from observd.simulate import SimSpec, TargetSpec, write_night
+    write_night(tmp_path / "night", SimSpec(shape=(128, 128), seed=8, n_bias=7, n_dark=5, n_flat=5, n_clouded=0,
+                                            n_trailed=0, targets=(TargetSpec(n_lights=4, n_stars=80),)))
+    config = tmp_path / "c.toml"
+    config.write_text(f"[paths]\noutput = '{tmp_path / 'out'}'\ndatabase = '{tmp_path / 'out' / 'c.db'}'\n"
+                      "[site]\ntimezone = 'Europe/Berlin'\n")
+    assert main(["ingest", str(tmp_path / "night"), "--stack", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    catalog = Catalog.open(tmp_path / "out" / "c.db", readonly=True)
+    try:
+        products = catalog.products()
+        nights = {r["night"] for r in catalog.files(types=("light",))}
+    finally:
+        catalog.close()
+    assert len(products) == 1 and products[0]["n_combined"] == 4 and {products[0]["night"]} == nights
+    assert Path(products[0]["path"]).exists() and products[0]["path"] in out

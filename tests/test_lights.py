@@ -207,3 +207,23 @@ def test_trimmed_master_planes_are_kept_with_their_cached_derivatives():
     assert first.data.shape == (8, 10) and flat.trimmed("[2:11,1:8]") is first
     assert first.normalised is first.normalised and np.allclose(first.normalised, 1.0)
     assert flat.trimmed(None) is flat
+
+
+def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypatch):
+    """The reference is the best of the target's first `reference_min_frames` frames; the other
+    lights wait for it and are aligned as they are calibrated, never read back for a second pass."""
+    import observd.reduce as reduce_module
+    write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
+                                            n_clouded=0, n_trailed=0, meridian_flip=False,
+                                            targets=(TargetSpec(n_lights=7, n_stars=150),)))
+    read_back = []
+    original = reduce_module.align_calibrated
+    monkeypatch.setattr(reduce_module, "align_calibrated", lambda job: read_back.append(job.file_id) or original(job))
+    config, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
+    lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
+    assert [r["state"] for r in lights] == ["aligned"] * 7
+    first = {r["id"] for r in lights[:3]}
+    assert set(read_back) == first                               # only the first frames took a second pass
+    assert lights[0]["reference_id"] in first
+    assert all(r["reference_id"] == lights[0]["reference_id"] for r in lights)
+    catalog.close()
