@@ -86,8 +86,8 @@ def cmd_ingest(args) -> int:
         with worker_pool(config) as pool:
             result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(),
                             reducer=Reducer(config, catalog, pool=pool))
-        print(summary_table(catalog, result))
-        stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result))
+            print(summary_table(catalog, result))
+            stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result), pool=pool)
     finally:
         catalog.close()
     return 1 if result.failed or stack_failed else 0
@@ -137,6 +137,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_stack(args) -> int:
+    from .pool import worker_pool
     config = _load(args)
     catalog = _open_catalog(config)
     try:
@@ -144,19 +145,21 @@ def cmd_stack(args) -> int:
         if not nights:
             print("no lights catalogued yet: nothing to stack")
             return 0
-        return 1 if _stack_nights(config, catalog, nights, object=args.object, filter=args.filter) else 0
+        with worker_pool(config) as pool:
+            failed = _stack_nights(config, catalog, nights, object=args.object, filter=args.filter, pool=pool)
+        return 1 if failed else 0
     finally:
         catalog.close()
 
 
 def _stack_nights(config: Config, catalog, nights: list[str], *, object: str | None = None,
-                  filter: str | None = None) -> bool:
+                  filter: str | None = None, pool=None) -> bool:
     """Build (or rebuild) the nights' stacks and print them; True if a product failed."""
     from .stack import StackError, stack_night
     failed = False
     for night in nights:
         try:
-            products = stack_night(config, catalog, night, object=object, filter=filter)
+            products = stack_night(config, catalog, night, object=object, filter=filter, pool=pool)
         except StackError as exc:
             print(f"{night}: {exc}", file=sys.stderr)
             failed = True

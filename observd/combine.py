@@ -77,7 +77,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -86,7 +86,7 @@ from typing import Protocol
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["FrameSource", "FitsSource", "ArraySource", "Combined", "combine",
+__all__ = ["FrameSource", "FitsSource", "ArraySource", "MaskedOffset", "Combined", "combine",
            "METHODS", "REJECTIONS"]
 
 METHODS = ("median", "mean")
@@ -160,6 +160,10 @@ class FitsSource:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False,
                                   repr=False, compare=False)
 
+    def __reduce__(self):
+        """Pickled without its lock and caches: a worker process opens the file itself."""
+        return (FitsSource, (self.path, self.hdu, self.prepare))
+
     @cached_property
     def _layout(self) -> _Layout:
         with open(self.path, "rb") as f:
@@ -221,6 +225,24 @@ class FitsSource:
 
 
 @dataclass(frozen=True)
+class MaskedOffset:
+    """A `FitsSource.prepare` for aligned frames: pixels whose `mask` rows have any of `bits`
+    set become NaN (ignored), and `offset` is added (background normalisation). Saturated
+    pixels, say, are left out of `bits`, so star cores stay filled. Defined here rather than
+    with the stacks so that a worker process can unpickle it without their imports."""
+
+    mask: FitsSource | None
+    bits: int
+    offset: float
+
+    def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
+        rows = rows + np.float32(self.offset)
+        if self.mask is not None:
+            rows[(self.mask.read_rows(y0, y1).astype(np.uint8) & self.bits) != 0] = np.nan
+        return rows
+
+
+@dataclass(frozen=True)
 class Combined:
     data: np.ndarray          # float32
     uncertainty: np.ndarray   # float32: std of kept values / sqrt(n kept)
@@ -243,12 +265,16 @@ def combine(sources: Sequence[FrameSource], *, method: str = "median",
             rejection: str = "sigclip", sigma_low: float = 3.0, sigma_high: float = 3.0,
             maxiters: int = 5, nlow: int = 1, nhigh: int = 1,
             weights: Sequence[float] | None = None, memory_limit: int = 1 << 30,
-            workers: int | None = None) -> Combined:
+            workers: int | None = None, executor: Executor | None = None) -> Combined:
     """Combine same-shaped frames pixel by pixel (see the module docstring for semantics).
 
     ``memory_limit`` bounds the working memory of all bands in flight together (the
     output planes, 10 bytes per pixel, and whatever the sources cache come on top);
     ``workers`` threads process bands concurrently (default ``os.cpu_count()``).
+    With a process pool as ``executor``, the rows are instead cut into ``workers`` shares,
+    each combined in a worker process: threads contend for the GIL between numpy calls
+    (1.2x on two cores), processes do not (2x). The sources travel to the workers by
+    pickle (a compressed file is then decoded once per share).
 
     Raises:
         ValueError: no sources, shapes differ, unknown method/rejection, bad weights.
@@ -274,6 +300,11 @@ def combine(sources: Sequence[FrameSource], *, method: str = "median",
 
     workers = max(1, workers or os.cpu_count() or 1)
     nrows, ncols = shape
+    if executor is not None and workers > 1 and nrows >= 2 * workers:
+        return _combine_in_shares(executor, sources, workers, memory_limit // workers,
+                                  dict(method=method, rejection=rejection, sigma_low=sigma_low,
+                                       sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh,
+                                       weights=None if w is None else w))
     rows = band_rows(n_frames, ncols, memory_limit=memory_limit, workers=workers,
                      weighted=w is not None, rejection=rejection)
     data = np.empty(shape, np.float32)
@@ -302,6 +333,37 @@ def combine(sources: Sequence[FrameSource], *, method: str = "median",
             for _ in pool.map(run, starts):
                 pass
     return Combined(data, unc, count)
+
+
+def _combine_in_shares(executor: Executor, sources: Sequence[FrameSource], shares: int, memory_limit: int,
+                       options: dict) -> Combined:
+    nrows, ncols = tuple(sources[0].shape)
+    bounds = np.linspace(0, nrows, shares + 1).astype(int)
+    futures = [executor.submit(_combine_share, list(sources), int(y0), int(y1), memory_limit, options)
+               for y0, y1 in zip(bounds[:-1], bounds[1:])]
+    parts = [f.result() for f in futures]
+    return Combined(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("data", "uncertainty", "count")))
+
+
+def _combine_share(sources: list[FrameSource], y0: int, y1: int, memory_limit: int, options: dict) -> Combined:
+    """One worker process's share of `combine`: rows y0..y1 of every frame, on one thread."""
+    return combine([_Rows(src, y0, y1) for src in sources], memory_limit=memory_limit, workers=1, **options)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows y0..y1 of a source, seen as a frame of their own (a worker's share)."""
+
+    source: FrameSource
+    y0: int
+    y1: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y1 - self.y0, self.source.shape[1])
+
+    def read_rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.source.read_rows(self.y0 + y0, self.y0 + y1)
 
 
 def band_bytes_per_pixel(n_frames: int, *, weighted: bool = False,
@@ -694,13 +756,16 @@ def _std_inside(v: np.ndarray, inside: np.ndarray) -> np.ndarray:
 def _weighted_mean_by_value(stack, weights, x, lo, hi, shift):
     """Weighted mean of each pixel's values between its kept range's extremes ``x[lo]`` and
     ``x[hi-1]``, taken from ``stack`` in frame order (invalid values are +inf there, beyond
-    any finite bound).  Deviations from ``shift`` in float32: one matrix-vector product."""
+    any finite bound).  Deviations from ``shift`` in float32."""
     inside = (stack >= _gather(x, lo)) & (stack <= _gather(x, hi - 1))
     d = stack - shift.astype(np.float32)
     d[~inside] = 0.0
     w = weights.astype(np.float32)
+    # einsum's own loops, not BLAS: OpenBLAS would start (and spin) threads in every worker
+    num = np.einsum("i,ij->j", w, d)
+    den = np.einsum("i,ij->j", w, inside.astype(np.float32))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return shift + (w @ d).astype(np.float64) / (w @ inside.astype(np.float32))
+        return shift + num.astype(np.float64) / den
 
 
 def _weighted_mean(x, w, lo, hi, shift):

@@ -66,9 +66,9 @@ STATUS_INTERVAL = 5.0     # s, at most one systemd STATUS= update this often
 MAX_ERROR_BACKOFF = 60.0  # s, cap of the pause after repeated unexpected loop errors
 
 
-def _default_stack_night(config: Config, catalog: Catalog, night: str) -> list:
+def _default_stack_night(config: Config, catalog: Catalog, night: str, pool: Executor | None = None) -> list:
     from .stack import stack_night      # imported when first needed: it brings matplotlib
-    return stack_night(config, catalog, night)
+    return stack_night(config, catalog, night, pool=pool)
 
 
 class Daemon:
@@ -95,7 +95,8 @@ class Daemon:
         self.stall_seconds = stall_seconds
         self.stop_timeout = stop_timeout
         self.tick = tick
-        self._stack_night = stack_night or _default_stack_night
+        self._stack_night = stack_night or (lambda config, catalog, night:     # the workers share the stacking
+                                            _default_stack_night(config, catalog, night, pool=self._pool))
         self._pool_factory = pool_factory
         self.catalog: Catalog | None = None
         self.reducer: Reducer | None = None

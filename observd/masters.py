@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
         return (f"{DATA_EXCLUSION_PREFIX}{saturated:.1%} of pixels at full scale ({full_scale:.0f} ADU), "
                 f"limit {s.saturation_fraction:.0%}")
     if kind == "flat":
-        level = float(np.median(sample)) / full_scale
+        level = float(np.median(sample[:, ::FLAT_NORM_STRIDE])) / full_scale
         if level < s.flat_min_level:
             return (f"{DATA_EXCLUSION_PREFIX}flat level {level:.1%} of full scale is below "
                     f"{s.flat_min_level:.0%}: too faint")
@@ -117,7 +118,8 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
 
 
 def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
-    """Every 4th row, scaled to physical values, and whether the stored data are floating point.
+    """Every FLAT_NORM_STRIDE-th (4th) row, scaled to physical values, and whether the stored
+    data are floating point.
     A memory map reads only those rows of an uncompressed file; compressed ones are decoded whole."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
@@ -125,7 +127,7 @@ def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
             h = hdul[hdu]
             stored = h.data
             floating = stored.dtype.kind == "f"
-            sample = np.asarray(stored[::4], dtype=np.float32)
+            sample = np.asarray(stored[::FLAT_NORM_STRIDE], dtype=np.float32)
             scale, zero = h.header.get("BSCALE", 1.0), h.header.get("BZERO", 0.0)
             if scale != 1.0 or zero != 0.0:
                 sample = sample * np.float32(scale) + np.float32(zero)
@@ -147,21 +149,21 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSou
     """One FitsSource per frame, with the per-band calibration applied as it is read.
 
     Frames with an overscan strip are read once whole to model it (a per-row or per-column
-    level); flats are read once whole for their own median. Everything else streams by band."""
+    level); a flat's own median is taken on the FLAT_NORM_STRIDE grid (from the whole frame
+    when it was read, else from every 4th row). Everything else streams by band."""
     sources = []
     for frame in frames:
         scale = _dark_scale(job, frame)
         overscan = None
         whole = None
-        if frame.biassec or job.kind == "flat":
-            whole = read_image(Path(frame.path), frame.hdu)
         if frame.biassec:
+            whole = read_image(Path(frame.path), frame.hdu)
             overscan = overscan_model(whole, frame.biassec)
         prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
-            # the median of every 4th row and column: 1/16 of the cost of the full median, and
-            # within ~1e-5 of it for a 2048² flat (its noise and vignetting are sampled alike)
-            norm = float(np.median(prepare(whole, 0, whole.shape[0])[::FLAT_NORM_STRIDE, ::FLAT_NORM_STRIDE]))
+            step = FLAT_NORM_STRIDE
+            grid = whole[::step, ::step] if whole is not None else _row_sample(Path(frame.path), frame.hdu)[0][:, ::step]
+            norm = float(np.median(prepare.on_grid(grid, step)))
             prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
         sources.append(FitsSource(Path(frame.path), frame.hdu, prepare=prepare))
     return sources
@@ -176,6 +178,14 @@ class _Prepare:
     norm: float
     overscan: np.ndarray | None = None    # (rows, 1) or (1, cols) levels
 
+    def on_grid(self, grid: np.ndarray, step: int) -> np.ndarray:
+        """The same calibration of every `step`-th row and column (`grid` = raw[::step, ::step])."""
+        out = grid.astype(np.float32, copy=True)
+        for plane, factor in ((self.overscan, 1.0), (self.bias, 1.0), (self.dark, self.scale)):
+            if plane is not None:
+                out -= np.float32(factor) * plane[::step, ::step]
+        return out / np.float32(self.norm) if self.norm != 1.0 else out
+
     def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
         out = rows.astype(np.float32, copy=True)
         if self.overscan is not None:
@@ -189,7 +199,9 @@ class _Prepare:
         return out
 
 
-def build_master(job: MasterJob) -> MasterResult:
+def build_master(job: MasterJob, executor: Executor | None = None) -> MasterResult:
+    """Check, calibrate and combine the job's frames; write the master. `executor`: a process
+    pool that shares the combination out (see `combine`)."""
     s = job.settings
     excluded: dict[int, str] = {}
     usable = []
@@ -208,25 +220,26 @@ def build_master(job: MasterJob) -> MasterResult:
         bias = None  # a dark that includes the bias removes both
     sources = _sources(job, usable, bias, dark)
     result = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
-                     memory_limit=s.memory_limit, workers=s.workers)
+                     memory_limit=s.memory_limit, workers=s.workers, executor=executor)
     data, uncertainty = result.data, result.uncertainty
-    if job.kind == "flat":
-        level = float(np.nanmedian(data))
-        data = data / np.float32(level)
-        uncertainty = uncertainty / np.float32(level)
-    mask = bad_pixel_mask(job.kind, data, result, s)
+    median = float(np.nanmedian(data))
+    if job.kind == "flat":      # normalised to 1
+        data = data / np.float32(median)
+        uncertainty = uncertainty / np.float32(median)
+        median = 1.0
+    mask = bad_pixel_mask(job.kind, data, result, s, median)
     header = master_header(job, usable, bias_used=bias is not None, dark_used=dark is not None)
     header["NBADPIX"] = (int(mask.sum()), "pixels flagged in the MASK extension")
     write_atomic(Path(job.output), image_hdus(data, header, uncertainty=uncertainty, mask=mask))
-    return MasterResult(job.output, tuple(f.id for f in usable), excluded, median=float(np.nanmedian(data)),
+    return MasterResult(job.output, tuple(f.id for f in usable), excluded, median=median,
                         n_bad_pixels=int(mask.sum()))
 
 
-def bad_pixel_mask(kind: str, data: np.ndarray, result: Combined, s: MasterSettings) -> np.ndarray:
-    """Hot pixels (darks), weak/dead pixels (flats), and pixels no frame contributed to."""
+def bad_pixel_mask(kind: str, data: np.ndarray, result: Combined, s: MasterSettings, median: float) -> np.ndarray:
+    """Hot pixels (darks), weak/dead pixels (flats), and pixels no frame contributed to;
+    `median` is the master's (nan)median."""
     mask = result.count == 0
     if kind == "dark":
-        median = float(np.nanmedian(data))
         mad = float(np.nanmedian(np.abs(data[::4, ::4] - median))) * 1.4826
         mask |= data > median + s.hot_pixel_sigma * max(mad, 1e-6)
     elif kind == "flat":

@@ -148,7 +148,7 @@ class Reducer:
             log.debug("%s: %s", plan.group_key, wait)
             return 0
         try:
-            result = build_master(job)
+            result = build_master(job, executor=self.pool)
         except Exception as exc:
             tb = traceback.format_exc()
             for frame in job.frames:

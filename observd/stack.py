@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from astropy.utils.exceptions import AstropyWarning
 from . import __version__
 from .calibrate import MASK_BAD
 from .catalog import Catalog
-from .combine import FitsSource, combine
+from .combine import FitsSource, MaskedOffset, combine
 from .config import Config
 from .fitsio import image_hdus, write_atomic
 from .measure import measure
@@ -206,20 +207,6 @@ def stack_header(group: StackGroup, *, rejection: str, sigma: float, weights: np
 
 # ------------------------------------------------------------------------------------ I/O
 
-@dataclass(frozen=True)
-class _MaskedShift:
-    """`FitsSource.prepare`: bad pixels (MASK_BAD) -> NaN, then the background offset added.
-    Saturated pixels (MASK_SATURATED) are kept: star cores clip but must not become holes."""
-    mask: FitsSource | None
-    offset: float
-
-    def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
-        rows = rows + np.float32(self.offset)
-        if self.mask is not None:
-            rows[(self.mask.read_rows(y0, y1).astype(np.uint8) & MASK_BAD) != 0] = np.nan
-        return rows
-
-
 def _mask_hdu(path: Path) -> int | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
@@ -232,7 +219,7 @@ def _mask_hdu(path: Path) -> int | None:
 
 def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: str, sigma: float,
                  memory_limit: int, workers: int | None, offsets: Sequence[float] | None = None,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
 
     Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
@@ -245,15 +232,17 @@ def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: 
     for path, offset in zip(map(Path, paths), offsets):
         mask_index = _mask_hdu(path)
         mask = FitsSource(path, hdu=mask_index) if mask_index is not None else None
-        sources.append(FitsSource(path, hdu=0, prepare=_MaskedShift(mask, float(offset))))
+        sources.append(FitsSource(path, hdu=0, prepare=MaskedOffset(mask, MASK_BAD, float(offset))))
     result = combine(sources, method="mean", rejection=rejection, sigma_low=sigma, sigma_high=sigma,
-                     weights=weights, memory_limit=memory_limit, workers=workers)
+                     weights=weights, memory_limit=memory_limit, workers=workers, executor=executor)
     return result.data, result.uncertainty, result.count
 
 
 def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | None = None,
-                filter: str | None = None) -> list[StackProduct]:
+                filter: str | None = None, pool: Executor | None = None) -> list[StackProduct]:
     """Build (or rebuild) the night's products; record them; mark the night stacked.
+
+    `pool`: worker processes that share out the combination (threads are used without one).
 
     A product that fails is logged and the others are still built; then StackError is raised
     and the night is not marked stacked, so the scheduler tries it again.
@@ -266,7 +255,7 @@ def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | N
     products, failures = [], []
     for group in groups:
         try:
-            product = _build(config, group)
+            product = _build(config, group, pool)
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
             catalog.event("error", "stack-failed", f"stack {group.object} {group.filter} of {night} failed: "
@@ -299,7 +288,7 @@ def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict])
         return np.where(few, noise / np.sqrt(np.maximum(count, 1)), unc).astype(np.float32)
 
 
-def _build(config: Config, group: StackGroup) -> StackProduct:
+def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
     c = config.stack
     n = len(group.rows)
     rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
@@ -307,7 +296,7 @@ def _build(config: Config, group: StackGroup) -> StackProduct:
     workers = config.daemon.workers or os.cpu_count() or 1
     data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
                                     memory_limit=c.memory_limit_mb << 20, workers=workers,
-                                    offsets=group.offsets())
+                                    offsets=group.offsets(), executor=pool)
     empty = count == 0
     unc = _floor_uncertainty(unc, count, group.rows)
     quality, _ = measure(data, mask=empty)

@@ -316,3 +316,30 @@ def test_invalid_arguments():
         combine(sources(stack), method="mean", weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="no frames"):
         combine([])
+
+
+def _offset_prepare(rows, y0, y1):
+    """A picklable per-band calibration that depends on the absolute rows (as a master's does)."""
+    return rows - np.arange(y0, y1, dtype=np.float32)[:, None]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"method": "mean", "weights": np.arange(1.0, 12.0)},
+                                    {"rejection": "winsorized"}])
+def test_process_pool_shares_give_the_threaded_result(tmp_path, kwargs):
+    from concurrent.futures import ProcessPoolExecutor
+    stack = bias_stack(11, shape=(67, 64), seed=13, nan_fraction=0.05)
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(tmp_path / f"f{i}.fits")
+        fits.PrimaryHDU(frame).writeto(paths[-1])
+    files = [FitsSource(p, prepare=_offset_prepare) for p in paths]
+    for src in files:
+        src.read_rows(0, 1)                # caches and a lock that must not travel to the workers
+    local = combine(files, workers=1, **kwargs)
+    with ProcessPoolExecutor(2) as pool:
+        shared = combine(files, workers=2, executor=pool, **kwargs)
+    expected = combine(sources(stack - np.arange(67, dtype=np.float32)[None, :, None]), workers=1, **kwargs)
+    for got in (local, shared):
+        np.testing.assert_array_equal(got.data, expected.data)
+        np.testing.assert_array_equal(got.uncertainty, expected.uncertainty)
+        np.testing.assert_array_equal(got.count, expected.count)
