@@ -83,7 +83,7 @@ def cmd_ingest(args) -> int:
     config = _load(args)
     catalog = _open_catalog(config)
     try:
-        with worker_pool(config) as pool:
+        with worker_pool(config, warm=False) as pool:     # warmed when the batch has new files
             result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(),
                             reducer=Reducer(config, catalog, pool=pool))
             print(summary_table(catalog, result))

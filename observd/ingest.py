@@ -67,15 +67,17 @@ def ingest(paths: Iterable[Path], catalog: Catalog, config: Config, *,
     result = BatchResult(ignored=ignored, missing=missing)
     known = catalog.known_stats()
     rules = classify_rules(config)
+    reducer = reducer or Reducer(config, catalog)
     for index, path in enumerate(files, start=1):
         try:
             result.seen.append(catalogue(path, catalog, config, rules=rules, known=known, final=True))
+            if result.seen[-1].new:
+                reducer.warm_up()      # new content means work: start the workers while cataloguing goes on
         except Exception as exc:  # a bug must not stop the batch; it is reported and fails the exit code
             result.errors.append(f"{path}: {exc}")
             catalog.event("error", "internal-error", traceback.format_exc(), str(path))
         if progress:
             progress(index, len(files), path.name)
-    reducer = reducer or Reducer(config, catalog)
     try:
         reducer.advance(final=True, progress=progress)
     except Exception as exc:

@@ -6,15 +6,17 @@ import ctypes
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 from .config import Config
 
 
-def worker_pool(config: Config) -> ProcessPoolExecutor:
+def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
     """Worker processes for CPU-heavy jobs, one per core unless `[daemon] workers` says otherwise.
 
     forkserver, never fork: the parent holds threads (observer, scheduler) and an SQLite connection.
+    `warm`: start the workers now (see `warm_up`); otherwise they start with the first job or
+    when `warm_up` is called.
     """
     workers = config.daemon.workers or os.cpu_count() or 1
     context = multiprocessing.get_context("forkserver")
@@ -22,14 +24,19 @@ def worker_pool(config: Config) -> ProcessPoolExecutor:
     # it forks starts warm instead of importing them again
     context.set_forkserver_preload(["observd.lights", "observd.masters"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
-    threading.Thread(target=_warm_up, args=(pool, workers), name="pool-warm-up", daemon=True).start()
+    if warm:
+        warm_up(pool, workers)
     return pool
 
 
-def _warm_up(pool: ProcessPoolExecutor, workers: int) -> None:
+def warm_up(pool: Executor, workers: int) -> None:
     """Start the fork server and the workers now, in the background: their imports (~1 s) then
-    overlap the caller's own start (cataloguing, building masters) instead of delaying the
-    first job. Starting a forkserver blocks its caller until the server is up, hence the thread."""
+    overlap the caller's own work (cataloguing, building masters) instead of delaying the first
+    job. Starting a forkserver blocks its caller until the server is up, hence the thread."""
+    threading.Thread(target=_start_workers, args=(pool, workers), name="pool-warm-up", daemon=True).start()
+
+
+def _start_workers(pool: Executor, workers: int) -> None:
     try:
         for future in [pool.submit(os.getpid) for _ in range(workers)]:
             future.result()

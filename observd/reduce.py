@@ -29,6 +29,7 @@ from .lights import AlignJob, AlignResult, LightJob, LightResult, MasterUse, Ref
 from .masters import FrameRef, MasterJob, MasterRef, MasterSettings, build_master, change_flag
 from .masters_plan import CALIBRATION_TYPES, GroupPlan, min_frames, plan_masters
 from .measure import Measurement, judge
+from .pool import warm_up
 from .select import compatible_setup, hours_apart, select_masters
 
 log = logging.getLogger("observd.reduce")
@@ -54,6 +55,13 @@ class Reducer:
         self.clock = clock
         self.on_event = on_event or (lambda level, message, path: None)
         self.should_stop = should_stop
+        self._warmed = False
+
+    def warm_up(self) -> None:
+        """Start the pool's workers now, in the background (a no-op without a pool or once started)."""
+        if self.pool is not None and not self._warmed:
+            self._warmed = True
+            warm_up(self.pool, self._workers())
 
     def _event(self, level: str, event: str, message: str, path: str | None = None) -> None:
         self.catalog.event(level, event, message, path)

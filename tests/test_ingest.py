@@ -150,3 +150,22 @@ def test_rewritten_file_is_a_new_version(tmp_path):
     rows = catalog.files(current=False)
     assert [(r["version"], r["state"], r["naxis1"]) for r in rows] == [(1, "superseded", 64), (2, "classified", 32)]
     catalog.close()
+
+
+def test_workers_start_only_when_the_batch_has_new_files(tmp_path, monkeypatch):
+    """A rescan of known files must not pay for starting the worker processes."""
+    import observd.reduce as reduce_module
+    started = []
+    monkeypatch.setattr(reduce_module, "warm_up", lambda pool, workers: started.append(workers))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"f{i}.fits").write_bytes(_fits_bytes((8, 8)))
+    config = make_config(tmp_path)
+    catalog = Catalog.open(config.paths.database)
+    pool = object()       # never used: _NoReduction reduces nothing
+    ingest([folder], catalog, config, reducer=_NoReduction(config, catalog, pool=pool))
+    assert len(started) == 1                          # once, however many new files
+    ingest([folder], catalog, config, reducer=_NoReduction(config, catalog, pool=pool))
+    assert len(started) == 1                          # nothing new: no workers started
+    catalog.close()
