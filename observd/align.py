@@ -245,7 +245,7 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
     return out
 
 
-SPARSE_MASK_FRACTION = 0.01
+SPARSE_MASK_FRACTION = 0.005
 """Masks with at most this fraction of pixels set (hot pixels, saturated cores: the usual
 case) are warped pixel by pixel, ~20x faster than warping the whole plane."""
 

@@ -77,7 +77,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -301,10 +301,13 @@ def combine(sources: Sequence[FrameSource], *, method: str = "median",
     workers = max(1, workers or os.cpu_count() or 1)
     nrows, ncols = shape
     if executor is not None and workers > 1 and nrows >= 2 * workers:
-        return _combine_in_shares(executor, sources, workers, memory_limit // workers,
-                                  dict(method=method, rejection=rejection, sigma_low=sigma_low,
-                                       sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh,
-                                       weights=None if w is None else w))
+        try:
+            return _combine_in_shares(executor, sources, workers, memory_limit // workers,
+                                      dict(method=method, rejection=rejection, sigma_low=sigma_low,
+                                           sigma_high=sigma_high, maxiters=maxiters, nlow=nlow, nhigh=nhigh,
+                                           weights=None if w is None else w))
+        except (BrokenExecutor, RuntimeError):   # a worker died, or the pool is shut down: do it here
+            pass
     rows = band_rows(n_frames, ncols, memory_limit=memory_limit, workers=workers,
                      weighted=w is not None, rejection=rejection)
     data = np.empty(shape, np.float32)

@@ -343,3 +343,12 @@ def test_process_pool_shares_give_the_threaded_result(tmp_path, kwargs):
         np.testing.assert_array_equal(got.data, expected.data)
         np.testing.assert_array_equal(got.uncertainty, expected.uncertainty)
         np.testing.assert_array_equal(got.count, expected.count)
+
+
+def test_a_broken_pool_falls_back_to_threads():
+    from concurrent.futures import ProcessPoolExecutor
+    stack = bias_stack(5, shape=(40, 32), seed=2)
+    pool = ProcessPoolExecutor(2)
+    pool.shutdown()                                   # submit now raises RuntimeError
+    got = combine(sources(stack), workers=2, executor=pool)
+    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
