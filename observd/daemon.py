@@ -35,7 +35,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -204,6 +204,8 @@ class Daemon:
             try:
                 self.step()
                 self._errors = 0
+            except BrokenExecutor as exc:
+                self._replace_pool(exc)
             except Exception as exc:
                 self._errors += 1
                 pause = min(MAX_ERROR_BACKOFF, 2.0 ** self._errors)
@@ -214,6 +216,14 @@ class Daemon:
                 continue
             self._wake.wait(self.tick)
             self._wake.clear()
+
+    def _replace_pool(self, exc: BaseException) -> None:
+        """A worker died and took the pool with it (every later submit would fail): start new
+        workers. The jobs that were in flight were recorded as failed attempts and are retried."""
+        self._safe_event("error", "workers", f"a worker process died ({exc}); starting new workers")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._pool_factory(self.config)
+        self.reducer.pool = self._pool
 
     def shutdown(self) -> None:
         """STOPPING, stop watching and scheduling, let the pool finish, close the catalog."""

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
 from pathlib import Path
 
 from astropy.io import fits
@@ -102,7 +102,15 @@ class Reducer:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                yield in_flight.pop(future), future.result()
+                job = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenExecutor as exc:
+                    # the job counts as an attempt, so a frame that kills its worker every time
+                    # ends up failed; the next submit raises and the daemon replaces the pool
+                    outcome = _Failure(WorkerDied(f"the worker process reducing it died ({exc}): "
+                                                  "out of memory, or a crash in a library"))
+                yield job, outcome
 
     def _fail(self, file_id: int, path: str, error: BaseException | str, tb: str = "") -> None:
         row = self.catalog.file(file_id) or {}
@@ -421,6 +429,10 @@ class Reducer:
         return {"state": "aligned", "reason": None, "reference_id": reference.file_id,
                 "transform": dumps(result.matrix), "align_rms": result.rms, "n_matches": result.n_matches,
                 "aligned_path": result.aligned_path}
+
+
+class WorkerDied(Exception):
+    """A worker process ended abruptly while running a job (killed by the OOM killer, a segfault)."""
 
 
 class _Failure:

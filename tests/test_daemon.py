@@ -390,6 +390,43 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
     site.audit()
 
 
+
+def test_a_dead_worker_fails_its_jobs_once_and_new_workers_take_over(site, light_bytes):
+    """A worker killed mid-job (OOM killer, segfault) breaks its pool for good: the daemon must
+    record the attempt and start new workers, not fail every later job."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool(ThreadPoolExecutor):
+        """Like a ProcessPoolExecutor whose worker dies during the first pass's two jobs: those
+        fail, every later submit raises."""
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.submitted += 1
+            if self.submitted > 2:
+                raise BrokenProcessPool("A child process terminated abruptly")
+            future = Future()
+            future.set_exception(BrokenProcessPool("A child process terminated abruptly"))
+            return future
+
+    pools = []
+
+    def factory(config):
+        pools.append(DeadPool(1) if not pools else ThreadPoolExecutor(2))
+        return pools[-1]
+    paths = [site.put(f"M42_00{i}.fits", light_bytes(i)) for i in (21, 22)]   # two jobs: the pool is used
+    r = Running(site, pool_factory=factory)
+    try:
+        rows = site.wait_states({p: DONE for p in paths})
+    finally:
+        r.stop()
+    assert len(pools) == 2
+    assert [row["attempts"] for row in rows.values()] == [1, 1]     # each in-flight job: one attempt
+    events = [e["message"] for e in Catalog.open(site.config.paths.database, readonly=True).events()]
+    assert any("worker process died" in m and "starting new workers" in m for m in events)
+    site.audit()
+
 # -- watchdog -------------------------------------------------------------------------------------
 
 def received(sock, seconds: float) -> list[str]:
