@@ -84,7 +84,7 @@ class MeasureConfig:
 @dataclass(frozen=True)
 class AlignConfig:
     reference: str = ""                     # file name of a fixed reference light; "" = automatic
-    reference_min_frames: int = 3           # automatic reference: the best of a target's first N good frames
+    reference_min_frames: int = 3           # automatic reference: the best of N good frames (daemon: the first; batch: spread)
     max_control_points: int = 50            # brightest stars used to find asterism matches
     min_matches: int = 4                    # fewer matched stars: the frame is marked unaligned
 

@@ -267,12 +267,8 @@ class Reducer:
         masters = self.catalog.masters(current_only=True)
         best = _best_stars(rows)
         references = self._references(rows)
-        quota = self._first_frames_quota(rows, references)
-        jobs = []
+        ready = []
         for row in lights:
-            key = (row["night"], row["object"])
-            if quota.get(key, 1) <= 0:
-                continue        # waits for the reference, then is aligned as it is calibrated
             sel = select_masters(row, masters, self.config.masters, self.config.calibrate)
             if sel.missing:
                 reason = f"waiting: {sel.missing}"
@@ -280,34 +276,49 @@ class Reducer:
                     self.catalog.update_file(row["id"], state="waiting", reason=reason)
                     self._event("info", "waiting", reason, row["path"])
                 continue
-            jobs.append(self._light_job(row, sel, best.get(key, 0), references.get(key)))
-            if key in quota:
-                quota[key] -= 1
+            ready.append((row, sel))
+        held = self._held_for_reference([row for row, _ in ready], rows, references, final)
+        jobs = [self._light_job(row, sel, best.get((row["night"], row["object"]), 0),
+                                references.get((row["night"], row["object"])))
+                for row, sel in ready if row["id"] not in held]
         for n, (job, outcome) in enumerate(self._map(reduce_light, jobs), start=1):
             self._record_light(job, outcome)
             if progress:
                 progress(n, len(jobs), f"calibrated {Path(job.path).name}")
         return len(jobs)
 
-    def _first_frames_quota(self, rows: list[dict], references: dict[tuple, Reference]) -> dict[tuple, int]:
-        """How many more lights of each (night, object) without a reference may be calibrated now.
+    def _held_for_reference(self, ready: list[dict], rows: list[dict], references: dict[tuple, Reference],
+                            final: bool) -> set[int]:
+        """Ids of ready lights that wait in 'classified' until their target's reference is chosen.
 
-        The automatic reference is the best of a target's first `reference_min_frames` good
-        frames (the daemon sees no more before it must choose). Lights beyond those wait in
-        'classified' until it is chosen, so that they are aligned in the same job that
-        calibrates them instead of being read back for a second pass — in a batch that is
-        most of them. A fixed reference (`[align] reference`) has no quota: it may come last.
+        The automatic reference is the best of `reference_min_frames` good frames of the
+        target: in the daemon its first ones (it cannot wait for the night), in a batch
+        (`final`) frames spread evenly over the target's sequence, so that a cloudy start does
+        not make a poor reference. The other lights wait for it, then are aligned in the job
+        that calibrates them instead of being read back for a second pass: in a batch, most of
+        them. A fixed reference (`[align] reference`) holds nothing back: it may come last.
         """
         if self.config.align.reference:
-            return {}
+            return set()
         first = max(1, self.config.align.reference_min_frames)
         started: dict[tuple, int] = defaultdict(int)
         for row in rows:
-            key = (row["night"], row["object"])
-            if key not in references and row["state"] in ("calibrated", "aligned"):
-                started[key] += 1
-        return {key: first - started[key] for row in rows
-                if (key := (row["night"], row["object"])) not in references}
+            if row["state"] in ("calibrated", "aligned"):
+                started[(row["night"], row["object"])] += 1
+        candidates: dict[tuple, list[dict]] = defaultdict(list)
+        for row in ready:
+            if (key := (row["night"], row["object"])) not in references:
+                candidates[key].append(row)
+        held = set()
+        for key, group in candidates.items():
+            n = max(first - started[key], 0)
+            if final:
+                group = sorted(group, key=lambda r: (r["date_obs"] or "", r["path"]))
+                chosen = {round(i * (len(group) - 1) / (n - 1)) for i in range(n)} if n > 1 else set(range(n))
+            else:
+                chosen = set(range(n))
+            held |= {r["id"] for i, r in enumerate(group) if i not in chosen}
+        return held
 
     def _light_job(self, row: dict, sel, best_n: int, reference: Reference | None) -> LightJob:
         cc, mc = self.config.calibrate, self.config.measure

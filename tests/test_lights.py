@@ -210,8 +210,9 @@ def test_trimmed_master_planes_are_kept_with_their_cached_derivatives():
 
 
 def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypatch):
-    """The reference is the best of the target's first `reference_min_frames` frames; the other
-    lights wait for it and are aligned as they are calibrated, never read back for a second pass."""
+    """In a batch the reference is the best of `reference_min_frames` frames spread over the
+    target's sequence; the other lights wait for it and are aligned as they are calibrated,
+    never read back for a second pass."""
     import observd.reduce as reduce_module
     write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
                                             n_clouded=0, n_trailed=0, meridian_flip=False,
@@ -222,8 +223,27 @@ def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypat
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
     lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
     assert [r["state"] for r in lights] == ["aligned"] * 7
-    first = {r["id"] for r in lights[:3]}
-    assert set(read_back) == first                               # only the first frames took a second pass
+    first = {lights[i]["id"] for i in (0, 3, 6)}                # start, middle and end of the sequence
+    assert set(read_back) == first                               # only they took a second pass
     assert lights[0]["reference_id"] in first
     assert all(r["reference_id"] == lights[0]["reference_id"] for r in lights)
     catalog.close()
+
+
+def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_whole_sequence():
+    from observd.reduce import Reducer
+    from support import make_config
+    from pathlib import Path as P
+    config = make_config(P("/nonexistent"), align={"reference_min_frames": 3})
+    reducer = Reducer(config, catalog=None)
+    rows = [{"id": i, "night": "n", "object": "M42", "state": "classified", "path": f"/x/{i}",
+             "date_obs": f"2026-11-20T2{i}:00:00"} for i in range(8)]
+    rows[0] = dict(rows[0], state="bad")                          # measured, judged bad: not a candidate
+    ready = rows[1:]
+    daemon_held = reducer._held_for_reference(ready, rows, {}, final=False)
+    batch_held = reducer._held_for_reference(ready, rows, {}, final=True)
+    assert {r["id"] for r in ready} - daemon_held == {1, 2, 3}            # the first three that came
+    assert {r["id"] for r in ready} - batch_held == {1, 4, 7}             # first, middle, last
+    rows[1] = dict(rows[1], state="calibrated")                           # one good frame measured
+    assert {r["id"] for r in ready[1:]} - reducer._held_for_reference(ready[1:], rows, {}, final=False) == {2, 3}
+    assert reducer._held_for_reference(ready, rows, {("n", "M42"): object()}, final=True) == set()
