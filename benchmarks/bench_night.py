@@ -7,9 +7,9 @@ trails, so both pipelines stack the same frames), then runs
   Siril    its standard 1.0 script: stack bias, stack dark, preprocess flat, stack flat,
            preprocess lights, register, stack with rejection (when `siril-cli` exists),
 each in a subprocess whose process tree is polled for peak RSS. Prints wall time, peak RSS,
-their ratios, and compares the two stacks: sky noise in an aperture relative to bright stars'
-flux in the same aperture (lower is better; unit-free, so the stacks' scales do not matter)
-and median star FWHM.
+their ratios, and compares the two stacks: sky noise in an aperture, relative to the flux of
+the same bright stars in the same aperture in each stack (lower is better; unit-free, so the
+stacks' scales do not matter), as produced and at equal resolution, and median star FWHM.
 
     python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--masters-method mean] [--workdir DIR]
 """
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ import psutil
 import sep
 from astropy.io import fits
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
-from observd.measure import FWHM_PER_SIGMA, measure
+from observd.align import find_transform
+from observd.measure import FWHM_PER_SIGMA, Stars, measure
 from observd.simulate import SimSpec, TargetSpec, write_night
 
 SIRIL_SCRIPT = """requires 1.0.0
@@ -99,9 +102,17 @@ def blur_to(data: np.ndarray, fwhm: float, target_fwhm: float) -> np.ndarray:
     return out
 
 
-def stack_quality(data: np.ndarray) -> tuple[float, float | None, float]:
-    """(sky noise in an r=6 px aperture / median flux of bright stars in the same aperture, FWHM,
-    relative standard error of the noise).
+@dataclass(frozen=True)
+class Quality:
+    noise: float            # robust scatter of r=6 px aperture sums on empty sky
+    noise_error: float      # its relative standard error
+    fwhm: float | None      # median star FWHM (px)
+    stars: Stars            # brightest stars, for matching the other stack's
+    flux: np.ndarray        # their r=6 px aperture sums
+
+
+def stack_quality(data: np.ndarray) -> Quality:
+    """Sky noise in r=6 px apertures, and bright stars' flux in the same apertures.
 
     Measured in apertures rather than per pixel: resampling correlates neighbouring pixels,
     so a blurrier stack shows less per-pixel noise without being any better (its stars get
@@ -109,7 +120,7 @@ def stack_quality(data: np.ndarray) -> tuple[float, float | None, float]:
     correlation, not all: smoothing still lowers it by a few per cent (a bilinear half-pixel
     shift of a stack: -5 %, stars 12 % wider), because the aperture's edge pixels become
     fractional. Hence the comparison is also made at equal resolution (`blur_to`)."""
-    m, stars = measure(data, max_stars=60)
+    m, stars = measure(data, max_stars=200)
     finite = np.ascontiguousarray(np.where(np.isfinite(data), data, np.nanmedian(data)))
     bkg = sep.Background(finite)
     sub = finite - bkg.back()
@@ -123,10 +134,25 @@ def stack_quality(data: np.ndarray) -> tuple[float, float | None, float]:
                       and np.isfinite(data[int(yi) - 8:int(yi) + 9, int(xi) - 8:int(xi) + 9]).all()
                       for xi, yi in zip(x, y)])
     sky, _, _ = sep.sum_circle(sub, x[clear], y[clear], 6.0)
-    flux, _, _ = sep.sum_circle(sub, stars.x[5:35], stars.y[5:35], 6.0)
+    flux, _, _ = sep.sum_circle(sub, stars.x, stars.y, 6.0)
     mad = 1.4826 * np.median(np.abs(sky - np.median(sky)))
     # the MAD of n sums scatters by ~1.17/sqrt(2n) relative: about ±2 % for the ~2,000 clear apertures
-    return float(mad / np.median(flux)), m.fwhm, 1.17 / np.sqrt(2 * len(sky))
+    return Quality(float(mad), 1.17 / np.sqrt(2 * len(sky)), m.fwhm, stars, flux)
+
+
+def relative_noise(a: Quality, b: Quality) -> float:
+    """Noise of stack `a` relative to stack `b` at the same flux scale (< 1: `a` is less noisy).
+
+    The scale is the median flux ratio of the same stars in both (matched through the
+    transform between the star lists; the 5 brightest, perhaps saturated, left out), so the
+    stacks' units and a star entering or leaving a field shifted by the other reference do
+    not matter."""
+    t = find_transform(a.stars, b.stars)
+    moved = np.column_stack([a.stars.x, a.stars.y]) @ t.matrix[:2, :2].T + t.matrix[:2, 2]
+    dist, index = cKDTree(np.column_stack([b.stars.x, b.stars.y])).query(moved)
+    pairs = np.flatnonzero(dist < 1.0)[5:]
+    scale = float(np.median(a.flux[pairs] / b.flux[index[pairs]]))
+    return (a.noise / b.noise) / scale
 
 
 def main() -> None:
@@ -167,8 +193,7 @@ def main() -> None:
               f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB")
         ours_data = read_stack(ours_stack)
         q_ours = stack_quality(ours_data)
-        print(f"  stack aperture noise/flux {q_ours[0]:.3e} (±{q_ours[2]:.1%}), FWHM {q_ours[1]:.2f} px, "
-              f"masters: sigma-clipped {args.masters_method}")
+        print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: sigma-clipped {args.masters_method}")
         if not shutil.which("siril-cli"):
             print("Siril: siril-cli not installed — no comparison")
             return
@@ -189,15 +214,15 @@ def main() -> None:
         q_siril = stack_quality(siril_data)
         print(f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}), "
               f"peak RSS {ms / 2**20:.0f} MiB")
-        print(f"  stack aperture noise/flux {q_siril[0]:.3e} (±{q_siril[2]:.1%}), FWHM {q_siril[1]:.2f} px")
+        print(f"  stack FWHM {q_siril.fwhm:.2f} px")
         # the sharper stack blurred to the other's star FWHM: noise at equal resolution
-        fwhm = max(q_ours[1], q_siril[1])
-        matched = [stack_quality(blur_to(d, q[1], fwhm))[0] for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
-        print(f"  at equal resolution (both stacks' stars {fwhm:.2f} px): noise/flux observd {matched[0]:.3e}, "
-              f"Siril {matched[1]:.3e}")
+        fwhm = max(q_ours.fwhm, q_siril.fwhm)
+        blurred = [stack_quality(blur_to(d, q.fwhm, fwhm)) for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
+        error = np.hypot(q_ours.noise_error, q_siril.noise_error)
         print(f"ratios observd/Siril: wall time {ours_wall / ws:.2f}, peak RSS {ours_rss / ms:.2f}, "
-              f"noise/flux {q_ours[0] / q_siril[0]:.3f} as produced, {matched[0] / matched[1]:.3f} at equal "
-              f"resolution (< 1: observd's stack is less noisy; each ratio ±{np.hypot(q_ours[2], q_siril[2]):.0%})")
+              f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
+              f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
+              f"(< 1: observd's stack is less noisy; each ±{error:.0%})")
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)
