@@ -97,7 +97,11 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
     Integer data cannot hold NaN, so for it a quarter of the rows is enough to judge
     saturation and flat level; float data is scanned whole for NaN/inf.
     """
-    sample, floating = _row_sample(Path(frame.path), frame.hdu)
+    return _sample_problem(frame, kind, s, *_row_sample(Path(frame.path), frame.hdu))
+
+
+def _sample_problem(frame: FrameRef, kind: str, s: MasterSettings, sample: np.ndarray, floating: bool) -> str | None:
+    """`pixel_problem`, judged on the frame's row sample (`_row_sample`)."""
     full_scale = frame.saturation or 65535.0
     if floating:
         bad = np.count_nonzero(~np.isfinite(read_image(Path(frame.path), frame.hdu)))
@@ -146,25 +150,21 @@ def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
     return frame.exptime / job.dark.exptime
 
 
-def _sources(job: MasterJob, frames: list[FrameRef], bias, dark) -> list[FitsSource]:
+def _sources(job: MasterJob, frames: list[FrameRef], bias, dark, grids: dict[int, np.ndarray]) -> list[FitsSource]:
     """One FitsSource per frame, with the per-band calibration applied as it is read.
 
     Frames with an overscan strip are read once whole to model it (a per-row or per-column
-    level); a flat's own median is taken on the SAMPLE_STRIDE grid (from the whole frame
-    when it was read, else from every 4th row). Everything else streams by band."""
+    level); a flat's own median is taken on its SAMPLE_STRIDE grid (`grids`, by frame id, cut
+    from the row sample the pixel checks read). Everything else streams by band."""
     sources = []
     for frame in frames:
         scale = _dark_scale(job, frame)
         overscan = None
-        whole = None
         if frame.biassec:
-            whole = read_image(Path(frame.path), frame.hdu)
-            overscan = overscan_model(whole, frame.biassec)
+            overscan = overscan_model(read_image(Path(frame.path), frame.hdu), frame.biassec)
         prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
         if job.kind == "flat":
-            step = SAMPLE_STRIDE
-            grid = whole[::step, ::step] if whole is not None else _row_sample(Path(frame.path), frame.hdu)[0][:, ::step]
-            norm = float(np.median(prepare.on_grid(grid, step)))
+            norm = float(np.median(prepare.on_grid(grids[frame.id], SAMPLE_STRIDE)))
             prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
         sources.append(FitsSource(Path(frame.path), frame.hdu, prepare=prepare))
     return sources
@@ -206,12 +206,16 @@ def build_master(job: MasterJob, executor: Executor | None = None) -> MasterResu
     s = job.settings
     excluded: dict[int, str] = {}
     usable = []
+    grids = {}          # flats: the normalisation grid, from the same row sample (read once)
     for frame in job.frames:
-        problem = pixel_problem(frame, job.kind, s)
+        sample, floating = _row_sample(Path(frame.path), frame.hdu)
+        problem = _sample_problem(frame, job.kind, s, sample, floating)
         if problem:
             excluded[frame.id] = problem
-        else:
-            usable.append(frame)
+            continue
+        usable.append(frame)
+        if job.kind == "flat":
+            grids[frame.id] = sample[:, ::SAMPLE_STRIDE].copy()    # not a view: the sample is freed
     if len(usable) < s.min_frames:
         return MasterResult(None, (), excluded, message=f"only {len(usable)} usable frame(s) after pixel checks, "
                                                         f"needs {s.min_frames}")
@@ -219,7 +223,7 @@ def build_master(job: MasterJob, executor: Executor | None = None) -> MasterResu
     dark = _load_master(job.dark) if job.kind == "flat" else None
     if job.kind == "flat" and job.dark is not None and job.dark.includes_bias:
         bias = None  # a dark that includes the bias removes both
-    sources = _sources(job, usable, bias, dark)
+    sources = _sources(job, usable, bias, dark, grids)
     result = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
                      memory_limit=s.memory_limit, workers=s.workers, executor=executor)
     data, uncertainty = result.data, result.uncertainty
