@@ -18,7 +18,7 @@ def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
     `warm`: start the workers now (see `warm_up`); otherwise they start with the first job or
     when `warm_up` is called.
     """
-    workers = config.daemon.workers or os.cpu_count() or 1
+    workers = worker_count(config)
     context = multiprocessing.get_context("forkserver")
     # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
     # it forks starts warm instead of importing them again
@@ -27,6 +27,12 @@ def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
     if warm:
         warm_up(pool, workers)
     return pool
+
+
+def worker_count(config: Config) -> int:
+    """`[daemon] workers`, or one per core: the pool's size, and the shares or threads of a
+    combination (masters, stacks)."""
+    return config.daemon.workers or os.cpu_count() or 1
 
 
 def warm_up(pool: Executor, workers: int) -> None:

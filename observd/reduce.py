@@ -29,7 +29,7 @@ from .lights import AlignJob, AlignResult, LightJob, LightResult, MasterUse, Ref
 from .masters import FrameRef, MasterJob, MasterRef, MasterSettings, build_master, change_flag
 from .masters_plan import CALIBRATION_TYPES, GroupPlan, min_frames, plan_masters
 from .measure import Measurement, judge
-from .pool import warm_up
+from .pool import warm_up, worker_count
 from .select import compatible_setup, hours_apart, select_masters
 
 log = logging.getLogger("observd.reduce")
@@ -61,7 +61,7 @@ class Reducer:
         """Start the pool's workers now, in the background (a no-op without a pool or once started)."""
         if self.pool is not None and not self._warmed:
             self._warmed = True
-            warm_up(self.pool, self._workers())
+            warm_up(self.pool, worker_count(self.config))
 
     def _event(self, level: str, event: str, message: str, path: str | None = None) -> None:
         self.catalog.event(level, event, message, path)
@@ -226,7 +226,7 @@ class Reducer:
                                   memory_limit=c.memory_limit_mb << 20, saturation_fraction=c.saturation_fraction,
                                   flat_min_level=c.flat_min_level, flat_max_level=c.flat_max_level,
                                   hot_pixel_sigma=c.hot_pixel_sigma, weak_pixel_level=c.weak_pixel_level,
-                                  min_frames=min_frames(plan.kind, self.config), workers=self._workers())
+                                  min_frames=min_frames(plan.kind, self.config), workers=worker_count(self.config))
         frames = tuple(FrameRef(r["id"], r["path"], r["hdu_index"] or 0, r["exptime"], r["ccd_temp"],
                                 r["saturation"], r["date_obs"], r["biassec"]) for r in rows)
         header = {"INSTRUME": ref["instrument"], "FILTER": ref["filter"] if plan.kind == "flat" else None,
@@ -252,10 +252,6 @@ class Reducer:
             "includes_bias": int(job.includes_bias), "date_obs": times[len(times) // 2] if times else None,
             "median": result.median, "n_bad_pixels": result.n_bad_pixels, "flag": flag,
         }
-
-    def _workers(self) -> int:
-        import os
-        return self.config.daemon.workers or os.cpu_count() or 1
 
     # -- lights: calibrate and measure ------------------------------------------------------------
 

@@ -36,7 +36,6 @@ its (night, object, filter); rebuilding replaces the files and the current row.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -54,6 +53,7 @@ from .combine import FitsSource, MaskedOffset, combine
 from .config import Config
 from .fitsio import image_hdus, write_atomic
 from .measure import measure
+from .pool import worker_count
 from .preview import write_preview, write_thumbnail
 from .reduce import slug
 
@@ -293,7 +293,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     n = len(group.rows)
     rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
     weights = frame_weights([r["noise"] for r in group.rows])
-    workers = config.daemon.workers or os.cpu_count() or 1
+    workers = worker_count(config)
     data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
                                     memory_limit=c.memory_limit_mb << 20, workers=workers,
                                     offsets=group.offsets(), executor=pool)
