@@ -543,13 +543,19 @@ def wait_started(site: Site, proc: subprocess.Popen) -> None:
     raise AssertionError("daemon did not start")
 
 
+def burst_until_done(site: Site, proc: subprocess.Popen, light_bytes, n: int, done: int) -> list[Path]:
+    """Once the daemon process is up, write `n` lights at once; return when `done` are reduced."""
+    wait_started(site, proc)
+    paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(n)]
+    site.wait_for(lambda cur: sum(r["state"] in DONE for r in cur.values()) >= done)
+    return paths
+
+
 @pytest.mark.slow
 def test_sigterm_during_burst_exits_zero_and_loses_nothing(site, light_bytes):
     proc = start_process(site)
     try:
-        wait_started(site, proc)
-        paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(40)]
-        site.wait_for(lambda cur: sum(r["state"] in DONE for r in cur.values()) >= 3)
+        paths = burst_until_done(site, proc, light_bytes, 40, done=3)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -567,9 +573,7 @@ def test_sigterm_during_burst_exits_zero_and_loses_nothing(site, light_bytes):
 def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
     proc = start_process(site)
     try:
-        wait_started(site, proc)
-        paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(30)]
-        site.wait_for(lambda cur: sum(r["state"] in DONE for r in cur.values()) >= 2)
+        paths = burst_until_done(site, proc, light_bytes, 30, done=2)
     finally:
         proc.kill()                      # SIGKILL while it is calibrating and writing
         proc.wait(10)

@@ -117,11 +117,16 @@ def test_missing_path_fails_the_exit_code(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().out
 
 
-def test_second_ingest_uses_the_stat_fast_path(tmp_path, monkeypatch):
+def _folder_of_fits(tmp_path: Path, n: int) -> Path:
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(30):
+    for i in range(n):
         (folder / f"f{i:03d}.fits").write_bytes(_fits_bytes((8, 8)))
+    return folder
+
+
+def test_second_ingest_uses_the_stat_fast_path(tmp_path, monkeypatch):
+    folder = _folder_of_fits(tmp_path, 30)
     config = make_config(tmp_path)
     catalog = Catalog.open(config.paths.database)
     ingest([folder], catalog, config, reducer=_NoReduction(config, catalog))
@@ -157,10 +162,7 @@ def test_workers_start_only_when_the_batch_has_new_files(tmp_path, monkeypatch):
     import observd.reduce as reduce_module
     started = []
     monkeypatch.setattr(reduce_module, "warm_up", lambda pool, workers: started.append(workers))
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"f{i}.fits").write_bytes(_fits_bytes((8, 8)))
+    folder = _folder_of_fits(tmp_path, 3)
     config = make_config(tmp_path)
     catalog = Catalog.open(config.paths.database)
     pool = object()       # never used: _NoReduction reduces nothing
