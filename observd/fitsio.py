@@ -126,6 +126,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class ImagePlanes:
+    """A file in `image_hdus`'s layout, read back: float32 data and uncertainty, uint8 mask."""
+    data: np.ndarray
+    header: fits.Header
+    uncertainty: np.ndarray | None
+    mask: np.ndarray | None
+
+
+def read_planes(path: Path) -> ImagePlanes:
+    """Read what `image_hdus` wrote (masters, calibrated lights); absent extensions are None."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False) as hdul:
+            return ImagePlanes(hdul[0].data.astype(np.float32), hdul[0].header.copy(),
+                               hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
+                               hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else None)
+
+
 def image_hdus(data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None,
                mask: np.ndarray | None = None) -> fits.HDUList:
     """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands.

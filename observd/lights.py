@@ -20,7 +20,7 @@ from astropy.utils.exceptions import AstropyWarning
 from . import __version__
 from .align import AlignError, Transform, apply_transform, find_transform
 from .calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate
-from .fitsio import image_hdus, read_image, write_atomic
+from .fitsio import image_hdus, read_image, read_planes, write_atomic
 from .measure import Measurement, Stars, judge, measure
 
 
@@ -106,13 +106,8 @@ class AlignResult:
 
 @lru_cache(maxsize=16)
 def _master_plane(path: str) -> Plane:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, memmap=False) as hdul:
-            data = hdul[0].data.astype(np.float32)
-            unc = hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None
-            mask = hdul["MASK"].data.astype(bool) if "MASK" in hdul else None
-    return Plane(data, unc, mask)
+    planes = read_planes(Path(path))
+    return Plane(planes.data, planes.uncertainty, None if planes.mask is None else planes.mask.astype(bool))
 
 
 def _plane(use: MasterUse | None) -> Plane | None:
@@ -149,17 +144,12 @@ def reduce_light(job: LightJob) -> LightResult:
 
 
 def align_calibrated(job: AlignJob) -> AlignResult:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(job.calibrated_path, memmap=False) as hdul:
-            data = hdul[0].data.astype(np.float32)
-            header = hdul[0].header.copy()
-            unc = hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None
-            bits = hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else np.zeros(data.shape, np.uint8)
+    planes = read_planes(Path(job.calibrated_path))
+    bits = planes.mask if planes.mask is not None else np.zeros(planes.data.shape, np.uint8)
     stars = Stars(*(np.asarray(c, dtype=float) for c in zip(*job.stars))) if job.stars else \
         Stars(np.empty(0), np.empty(0), np.empty(0))
-    return _align(job.file_id, data, unc, bits, header, stars, job.reference, job.aligned_path,
-                  job.max_control_points, job.min_matches)
+    return _align(job.file_id, planes.data, planes.uncertainty, bits, planes.header, stars, job.reference,
+                  job.aligned_path, job.max_control_points, job.min_matches)
 
 
 def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref: Reference, out_path: str,
