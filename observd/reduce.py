@@ -75,29 +75,29 @@ class Reducer:
         while True:
             done = self.masters_step(final=final)
             done += self.lights_step(final=final, progress=progress)
-            done += self.align_step(final=final, progress=progress)
             total += done
             if done == 0 or self.should_stop():
                 return total
 
-    def _map(self, func, jobs: list) -> Iterable:
-        """(job, result) pairs; in the pool, at most `daemon.queue_size` jobs are in flight at once,
-        and no new job starts once `should_stop()` is true (in-flight jobs finish)."""
-        if self.pool is None or len(jobs) < 2:
-            for job in jobs:
+    def _map(self, tasks: list[tuple[Callable, object]]) -> Iterable:
+        """(job, result) pairs of (function, job) tasks; in the pool, at most `daemon.queue_size`
+        jobs are in flight at once, and no new job starts once `should_stop()` is true (in-flight
+        jobs finish)."""
+        if self.pool is None or len(tasks) < 2:
+            for func, job in tasks:
                 if self.should_stop():
                     return
                 yield job, _call(func, job)
             return
         window = max(1, self.config.daemon.queue_size)
-        pending = iter(jobs)
+        pending = iter(tasks)
         in_flight: dict = {}
         while True:
             while len(in_flight) < window and not self.should_stop():
-                job = next(pending, None)
-                if job is None:
+                task = next(pending, None)
+                if task is None:
                     break
-                in_flight[self.pool.submit(_call, func, job)] = job
+                in_flight[self.pool.submit(_call, *task)] = task[1]
             if not in_flight:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -253,16 +253,34 @@ class Reducer:
             "median": result.median, "n_bad_pixels": result.n_bad_pixels, "flag": flag,
         }
 
-    # -- lights: calibrate and measure ------------------------------------------------------------
+    # -- lights: calibrate, measure and align -------------------------------------------------------
 
     def lights_step(self, *, final: bool, progress: Progress | None = None) -> int:
+        """Calibrate (and align, when their target's reference is known) the ready lights, and
+        align calibrated ones, in one pass through the pool: the alignments of a target's
+        first frames then fill the workers beside the other lights instead of running alone."""
         rows = self.catalog.files(types=("light",))
+        references = self._references(rows)
+        align_jobs = self._align_jobs(rows, references, final)     # may choose new references
+        tasks = [(reduce_light, job) for job in self._light_jobs(rows, references, final)]
+        tasks += [(align_calibrated, job) for job in align_jobs]
+        for n, (job, outcome) in enumerate(self._map(tasks), start=1):
+            if isinstance(job, LightJob):
+                self._record_light(job, outcome)
+                label = f"calibrated {Path(job.path).name}"
+            else:
+                self._record_alignment(job, outcome)
+                label = f"aligned {Path(job.calibrated_path).name}"
+            if progress:
+                progress(n, len(tasks), label)
+        return len(tasks)
+
+    def _light_jobs(self, rows: list[dict], references: dict[tuple, Reference], final: bool) -> list[LightJob]:
         lights = [r for r in rows if r["state"] in ("classified", "waiting")]
         if not lights:
-            return 0
+            return []
         masters = self.catalog.masters(current_only=True)
         best = _best_stars(rows)
-        references = self._references(rows)
         ready = []
         for row in lights:
             sel = select_masters(row, masters, self.config.masters, self.config.calibrate)
@@ -274,14 +292,9 @@ class Reducer:
                 continue
             ready.append((row, sel))
         held = self._held_for_reference([row for row, _ in ready], rows, references, final)
-        jobs = [self._light_job(row, sel, best.get((row["night"], row["object"]), 0),
+        return [self._light_job(row, sel, best.get((row["night"], row["object"]), 0),
                                 references.get((row["night"], row["object"])))
                 for row, sel in ready if row["id"] not in held]
-        for n, (job, outcome) in enumerate(self._map(reduce_light, jobs), start=1):
-            self._record_light(job, outcome)
-            if progress:
-                progress(n, len(jobs), f"calibrated {Path(job.path).name}")
-        return len(jobs)
 
     def _held_for_reference(self, ready: list[dict], rows: list[dict], references: dict[tuple, Reference],
                             final: bool) -> set[int]:
@@ -290,9 +303,11 @@ class Reducer:
         The automatic reference is the best of `reference_min_frames` good frames of the
         target: in the daemon its first ones (it cannot wait for the night), in a batch
         (`final`) frames spread evenly over the target's sequence, so that a cloudy start does
-        not make a poor reference. The other lights wait for it, then are aligned in the job
-        that calibrates them instead of being read back for a second pass: in a batch, most of
-        them. A fixed reference (`[align] reference`) holds nothing back: it may come last.
+        not make a poor reference. A batch takes more candidates when that fills the pool's
+        last round (3 candidates on 2 workers: 4): a worker would otherwise idle through it.
+        The other lights wait for the reference, then are aligned in the job that calibrates
+        them instead of being read back for a second pass: in a batch, most of them. A fixed
+        reference (`[align] reference`) holds nothing back: it may come last.
         """
         if self.config.align.reference:
             return set()
@@ -305,9 +320,17 @@ class Reducer:
         for row in ready:
             if (key := (row["night"], row["object"])) not in references:
                 candidates[key].append(row)
+        wanted = {key: min(max(first - started[key], 0), len(group)) for key, group in candidates.items()}
+        if final and self.pool is not None:
+            spare = -sum(wanted.values()) % worker_count(self.config)
+            for key in sorted(candidates, key=lambda k: len(candidates[k]) - wanted[k], reverse=True):
+                extra = min(spare, len(candidates[key]) - wanted[key])
+                if wanted[key] and extra:
+                    wanted[key] += extra
+                    spare -= extra
         held = set()
         for key, group in candidates.items():
-            n = max(first - started[key], 0)
+            n = wanted[key]
             if final:
                 group = sorted(group, key=lambda r: (r["date_obs"] or "", r["path"]))
                 chosen = {round(i * (len(group) - 1) / (n - 1)) for i in range(n)} if n > 1 else set(range(n))
@@ -380,19 +403,20 @@ class Reducer:
             return None
         return max(good, key=lambda r: (r["n_stars"] or 0, -(r["fwhm"] or 99.0)))
 
-    def align_step(self, *, final: bool, progress: Progress | None = None) -> int:
+    def _align_jobs(self, rows: list[dict], references: dict[tuple, Reference], final: bool) -> list[AlignJob]:
+        """Alignment jobs for calibrated lights not judged bad (judging them now against their
+        target's best frame); a target without a reference gets one chosen here, added to
+        `references`."""
         by_target: dict[tuple, list[dict]] = defaultdict(list)
-        rows = self.catalog.files(types=("light",))
         for row in rows:
             if row["n_stars"] is not None:
                 by_target[(row["night"], row["object"])].append(row)
-        references = self._references(rows)
         mc = self.config.measure
         jobs = []
-        for key, rows in by_target.items():
-            best = max(r["n_stars"] for r in rows)
+        for key, group in by_target.items():
+            best = max(r["n_stars"] for r in group)
             pending = []
-            for row in rows:
+            for row in group:
                 if row["state"] != "calibrated":
                     continue
                 bad = judge(_measurement(row), best, min_star_fraction=mc.min_star_fraction,
@@ -409,25 +433,23 @@ class Reducer:
                 chosen = self._choose_reference(pending, final)
                 if chosen is None:
                     continue
-                ref = _reference(chosen)
+                ref = references[key] = _reference(chosen)
                 self._event("info", "reference", f"reference for {key[1]} on {key[0]}: {chosen['name']} "
                             f"({chosen['n_stars']} stars, FWHM {chosen['fwhm'] or 0:.2f} px)", chosen["path"])
             for row in pending:
                 jobs.append(AlignJob(row["id"], row["calibrated_path"], _aligned_path(row["calibrated_path"]),
                                      tuple(tuple(s) for s in json.loads(row["stars"])), ref,
                                      self.config.align.max_control_points, self.config.align.min_matches))
-        for n, (job, outcome) in enumerate(self._map(align_calibrated, jobs), start=1):
-            if isinstance(outcome, _Failure):
-                self._fail(job.file_id, job.calibrated_path, outcome.message, outcome.tb)
-                continue
-            fields = self._align_fields(outcome, job.reference)
-            self.catalog.update_file(job.file_id, **fields)
-            if outcome.error:
-                self._event("warning", "unaligned", f"cannot align: {outcome.error}",
-                            self.catalog.file(job.file_id)["path"])
-            if progress:
-                progress(n, len(jobs), f"aligned {Path(job.calibrated_path).name}")
-        return len(jobs)
+        return jobs
+
+    def _record_alignment(self, job: AlignJob, outcome) -> None:
+        if isinstance(outcome, _Failure):
+            self._fail(job.file_id, job.calibrated_path, outcome.message, outcome.tb)
+            return
+        self.catalog.update_file(job.file_id, **self._align_fields(outcome, job.reference))
+        if outcome.error:
+            self._event("warning", "unaligned", f"cannot align: {outcome.error}",
+                        self.catalog.file(job.file_id)["path"])
 
     @staticmethod
     def _align_fields(result: AlignResult, reference: Reference) -> dict:

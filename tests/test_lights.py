@@ -247,3 +247,22 @@ def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_w
     rows[1] = dict(rows[1], state="calibrated")                           # one good frame measured
     assert {r["id"] for r in ready[1:]} - reducer._held_for_reference(ready[1:], rows, {}, final=False) == {2, 3}
     assert reducer._held_for_reference(ready, rows, {("n", "M42"): object()}, final=True) == set()
+
+
+def test_a_batch_takes_as_many_reference_candidates_as_fill_the_pools_round():
+    """3 candidates on 2 workers would leave one worker idle for a whole light: a batch with a
+    pool takes 4, spread over the sequence; one with 3 workers takes 3, and the daemon never
+    takes more than `reference_min_frames` (it does not wait for frames to come)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path as P
+    from observd.reduce import Reducer
+    from support import make_config
+    rows = [{"id": i, "night": "n", "object": "M42", "state": "classified", "path": f"/x/{i}",
+             "date_obs": f"2026-11-20T2{i}:00:00"} for i in range(10)]
+    with ThreadPoolExecutor(1) as pool:
+        def candidates(workers: int, final: bool) -> set[int]:
+            config = make_config(P("/nonexistent"), align={"reference_min_frames": 3}, daemon={"workers": workers})
+            return {r["id"] for r in rows} - Reducer(config, None, pool=pool)._held_for_reference(rows, rows, {}, final)
+        assert candidates(2, final=True) == {0, 3, 6, 9}
+        assert candidates(3, final=True) == {0, 4, 9}         # round(4.5) = 4: banker's rounding
+        assert candidates(2, final=False) == {0, 1, 2}
