@@ -30,7 +30,6 @@ from functools import lru_cache
 import astroalign
 import cv2
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from observd.measure import Stars
@@ -174,6 +173,8 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
     inverse = np.linalg.inv(transform.matrix)        # reference (x, y) -> frame (x, y)
     if engine == "opencv" and order in (1, 3):
         return _warp_opencv(data, inverse, out_shape, kind, order)
+    # imported here: only this path needs scipy.ndimage, ~0.2 s of every process's start-up
+    from scipy import ndimage
     # ndimage works in (row, column) = (y, x): swap both axes of the linear part.
     matrix, offset = inverse[:2, :2][::-1, ::-1], inverse[:2, 2][::-1]
     jacobian = abs(np.linalg.det(inverse[:2, :2]))

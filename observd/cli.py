@@ -77,10 +77,11 @@ class Progress:
 
 
 def cmd_ingest(args) -> int:
-    from .pool import worker_pool
+    from .pool import start_fork_server, worker_pool
+    config = _load(args)
+    start_fork_server()         # its imports overlap this process's next ones
     from .ingest import batch_nights, ingest, summary_table
     from .reduce import Reducer
-    config = _load(args)
     catalog = _open_catalog(config)
     try:
         with worker_pool(config, warm=False) as pool:     # warmed when the batch has new files

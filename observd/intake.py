@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +39,15 @@ def classify_rules(config: Config) -> ClassifyRules:
 
 
 def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRules | None = None,
-              known: dict[str, tuple[int, int, str, int]] | None = None, final: bool = True) -> Seen:
+              known: dict[str, tuple[int, int, str, int]] | None = None, final: bool = True,
+              digest: Callable[[Path], str] | None = None) -> Seen:
     """Record `path` in the catalog and return what became of it.
 
     `known` is `catalog.known_stats()` taken once per batch (the fast path). With
     `final=False` (the daemon, while a file may still be growing) an incomplete file is
     recorded as 'pending' instead of 'rejected'; its row is completed in place later.
+    `digest`: the content hash of a file, default sha256_file (a batch hands one that hashes
+    ahead in threads).
     """
     key = str(Path(path).absolute())
     try:
@@ -52,7 +56,7 @@ def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRu
         return _record_unreadable(catalog, key, _os_reason(exc))
     if Path(key).is_dir():
         return _record_unreadable(catalog, key, "is a directory, not a file")
-    if known is not None and key in known and known[key][:2] == (st.st_size, st.st_mtime_ns):
+    if known is not None and known_unchanged(key, st, known):
         return Seen(key, known[key][3], known[key][2], new=False)
 
     check = check_fits_size(Path(key))
@@ -62,22 +66,27 @@ def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRu
                                          state=state, reason=check.reason)
         return Seen(key, file_id, state, check.reason)
     try:
-        digest = sha256_file(Path(key))
+        sha256 = (digest or sha256_file)(Path(key))
         image = read_image_header(Path(key))
     except OSError as exc:
         return _record_unreadable(catalog, key, _os_reason(exc), st)
     except FitsReadError as exc:
-        file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
+        file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256,
                                            state="rejected", reason=str(exc))
         return Seen(key, file_id, "rejected", str(exc), new)
 
     info = classify(image.header, Path(key).name, rules or classify_rules(config),
                     timezone=config.site.timezone, hdu_index=image.hdu_index)
     state = "unknown" if info.frame_type == "unknown" else "classified"
-    file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
+    file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256,
                                        state=state, info=info, group_key=group_key(info, config.masters.ignore_keys))
     row = catalog.file(file_id)
     return Seen(key, file_id, row["state"], row["reason"], new, info.frame_type)
+
+
+def known_unchanged(key: str, st: os.stat_result, known: dict[str, tuple[int, int, str, int]]) -> bool:
+    """The catalog has this path with this size and mtime: its content is taken as known."""
+    return key in known and known[key][:2] == (st.st_size, st.st_mtime_ns)
 
 
 def _record_unreadable(catalog: Catalog, key: str, reason: str, st: os.stat_result | None = None) -> Seen:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import sep
 from scipy.spatial import cKDTree
@@ -47,6 +48,13 @@ SHAPE_FALLBACK_SNR = 8.0
 least this bright; faint stars read *more* elongated, never less, so the verdict stays safe."""
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+BACKGROUND_STEP = 2
+"""The sky map and RMS are estimated on every 2nd row and column, in meshes of 32 of those
+(64 px, SEP's default, on the frame): a quarter of the pixels gives the same statistics for
+a calibrated frame's uncorrelated pixel noise, 4x faster (SEP's mesh pass was the costliest
+step of a light's measurement, ~50 ms on 2048²). The map is interpolated back to full
+resolution, where stars are detected."""
 
 FLUX_RADIUS_RMAX = 6.0
 """Half-light radii are computed within `FLUX_RADIUS_RMAX * a` (a = SEP's semi-major RMS
@@ -97,10 +105,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     if _blank(image, bad):      # SEP would report an RMS of 1
         valid = image if bad is None else image[~bad]
         return Measurement(float(valid.flat[0]), 0.0, 0, None, None, 0), _NO_STARS
-    bkg = sep.Background(image, mask=bad)
-    background, noise = float(bkg.globalback), float(bkg.globalrms)
-    residual = image.copy()
-    bkg.subfrom(residual)
+    residual, background, noise = _subtract_background(image, bad)
     if bad is not None:
         residual[bad] = 0.0
     objects = sep.extract(residual, threshold, err=noise, mask=bad)
@@ -153,6 +158,20 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
         fwhm = float(np.nanmedian(fwhms)) if np.isfinite(fwhms).any() else None
     measurement = Measurement(background, noise, len(objects), fwhm, elongation, n_saturated)
     return measurement, Stars(x, y, top["flux"].astype(np.float64))
+
+
+def _subtract_background(image: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+    """The frame minus SEP's sky map, and the global sky level and RMS (see BACKGROUND_STEP)."""
+    step = BACKGROUND_STEP
+    mesh = 64 // step
+    sample = np.ascontiguousarray(image[::step, ::step])
+    bkg = sep.Background(sample, mask=None if bad is None else np.ascontiguousarray(bad[::step, ::step]),
+                         bw=mesh, bh=mesh)
+    # full-resolution pixel (x, y) is at (x/step, y/step) of the sample's map
+    to_sample = np.array([[1.0 / step, 0.0, 0.0], [0.0, 1.0 / step, 0.0]])
+    back = cv2.warpAffine(bkg.back(), to_sample, (image.shape[1], image.shape[0]),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return np.subtract(image, back, out=back), float(bkg.globalback), float(bkg.globalrms)
 
 
 def _blank(image: np.ndarray, bad: np.ndarray | None) -> bool:

@@ -19,14 +19,28 @@ def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
     when `warm_up` is called.
     """
     workers = worker_count(config)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_single_threaded_worker)
+    if warm:
+        warm_up(pool, workers)
+    return pool
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, without workers: its imports (~1 s) then run beside the
+    caller's own (a command's start-up), and a pool made later forks warm workers at once.
+    Cheap to waste: a command that finds no work leaves the server idle, and it exits with
+    its parent."""
+    from multiprocessing import forkserver
+    _context()
+    forkserver.ensure_running()
+
+
+def _context():
     context = multiprocessing.get_context("forkserver")
     # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
     # it forks starts warm instead of importing them again
     context.set_forkserver_preload(["observd.lights", "observd.masters"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker)
-    if warm:
-        warm_up(pool, workers)
-    return pool
+    return context
 
 
 def worker_count(config: Config) -> int:

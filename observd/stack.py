@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,6 +288,12 @@ def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict])
         return np.where(few, noise / np.sqrt(np.maximum(count, 1)), unc).astype(np.float32)
 
 
+def _write_pictures(data: np.ndarray, stem: Path, title: str, lines: list[str]) -> tuple[Path, Path]:
+    """The labelled preview and the thumbnail, `stem`.png and `stem`_thumb.png."""
+    preview = write_preview(data, stem.with_name(f"{stem.name}.png"), title=title, lines=lines)
+    return preview, write_thumbnail(data, stem.with_name(f"{stem.name}_thumb.png"))
+
+
 def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
     c = config.stack
     n = len(group.rows)
@@ -297,18 +303,21 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
                                     memory_limit=c.memory_limit_mb << 20, workers=workers,
                                     offsets=group.offsets(), executor=pool)
-    empty = count == 0
-    unc = _floor_uncertainty(unc, count, group.rows)
-    quality, _ = measure(data, mask=empty)
-    header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
-                          fwhm=quality.fwhm)
     stem = f"{slug(group.object, 'unknown')}_{slug(group.filter, 'nofilter')}"
     folder = config.paths.output / group.night / "stacks"
-    path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty))
     title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
     lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
-    preview = write_preview(data, folder / f"{stem}.png", title=title, lines=lines)
-    thumb = write_thumbnail(data, folder / f"{stem}_thumb.png")
+    # the pictures are drawn while the stack is measured and written (numpy, zlib and the
+    # writes release the GIL): they need only the data
+    with ThreadPoolExecutor(max_workers=1) as drawing:
+        pictures = drawing.submit(_write_pictures, data, folder / stem, title, lines)
+        empty = count == 0
+        unc = _floor_uncertainty(unc, count, group.rows)
+        quality, _ = measure(data, mask=empty)
+        header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
+                              fwhm=quality.fwhm)
+        path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty))
+        preview, thumb = pictures.result()
     return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
                         (group.reference or {}).get("name"), float(quality.noise),
                         tuple(r["id"] for r in group.rows))

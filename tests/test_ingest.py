@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from observd import intake
+from observd import ingest as ingest_module, intake
 from observd.catalog import Catalog
 from observd.cli import main
 from observd.ingest import ingest
@@ -101,7 +101,7 @@ def test_unreadable_file_is_rejected_with_permission_reason(tmp_path, monkeypatc
 
     def deny(path):
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(intake, "sha256_file", deny)
+    monkeypatch.setattr(ingest_module, "sha256_file", deny)      # the batch hashes ahead, in threads
     config = make_config(tmp_path)
     catalog = Catalog.open(config.paths.database)
     ingest([tmp_path / "in"], catalog, config, reducer=_NoReduction(config, catalog))
@@ -134,6 +134,7 @@ def test_second_ingest_uses_the_stat_fast_path(tmp_path, monkeypatch):
     def no_hashing(path):
         raise AssertionError("an unchanged file was hashed again")
     monkeypatch.setattr(intake, "sha256_file", no_hashing)
+    monkeypatch.setattr(ingest_module, "sha256_file", no_hashing)
     result = ingest([folder], catalog, config, reducer=_NoReduction(config, catalog))
     assert len(result.seen) == 30 and not any(s.new for s in result.seen)
     os.utime(folder / "f000.fits", ns=(1, 1))        # changed stat: hashed (and caught here)
@@ -171,3 +172,23 @@ def test_workers_start_only_when_the_batch_has_new_files(tmp_path, monkeypatch):
     ingest([folder], catalog, config, reducer=_NoReduction(config, catalog, pool=pool))
     assert len(started) == 1                          # nothing new: no workers started
     catalog.close()
+
+
+def test_a_batch_hashes_new_files_ahead_in_threads_and_never_reads_known_ones(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+    folder = _folder_of_fits(tmp_path, 6)
+    files = sorted(folder.iterdir())
+    hashed: dict[str, str] = {}
+
+    def recording(path):
+        hashed[Path(path).name] = threading.current_thread().name
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    monkeypatch.setattr(ingest_module, "sha256_file", recording)
+    st = files[0].stat()
+    known = {str(files[0].absolute()): (st.st_size, st.st_mtime_ns, "classified", 1)}
+    with ingest_module.HashAhead(files, known, threads=2, lookahead=2) as hashes:
+        digests = {f.name: hashes.digest(f.absolute()) for f in files[1:]}
+    assert digests == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files[1:]}
+    assert files[0].name not in hashed                                   # known, unchanged: not read
+    assert set(hashed) == set(digests) and all(t.startswith("hash") for t in hashed.values())
