@@ -102,9 +102,13 @@ _WINSOR_MAX_INNER = 50
 # Working memory per band.  Bigger bands mean fewer, longer numpy calls, so two threads
 # contend less for the GIL; smaller ones stay in the CPU caches.  Measured on 2048² uint16
 # frames, 2 threads (wall s, N=20 / N=50): 32 MiB bands with 16k-pixel network chunks
-# 0.81 / 2.86, 64 MiB with 64k chunks 0.64 / 2.00, 128 MiB 0.65-1.2 / 1.94-2.02.  Capping
-# bytes rather than pixels keeps peak memory flat as N grows.
+# 0.81 / 2.86, 64 MiB with 64k chunks 0.64 / 2.00, 128 MiB 0.65-1.2 / 1.94-2.02.  A single
+# thread (a worker process's share) has no GIL to share, and there the caches win: two
+# processes each combining 20 x 1024x2048 took 0.50 s with 64 MiB bands, 0.36 s with 16 MiB
+# (12 MiB 0.41, 32 MiB 0.40; weighted means 0.50 s at 16 MiB, 0.53 at 32).  Capping bytes
+# rather than pixels keeps peak memory flat as N grows.
 _BAND_BYTES_CAP = 64 << 20
+_BAND_BYTES_CAP_ONE_THREAD = 16 << 20
 
 # First bytes of gzip, bzip2 and zip files, which astropy opens but cannot seek in.
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZ", b"PK")
@@ -396,7 +400,7 @@ def band_rows(n_frames: int, ncols: int, *, memory_limit: int, workers: int,
     """Rows per band so that ``workers`` bands in flight fit in ``memory_limit``."""
     per_row = band_bytes_per_pixel(n_frames, weighted=weighted, rejection=rejection) * ncols
     rows = memory_limit // (workers * per_row)
-    rows = min(rows, _BAND_BYTES_CAP // per_row)
+    rows = min(rows, (_BAND_BYTES_CAP if workers > 1 else _BAND_BYTES_CAP_ONE_THREAD) // per_row)
     return max(1, int(rows))
 
 

@@ -1,19 +1,27 @@
 """Building one master calibration from a planned group of raw frames.
 
-`build_master(job)` is what a worker process runs: it checks each frame's pixels
-(non-finite values, saturation, flat level), subtracts the bias (and scaled dark, for
-flats) band by band while combining with the fast engine in `combine`, derives the
-bad-pixel mask (hot pixels from darks, weak pixels from flats) and writes the master
-atomically with its uncertainty plane and provenance. It touches no database: the caller
-records the returned `MasterResult`.
+`build_master(job)` checks each frame's pixels (non-finite values, saturation, flat
+level), subtracts the bias and scaled dark from flats band by band while combining with the
+fast engine in `combine`, derives the bad-pixel mask (hot pixels from darks, weak pixels
+from flats) and writes the master atomically with its uncertainty plane and provenance. It
+touches no database: the caller records the returned `MasterResult`.
+
+It runs in two parts, `combine_master` and `finish_master`. Darks are combined raw and the
+master bias is subtracted from the result: every rejection and both combinations here
+commute with subtracting the same value from all of a pixel's values (medians, means,
+clipping bounds and deviations all shift with it), so the result is the same, and a dark's
+combination need not wait for the bias being built beside it (`reduce` overlaps them).
+Flats cannot do this: each is divided by its own level after the subtraction.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from concurrent.futures import Executor
+from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +99,16 @@ SAMPLE_STRIDE = 4
 4th row and column: 1/16 of the full median's cost, within ~1e-5 of it on a 2048² flat."""
 
 
+@dataclass(frozen=True)
+class Combination:
+    """`combine_master`'s result: the frames used, those excluded (id -> reason), and their
+    combination (None, with `message`, when too few frames passed the pixel checks)."""
+    used: tuple[FrameRef, ...]
+    excluded: dict[int, str]
+    combined: Combined | None
+    message: str = ""
+
+
 def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
     """Why a raw calibration frame's pixels make it unusable, or None.
 
@@ -151,7 +169,8 @@ def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
 
 
 def _sources(job: MasterJob, frames: list[FrameRef], bias, dark, grids: dict[int, np.ndarray]) -> list[FitsSource]:
-    """One FitsSource per frame, with the per-band calibration applied as it is read.
+    """One FitsSource per frame, with the per-band calibration (a flat's `bias` and `dark`; the
+    overscan of any frame) applied as it is read.
 
     Frames with an overscan strip are read once whole to model it (a per-row or per-column
     level); a flat's own median is taken on its SAMPLE_STRIDE grid (`grids`, by frame id, cut
@@ -162,7 +181,7 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark, grids: dict[int
         overscan = None
         if frame.biassec:
             overscan = overscan_model(read_image(Path(frame.path), frame.hdu), frame.biassec)
-        prepare = _Prepare(bias, dark if job.kind == "flat" else None, scale, 1.0, overscan)
+        prepare = _Prepare(bias, dark, scale, 1.0, overscan)
         if job.kind == "flat":
             norm = float(np.median(prepare.on_grid(grids[frame.id], SAMPLE_STRIDE)))
             prepare = dataclasses.replace(prepare, norm=norm if np.isfinite(norm) and norm > 0 else np.nan)
@@ -202,42 +221,82 @@ class _Prepare:
 
 def build_master(job: MasterJob, executor: Executor | None = None) -> MasterResult:
     """Check, calibrate and combine the job's frames; write the master. `executor`: a process
-    pool that shares the combination out (see `combine`)."""
+    pool that runs the pixel checks and shares out the combination (see `combine`)."""
+    return finish_master(job, combine_master(job, executor))
+
+
+def combine_master(job: MasterJob, executor: Executor | None = None) -> Combination:
+    """The pixel checks, then the combination of the usable frames: flats bias- and
+    dark-subtracted and normalised, darks and biases as they are (module docstring)."""
     s = job.settings
-    excluded: dict[int, str] = {}
-    usable = []
-    grids = {}          # flats: the normalisation grid, from the same row sample (read once)
-    for frame in job.frames:
-        sample, floating = _row_sample(Path(frame.path), frame.hdu)
-        problem = _sample_problem(frame, job.kind, s, sample, floating)
-        if problem:
-            excluded[frame.id] = problem
-            continue
-        usable.append(frame)
-        if job.kind == "flat":
-            grids[frame.id] = sample[:, ::SAMPLE_STRIDE].copy()    # not a view: the sample is freed
+    excluded, grids = check_frames(job.frames, job.kind, s, executor)
+    usable = [f for f in job.frames if f.id not in excluded]
     if len(usable) < s.min_frames:
-        return MasterResult(None, (), excluded, message=f"only {len(usable)} usable frame(s) after pixel checks, "
-                                                        f"needs {s.min_frames}")
-    bias = None if job.includes_bias else _load_master(job.bias)
-    dark = _load_master(job.dark) if job.kind == "flat" else None
-    if job.kind == "flat" and job.dark is not None and job.dark.includes_bias:
-        bias = None  # a dark that includes the bias removes both
+        return Combination((), excluded, None, message=f"only {len(usable)} usable frame(s) after pixel checks, "
+                                                       f"needs {s.min_frames}")
+    bias = dark = None
+    if job.kind == "flat":
+        dark = _load_master(job.dark)
+        bias = _load_master(job.bias) if _subtracts_bias(job) else None
     sources = _sources(job, usable, bias, dark, grids)
-    result = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
-                     memory_limit=s.memory_limit, workers=s.workers, executor=executor)
+    combined = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
+                       memory_limit=s.memory_limit, workers=s.workers, executor=executor)
+    return Combination(tuple(usable), excluded, combined)
+
+
+def finish_master(job: MasterJob, combination: Combination) -> MasterResult:
+    """Subtract the bias from a dark, normalise a flat to 1, derive the bad-pixel mask, write."""
+    if combination.combined is None:
+        return MasterResult(None, (), combination.excluded, message=combination.message)
+    result, usable = combination.combined, list(combination.used)
     data, uncertainty = result.data, result.uncertainty
+    if job.kind == "dark" and _subtracts_bias(job):
+        data = data - _load_master(job.bias)
     median = float(np.nanmedian(data))
     if job.kind == "flat":      # normalised to 1
         data = data / np.float32(median)
         uncertainty = uncertainty / np.float32(median)
         median = 1.0
-    mask = bad_pixel_mask(job.kind, data, result, s, median)
-    header = master_header(job, usable, bias_used=bias is not None, dark_used=dark is not None)
+    mask = bad_pixel_mask(job.kind, data, result, job.settings, median)
+    header = master_header(job, usable, bias_used=_subtracts_bias(job), dark_used=job.kind == "flat" and job.dark is not None)
     header["NBADPIX"] = (int(mask.sum()), "pixels flagged in the MASK extension")
     write_atomic(Path(job.output), image_hdus(data, header, uncertainty=uncertainty, mask=mask))
-    return MasterResult(job.output, tuple(f.id for f in usable), excluded, median=median,
+    return MasterResult(job.output, tuple(f.id for f in usable), combination.excluded, median=median,
                         n_bad_pixels=int(mask.sum()))
+
+
+def _subtracts_bias(job: MasterJob) -> bool:
+    """Whether the job's master bias is subtracted: not from a dark that keeps its bias, nor
+    from flats whose dark includes it."""
+    if job.bias is None or job.includes_bias:
+        return False
+    return not (job.kind == "flat" and job.dark is not None and job.dark.includes_bias)
+
+
+def check_frames(frames: Sequence[FrameRef], kind: str, s: MasterSettings,
+                 executor: Executor | None = None) -> tuple[dict[int, str], dict[int, np.ndarray]]:
+    """Every frame's pixel problem (id -> reason, for the excluded ones) and, for usable flats,
+    the SAMPLE_STRIDE grid their normalisation is taken on (cut from the same row sample, read
+    once). In the pool when one is given: the checks are I/O and astropy, one core's worth of
+    work that would otherwise leave the workers idle between two combinations."""
+    checks = None
+    if executor is not None and len(frames) > 1:
+        try:
+            checks = list(executor.map(_check_frame, frames, repeat(kind), repeat(s)))
+        except (BrokenExecutor, RuntimeError):   # a worker died, or the pool is shut down: do it here
+            checks = None
+    if checks is None:
+        checks = [_check_frame(frame, kind, s) for frame in frames]
+    excluded = {f.id: problem for f, (problem, _) in zip(frames, checks) if problem}
+    grids = {f.id: grid for f, (_, grid) in zip(frames, checks) if grid is not None}
+    return excluded, grids
+
+
+def _check_frame(frame: FrameRef, kind: str, s: MasterSettings) -> tuple[str | None, np.ndarray | None]:
+    sample, floating = _row_sample(Path(frame.path), frame.hdu)
+    problem = _sample_problem(frame, kind, s, sample, floating)
+    grid = sample[:, ::SAMPLE_STRIDE].copy() if kind == "flat" and problem is None else None
+    return problem, grid
 
 
 def bad_pixel_mask(kind: str, data: np.ndarray, result: Combined, s: MasterSettings, median: float) -> np.ndarray:

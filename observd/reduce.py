@@ -10,6 +10,7 @@ its traceback and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -17,7 +18,8 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 
 from astropy.io import fits
@@ -26,7 +28,8 @@ from .catalog import Catalog, dumps
 from .config import Config
 from .lights import AlignJob, AlignResult, LightJob, LightResult, MasterUse, Reference, align_calibrated, \
     reduce_light
-from .masters import FrameRef, MasterJob, MasterRef, MasterSettings, build_master, change_flag
+from .masters import FrameRef, MasterJob, MasterRef, MasterSettings, build_master, change_flag, combine_master, \
+    finish_master
 from .masters_plan import CALIBRATION_TYPES, GroupPlan, min_frames, plan_masters
 from .measure import Measurement, judge
 from .pool import warm_up, worker_count
@@ -137,16 +140,28 @@ class Reducer:
         return self.masters_step(final=True, force=True) + self.advance(final=True)
 
     def masters_step(self, *, final: bool, force: bool = False) -> int:
+        """Build the masters whose groups are ready: biases first, since darks and flats subtract
+        them. A ready dark group is combined in the background meanwhile: its bias is only
+        subtracted from the result (`masters` module docstring), so the two combinations share
+        the pool instead of waiting for each other's checks and writes."""
         built = 0
-        for kind in CALIBRATION_TYPES:       # biases first: darks and flats subtract them
-            frames = self.catalog.files(types=CALIBRATION_TYPES)
-            masters = self.catalog.masters()
-            inputs = {m["id"]: set(self.catalog.master_input_ids(m["id"])) for m in masters if m["current"]}
-            for plan in plan_masters(frames, masters, inputs, self.config, now=self.clock(), final=final,
-                                     kinds=(kind,), force=force):
-                self._record_eligibility(plan)
-                if plan.ready:
-                    built += self._build(plan, masters)
+        early: dict[str, tuple[tuple, Future]] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="darks") as background:
+            for kind in CALIBRATION_TYPES:
+                frames = self.catalog.files(types=CALIBRATION_TYPES)
+                masters = self.catalog.masters()
+                inputs = {m["id"]: set(self.catalog.master_input_ids(m["id"])) for m in masters if m["current"]}
+                plan = partial(plan_masters, frames, masters, inputs, self.config, now=self.clock(), final=final,
+                               force=force)
+                if kind == "bias":
+                    for dark in plan(kinds=("dark",)):
+                        if dark.ready:
+                            job = self._frames_job(dark)
+                            early[dark.group_key] = (job.frames, background.submit(combine_master, job, self.pool))
+                for group in plan(kinds=(kind,)):
+                    self._record_eligibility(group)
+                    if group.ready:
+                        built += self._build(group, masters, early.pop(group.group_key, None))
         return built
 
     def _record_eligibility(self, plan: GroupPlan) -> None:
@@ -158,13 +173,18 @@ class Reducer:
             if row["state"] == "excluded":     # back within tolerance of a moved group median
                 self.catalog.update_file(row["id"], state="classified", reason=None)
 
-    def _build(self, plan: GroupPlan, masters: list[dict]) -> int:
+    def _build(self, plan: GroupPlan, masters: list[dict], early: tuple[tuple, Future] | None = None) -> int:
+        """Build one master (from `early`, the frames and combination started in the background,
+        when the job has the same frames) and record it."""
         job, wait = self._master_job(plan, masters)
         if job is None:
             log.debug("%s: %s", plan.group_key, wait)
             return 0
         try:
-            result = build_master(job, executor=self.pool)
+            if early is not None and early[0] == job.frames:
+                result = finish_master(job, early[1].result())
+            else:
+                result = build_master(job, executor=self.pool)
         except Exception as exc:
             tb = traceback.format_exc()
             for frame in job.frames:
@@ -222,18 +242,24 @@ class Reducer:
         night = max((r["night"] for r in rows if r["night"]), default="undated")
         output = (self.config.paths.output / night / "masters" /
                   f"{plan.kind}_{slug(plan.group_key.split('|', 1)[1], 'group')}_v{version}.fits")
+        header = {"INSTRUME": ref["instrument"], "FILTER": ref["filter"] if plan.kind == "flat" else None,
+                  "XBINNING": ref["xbin"], "YBINNING": ref["ybin"], "GAIN": ref["gain_setting"],
+                  "OFFSET": ref["offset"], "READOUTM": ref["readout_mode"]}
+        return dataclasses.replace(self._frames_job(plan), version=version, output=str(output), header=header,
+                                   bias=_master_ref(bias), dark=_master_ref(dark), includes_bias=includes_bias), ""
+
+    def _frames_job(self, plan: GroupPlan) -> MasterJob:
+        """A master job with the group's frames and settings only: enough to combine darks and
+        biases (`combine_master`); `_master_job` completes it."""
+        c = self.config.masters
         settings = MasterSettings(method=c.method, rejection=c.rejection, sigma=c.sigma,
                                   memory_limit=c.memory_limit_mb << 20, saturation_fraction=c.saturation_fraction,
                                   flat_min_level=c.flat_min_level, flat_max_level=c.flat_max_level,
                                   hot_pixel_sigma=c.hot_pixel_sigma, weak_pixel_level=c.weak_pixel_level,
                                   min_frames=min_frames(plan.kind, self.config), workers=worker_count(self.config))
         frames = tuple(FrameRef(r["id"], r["path"], r["hdu_index"] or 0, r["exptime"], r["ccd_temp"],
-                                r["saturation"], r["date_obs"], r["biassec"]) for r in rows)
-        header = {"INSTRUME": ref["instrument"], "FILTER": ref["filter"] if plan.kind == "flat" else None,
-                  "XBINNING": ref["xbin"], "YBINNING": ref["ybin"], "GAIN": ref["gain_setting"],
-                  "OFFSET": ref["offset"], "READOUTM": ref["readout_mode"]}
-        return MasterJob(plan.kind, plan.group_key, version, frames, str(output), settings, header,
-                         bias=_master_ref(bias), dark=_master_ref(dark), includes_bias=includes_bias), ""
+                                r["saturation"], r["date_obs"], r["biassec"]) for r in plan.eligible)
+        return MasterJob(plan.kind, plan.group_key, 0, frames, "", settings)
 
     def _master_record(self, plan: GroupPlan, job: MasterJob, used: list[dict], result, flag: str | None) -> dict:
         ref = used[-1]
