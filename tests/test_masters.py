@@ -209,3 +209,26 @@ def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_p
     assert not floating and np.array_equal(sample, data[::4].astype(np.float32))
     frame = FrameRef(1, str(path), hdu, 0.0, -10.0, 65535.0, None)
     assert "12.5% of pixels at full scale" in pixel_problem(frame, "bias", MasterSettings())
+
+
+def test_darks_are_combined_once_beside_the_bias_being_built(tmp_path, monkeypatch):
+    """The dark group's combination starts in the background before the master bias exists
+    and is used as it is (its frames did not change): no second combination in the foreground."""
+    import threading
+    import observd.masters
+    import observd.reduce
+    calls = []
+    original = observd.masters.combine_master
+
+    def recording(job, executor=None):
+        calls.append((job.kind, threading.current_thread().name))
+        return original(job, executor)
+    monkeypatch.setattr(observd.reduce, "combine_master", recording)
+    monkeypatch.setattr(observd.masters, "combine_master", recording)
+    _night(tmp_path / "night")
+    _, catalog = ingest_into(tmp_path, [tmp_path / "night"])
+    assert [kind for kind, _ in calls] == ["dark", "bias", "flat"]
+    assert calls[0][1].startswith("darks") and calls[1][1] == threading.main_thread().name
+    dark = next(m for m in catalog.masters(current_only=True) if m["type"] == "dark")
+    assert "bias subtracted" in str(fits.getheader(dark["path"])["HISTORY"])
+    catalog.close()
