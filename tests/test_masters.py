@@ -69,7 +69,7 @@ def test_masters_equal_the_astropy_reference(built):
     cal = np.array([f - got_bias - got_dark * (e / dark_exp) for f, e in zip(flats, exps)])
     cal /= np.median(cal[:, ::4, ::4], axis=(1, 2))[:, None, None]
     flat = _reference_median(cal)
-    flat /= np.nanmedian(flat)
+    flat /= np.nanmedian(flat[::4, ::4])
     np.testing.assert_allclose(fits.getdata(masters["flat"]["path"]), flat, rtol=1e-5)
 
 
