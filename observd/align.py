@@ -24,6 +24,8 @@ the mapping so that a star's summed flux is preserved when the scale differs fro
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,6 +48,37 @@ REJECT_SIGMA = 3.0
 
 KINDS = ("data", "uncertainty", "mask")
 ORDERS = (1, 3, 5)   # odd B-spline orders: their support is symmetric, which the mask needs
+
+
+def _remember_invariants(generate):
+    """astroalign's `_generate_invariants`, remembering its last few results.
+
+    `astroalign.find_transform` derives the asterism invariants of both star lists on every
+    call, and the reference's list is the same for every light of a target: ~20 ms of the
+    ~60 ms a match costs (50 control points). The same control points (compared byte for
+    byte) give the same arrays, so matches are unchanged. This wraps a private function of
+    astroalign 2.x; if a release drops it, `find_transform` simply keeps its own cost.
+    """
+    if getattr(generate, "remembers", False):
+        return generate
+    recent: OrderedDict[bytes, tuple] = OrderedDict()
+
+    @functools.wraps(generate)
+    def remembered(sources):
+        key = np.ascontiguousarray(sources, dtype=np.float64).tobytes()
+        if key in recent:
+            recent.move_to_end(key)
+            return recent[key]
+        recent[key] = result = generate(sources)
+        if len(recent) > 8:
+            recent.popitem(last=False)
+        return result
+    remembered.remembers = True
+    return remembered
+
+
+if hasattr(astroalign, "_generate_invariants"):
+    astroalign._generate_invariants = _remember_invariants(astroalign._generate_invariants)
 
 
 class AlignError(Exception):
