@@ -197,15 +197,23 @@ def main() -> None:
         if not shutil.which("siril-cli"):
             print("Siril: siril-cli not installed — no comparison")
             return
-        (root / "raw" / "night.ssf").write_text(SIRIL_SCRIPT)
-        siril_stack = root / "raw" / "siril_stack.fits"
+        # Siril works in its own folder beside raw/ (which observd ingests whole): hard links to
+        # the raw frames (its script's `cd ../process` would leave a symlinked folder), its
+        # sequences in process/, its stack beside them
+        siril = root / "siril"
+        shutil.rmtree(siril, ignore_errors=True)
+        for frame in (root / "raw").rglob("*.fits"):
+            (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
+            os.link(frame, siril / frame.parent.name / frame.name)
+        (siril / "night.ssf").write_text(SIRIL_SCRIPT)
+        siril_stack = siril / "siril_stack.fits"
         runs = []
-        for _ in range(args.repeats):           # Siril after observd: its files land in raw/
-            shutil.rmtree(root / "raw" / "process", ignore_errors=True)
-            (root / "raw" / "process").mkdir()
+        for _ in range(args.repeats):           # each run from scratch: no sequences, no outputs
+            shutil.rmtree(siril / "process", ignore_errors=True)
+            (siril / "process").mkdir()
             siril_stack.unlink(missing_ok=True)
             os.sync()
-            runs.append(timed(["siril-cli", "-d", str(root / "raw"), "-s", str(root / "raw" / "night.ssf")]))
+            runs.append(timed(["siril-cli", "-d", str(siril), "-s", str(siril / "night.ssf")]))
             if runs[-1][2].returncode or not siril_stack.exists():
                 print("Siril failed:", (runs[-1][2].stdout + runs[-1][2].stderr)[-1500:])
                 return
