@@ -210,12 +210,23 @@ class FitsSource:
             rows = np.asarray(self.prepare(rows, y0, y1), dtype=np.float32)
         return rows
 
-    def _read_raw(self, layout: _Layout, y0: int, y1: int) -> np.ndarray:
+    def read_stored(self, y0: int, y1: int) -> np.ndarray:
+        """Rows as stored, without scaling or conversion (integer masks), for an uncompressed
+        HDU; others are read as `read_rows` reads them."""
+        layout = self._layout
+        if layout.kind != "raw":
+            return self.read_rows(y0, y1)
+        return self._pread(layout, y0, y1)
+
+    def _pread(self, layout: _Layout, y0: int, y1: int) -> np.ndarray:
         ncols = layout.shape[1]
         with open(self.path, "rb") as f:
             buf = os.pread(f.fileno(), (y1 - y0) * ncols * layout.dtype.itemsize,
                            layout.offset + y0 * ncols * layout.dtype.itemsize)
-        raw = np.frombuffer(buf, dtype=layout.dtype).reshape(y1 - y0, ncols)
+        return np.frombuffer(buf, dtype=layout.dtype).reshape(y1 - y0, ncols)
+
+    def _read_raw(self, layout: _Layout, y0: int, y1: int) -> np.ndarray:
+        raw = self._pread(layout, y0, y1)
         # astropy scales 8/16-bit integers in float32 and wider ones in float64.
         work = np.float32 if layout.dtype.itemsize <= 2 or raw.dtype.kind == "f" else np.float64
         rows = raw.astype(work)
@@ -242,7 +253,7 @@ class MaskedOffset:
     def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
         rows = rows + np.float32(self.offset)
         if self.mask is not None:
-            rows[(self.mask.read_rows(y0, y1).astype(np.uint8) & self.bits) != 0] = np.nan
+            rows[(self.mask.read_stored(y0, y1).astype(np.uint8, copy=False) & self.bits) != 0] = np.nan
         return rows
 
 
@@ -763,16 +774,26 @@ def _std_inside(v: np.ndarray, inside: np.ndarray) -> np.ndarray:
 def _weighted_mean_by_value(stack, weights, x, lo, hi, shift):
     """Weighted mean of each pixel's values between its kept range's extremes ``x[lo]`` and
     ``x[hi-1]``, taken from ``stack`` in frame order (invalid values are +inf there, beyond
-    any finite bound).  Deviations from ``shift`` in float32."""
-    inside = (stack >= _gather(x, lo)) & (stack <= _gather(x, hi - 1))
-    d = stack - shift.astype(np.float32)
-    d[~inside] = 0.0
+    any finite bound).  Deviations from ``shift`` in float32.
+
+    Most pixels keep all their values (nothing clipped, none invalid): their mean needs no
+    selection, only the weighted sum; the others are redone with their kept values."""
     w = weights.astype(np.float32)
+    everything = (lo == 0) & (hi == stack.shape[0])
     # einsum's own loops, not BLAS: OpenBLAS would start (and spin) threads in every worker
-    num = np.einsum("i,ij->j", w, d)
-    den = np.einsum("i,ij->j", w, inside.astype(np.float32))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return shift + num.astype(np.float64) / den
+    d = stack - shift.astype(np.float32)
+    mean = shift + np.einsum("i,ij->j", w, d).astype(np.float64) / float(w.sum())
+    some = np.flatnonzero(~everything)
+    if some.size:
+        sub, xs = stack[:, some], x[:, some]
+        inside = (sub >= _gather(xs, lo[some])) & (sub <= _gather(xs, hi[some] - 1))
+        ds = d[:, some]
+        ds[~inside] = 0.0
+        num = np.einsum("i,ij->j", w, ds)
+        den = np.einsum("i,ij->j", w, inside.astype(np.float32))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[some] = shift[some] + num.astype(np.float64) / den
+    return mean
 
 
 def _weighted_mean(x, w, lo, hi, shift):
