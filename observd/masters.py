@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 
@@ -160,7 +161,17 @@ def _row_sample(path: Path, hdu: int) -> tuple[np.ndarray, bool]:
 
 
 def _load_master(ref: MasterRef | None) -> np.ndarray | None:
-    return None if ref is None else read_image(Path(ref.path), 0)
+    return None if ref is None else _master_data(ref.path)
+
+
+@lru_cache(maxsize=2)
+def _master_data(path: str) -> np.ndarray:
+    """A master's data plane (read-only), read once per process: the flats' calibration travels
+    to the combination's worker processes as master paths, each worker reading the bias and
+    dark once, instead of as two frame-sized arrays pickled to every share."""
+    data = read_image(Path(path), 0)
+    data.flags.writeable = False
+    return data
 
 
 def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
@@ -169,9 +180,10 @@ def _dark_scale(job: MasterJob, frame: FrameRef) -> float:
     return frame.exptime / job.dark.exptime
 
 
-def _sources(job: MasterJob, frames: list[FrameRef], bias, dark, grids: dict[int, np.ndarray]) -> list[FitsSource]:
-    """One FitsSource per frame, with the per-band calibration (a flat's `bias` and `dark`; the
-    overscan of any frame) applied as it is read.
+def _sources(job: MasterJob, frames: list[FrameRef], bias: str | None, dark: str | None,
+             grids: dict[int, np.ndarray]) -> list[FitsSource]:
+    """One FitsSource per frame, with the per-band calibration (a flat's `bias` and `dark`,
+    master paths; the overscan of any frame) applied as it is read.
 
     Frames with an overscan strip are read once whole to model it (a per-row or per-column
     level); a flat's own median is taken on its SAMPLE_STRIDE grid (`grids`, by frame id, cut
@@ -192,29 +204,32 @@ def _sources(job: MasterJob, frames: list[FrameRef], bias, dark, grids: dict[int
 
 @dataclass(frozen=True)
 class _Prepare:
-    """Picklable per-band calibration: (rows - overscan - bias - scale*dark) / norm."""
-    bias: np.ndarray | None
-    dark: np.ndarray | None
+    """Picklable per-band calibration: (rows - overscan - bias - scale*dark) / norm, with the
+    bias and dark given as master paths (`_master_data`)."""
+    bias: str | None
+    dark: str | None
     scale: float
     norm: float
     overscan: np.ndarray | None = None    # (rows, 1) or (1, cols) levels
 
+    def _planes(self) -> tuple[tuple[np.ndarray | None, float], ...]:
+        return ((self.overscan, 1.0), (None if self.bias is None else _master_data(self.bias), 1.0),
+                (None if self.dark is None else _master_data(self.dark), self.scale))
+
     def on_grid(self, grid: np.ndarray, step: int) -> np.ndarray:
         """The same calibration of every `step`-th row and column (`grid` = raw[::step, ::step])."""
         out = grid.astype(np.float32, copy=True)
-        for plane, factor in ((self.overscan, 1.0), (self.bias, 1.0), (self.dark, self.scale)):
+        for plane, factor in self._planes():
             if plane is not None:
                 out -= np.float32(factor) * plane[::step, ::step]
         return out / np.float32(self.norm) if self.norm != 1.0 else out
 
     def __call__(self, rows: np.ndarray, y0: int, y1: int) -> np.ndarray:
         out = rows.astype(np.float32, copy=True)
-        if self.overscan is not None:
-            out -= self.overscan[y0:y1] if self.overscan.shape[1] == 1 else self.overscan
-        if self.bias is not None:
-            out -= self.bias[y0:y1]
-        if self.dark is not None:
-            out -= np.float32(self.scale) * self.dark[y0:y1]
+        for plane, factor in self._planes():
+            if plane is not None:
+                band = plane if plane.shape[0] == 1 else plane[y0:y1]     # a (1, cols) overscan: every row
+                out -= band if factor == 1.0 else np.float32(factor) * band
         if self.norm != 1.0:
             out /= np.float32(self.norm)
         return out
@@ -237,8 +252,8 @@ def combine_master(job: MasterJob, executor: Executor | None = None) -> Combinat
                                                        f"needs {s.min_frames}")
     bias = dark = None
     if job.kind == "flat":
-        dark = _load_master(job.dark)
-        bias = _load_master(job.bias) if _subtracts_bias(job) else None
+        dark = None if job.dark is None else job.dark.path
+        bias = job.bias.path if _subtracts_bias(job) else None
     sources = _sources(job, usable, bias, dark, grids)
     combined = combine(sources, method=s.method, rejection=s.rejection, sigma_low=s.sigma, sigma_high=s.sigma,
                        memory_limit=s.memory_limit, workers=s.workers, executor=executor)
