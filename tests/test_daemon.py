@@ -519,6 +519,21 @@ def start_process(site: Site) -> subprocess.Popen:
     return proc
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the daemon and its worker processes at once, as systemd kills the service's
+    control group: killed alone, it would leave its workers (and their fork server) waiting
+    for jobs forever."""
+    import psutil
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(10)
+
+
 def restart_until_done(site: Site, paths: list[Path]) -> None:
     """Start the daemon again, wait until every path is reduced, stop it with SIGTERM (exit 0)."""
     proc = start_process(site)
@@ -575,8 +590,7 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
     try:
         paths = burst_until_done(site, proc, light_bytes, 30, done=2)
     finally:
-        proc.kill()                      # SIGKILL while it is calibrating and writing
-        proc.wait(10)
+        kill_tree(proc)                  # SIGKILL while it is calibrating and writing
     # what a SIGKILL inside fitsio.write_atomic leaves: a dot-temporary beside the final name
     stale = site.output / "2026-11-20" / "calibrated" / "M42" / ".M42_0029.fits.abc123.tmp"
     stale.parent.mkdir(parents=True, exist_ok=True)
