@@ -134,8 +134,10 @@ def reduce_light(job: LightJob) -> LightResult:
     # The calibrated frame is written (and fsynced, which releases the GIL) while the frame is
     # aligned; image_hdus hands the writer big-endian copies, so the planes stay untouched.
     with ThreadPoolExecutor(max_workers=1) as io:
+        # aligned now, it is not read again: its pages leave the cache (`write_with`)
         written = io.submit(write_atomic, Path(job.calibrated_path),
-                            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits))
+                            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits),
+                            cache=job.reference is None or bad is not None)
         if job.reference is not None and bad is None:
             aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
                              job.aligned_path, job.max_control_points, job.min_matches)

@@ -316,7 +316,8 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         quality, _ = measure(data, mask=empty)
         header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
                               fwhm=quality.fwhm)
-        path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty))
+        path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty),
+                            cache=False)       # observd does not read it again
         preview, thumb = pictures.result()
     return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
                         (group.reference or {}).get("name"), float(quality.noise),

@@ -368,7 +368,7 @@ def test_truncated_empty_nonfits_and_tmp_files(site, running, light_bytes):
 def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_bytes, monkeypatch):
     failures = []
 
-    def full_disk_write(path, hdul):
+    def full_disk_write(path, hdul, **options):
         if len(failures) < 2:            # the first two writes run out of space half-way
             def write(fh):
                 buf = io.BytesIO()
@@ -377,7 +377,7 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
                 failures.append(path)
                 raise OSError(errno.ENOSPC, "No space left on device")
             return write_with(path, write)
-        return daemon_real_write(path, hdul)
+        return daemon_real_write(path, hdul, **options)
     daemon_real_write = observd.lights.write_atomic
     monkeypatch.setattr(observd.lights, "write_atomic", full_disk_write)
     running(pool_factory=lambda config: ThreadPoolExecutor(2))
