@@ -112,7 +112,10 @@ def write_with(path: Path, write: Callable[[BinaryIO], object], *, cache: bool =
             fh.flush()
             os.fsync(fh.fileno())
             if not cache and hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                try:
+                    os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                except OSError:       # advice only: a file system that refuses it keeps the file cached
+                    pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,7 +32,10 @@ def start_fork_server() -> None:
     its parent."""
     from multiprocessing import forkserver
     _context()
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError:      # the pool will meet the same problem and report it with the jobs it fails
+        pass
 
 
 def _context():

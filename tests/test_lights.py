@@ -291,3 +291,17 @@ def test_a_calibrated_frame_aligned_in_its_own_job_leaves_the_page_cache(tmp_pat
         with fits.open(row["calibrated_path"]) as hdul:
             assert hdul[0].data.shape == (256, 256) and np.isfinite(hdul[0].data).mean() > 0.99 and "MASK" in hdul
     catalog.close()
+
+
+def test_an_output_is_written_whole_where_the_file_system_refuses_cache_advice(tmp_path, monkeypatch):
+    import errno
+    import observd.fitsio
+    from observd.fitsio import image_hdus, read_planes, write_atomic
+
+    def refuse(*args):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(observd.fitsio.os, "posix_fadvise", refuse)
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = write_atomic(tmp_path / "x.fits", image_hdus(data, fits.Header()), cache=False)
+    np.testing.assert_array_equal(read_planes(path).data, data)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.fits"]
