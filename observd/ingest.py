@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import traceback
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 

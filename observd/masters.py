@@ -117,7 +117,7 @@ def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
     Integer data cannot hold NaN, so for it a quarter of the rows is enough to judge
     saturation and flat level; float data is scanned whole for NaN/inf.
     """
-    return _sample_problem(frame, kind, s, *_row_sample(Path(frame.path), frame.hdu))
+    return _check_frame(frame, kind, s)[0]
 
 
 def _sample_problem(frame: FrameRef, kind: str, s: MasterSettings, sample: np.ndarray, floating: bool) -> str | None:

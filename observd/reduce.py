@@ -438,14 +438,14 @@ class Reducer:
             if row["n_stars"] is not None:
                 by_target[(row["night"], row["object"])].append(row)
         mc = self.config.measure
+        best = _best_stars(rows)
         jobs = []
         for key, group in by_target.items():
-            best = max(r["n_stars"] for r in group)
             pending = []
             for row in group:
                 if row["state"] != "calibrated":
                     continue
-                bad = judge(_measurement(row), best, min_star_fraction=mc.min_star_fraction,
+                bad = judge(_measurement(row), best[key], min_star_fraction=mc.min_star_fraction,
                             max_elongation=mc.max_elongation)
                 if bad:
                     self.catalog.update_file(row["id"], state="bad", reason=bad)
