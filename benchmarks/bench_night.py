@@ -11,7 +11,7 @@ their ratios, and compares the two stacks: sky noise in an aperture, relative to
 the same bright stars in the same aperture in each stack (lower is better; unit-free, so the
 stacks' scales do not matter), as produced and at equal resolution, and median star FWHM.
 
-    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--masters-method mean] [--workdir DIR]
+    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--masters-method median|mean] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (medians are reported)")
-    parser.add_argument("--masters-method", choices=("median", "mean"), default="median",
-                        help="observd's master combination: the spec's sigma-clipped median (default) or "
-                             "a sigma-clipped mean, as Siril's script uses")
+    parser.add_argument("--masters-method", choices=("median", "mean"),
+                        help="every observd master combined by this, after sigma clipping (default: observd's "
+                             "defaults, a median for bias and dark and a mean for flats; Siril's script "
+                             "uses a mean throughout)")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_night_"))
     n = args.frames
@@ -177,7 +178,8 @@ def main() -> None:
         config = root / "observd.toml"
         config.write_text("[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
                           f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
-                          f"method = '{args.masters_method}'\n")
+                          + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
+                             if args.masters_method else ""))
         observd = [sys.executable, "-m", "observd.cli", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
         runs = []
         for _ in range(args.repeats):           # each run from scratch: no catalog, no outputs
@@ -193,7 +195,9 @@ def main() -> None:
               f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB")
         ours_data = read_stack(ours_stack)
         q_ours = stack_quality(ours_data)
-        print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: sigma-clipped {args.masters_method}")
+        masters = (f"sigma-clipped {args.masters_method}" if args.masters_method
+                   else "defaults (sigma-clipped median bias and dark, mean flat)")
+        print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: {masters}")
         if not shutil.which("siril-cli"):
             print("Siril: siril-cli not installed — no comparison")
             return

@@ -51,7 +51,8 @@ class MastersConfig:
     temp_tolerance: float = 0.5             # deg C around SET-TEMP (or the group median)
     settle_seconds: float = 120.0           # no new frame of the group for this long before building
     max_age_days: float = 30.0              # masters older than this are not used for lights
-    method: str = "median"                  # median | mean (after rejection; a mean has ~20% less noise, which a flat leaves in every stack)
+    method: str = "median"                  # median | mean, after rejection: bias and dark masters
+    flat_method: str = "mean"               # median | mean, flat masters: a flat's noise stays in every light (a median's is ~22% more)
     rejection: str = "sigclip"              # sigclip | winsorized | minmax | none
     sigma: float = 3.0                      # rejection threshold (low and high), in standard deviations
     memory_limit_mb: int = 1024             # cap for band-by-band combination
@@ -137,6 +138,7 @@ class Config:
 
 _CHOICES = {
     ("masters", "method"): ("median", "mean"),
+    ("masters", "flat_method"): ("median", "mean"),
     ("masters", "rejection"): ("sigclip", "winsorized", "minmax", "none"),
     ("stack", "rejection"): ("sigclip", "winsorized", "minmax", "none"),
     ("calibrate", "dark_scaling"): ("auto", "exact", "scale"),

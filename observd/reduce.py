@@ -252,7 +252,8 @@ class Reducer:
         """A master job with the group's frames and settings only: enough to combine darks and
         biases (`combine_master`); `_master_job` completes it."""
         c = self.config.masters
-        settings = MasterSettings(method=c.method, rejection=c.rejection, sigma=c.sigma,
+        method = c.flat_method if plan.kind == "flat" else c.method
+        settings = MasterSettings(method=method, rejection=c.rejection, sigma=c.sigma,
                                   memory_limit=c.memory_limit_mb << 20, saturation_fraction=c.saturation_fraction,
                                   flat_min_level=c.flat_min_level, flat_max_level=c.flat_max_level,
                                   hot_pixel_sigma=c.hot_pixel_sigma, weak_pixel_level=c.weak_pixel_level,
