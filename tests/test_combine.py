@@ -345,6 +345,37 @@ def test_process_pool_shares_give_the_threaded_result(tmp_path, kwargs):
         np.testing.assert_array_equal(got.count, expected.count)
 
 
+def test_shares_leave_no_shared_file_and_clear_a_dead_process_one(tmp_path, monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from observd import combine as combine_module
+    monkeypatch.setattr(combine_module.os, "access", lambda path, mode: False)   # no /dev/shm: the temp folder
+    monkeypatch.setattr(combine_module.tempfile, "tempdir", str(tmp_path))
+    orphan = tmp_path / "observd-combine-999999999-abc"        # no such process
+    orphan.write_bytes(b"x")
+    living = tmp_path / f"observd-combine-{os.getppid()}-abc"  # a running process's
+    living.write_bytes(b"x")
+    stack = bias_stack(6, shape=(40, 32), seed=4)
+    with ProcessPoolExecutor(2) as pool:
+        got = combine(sources(stack), workers=2, executor=pool)
+    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [living.name]
+
+
+def test_no_shared_planes_means_combining_here(monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from observd import combine as combine_module
+
+    def full(shape):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(combine_module._SharedPlanes, "create", staticmethod(full))
+    stack = bias_stack(5, shape=(40, 32), seed=2)
+    with ProcessPoolExecutor(2) as pool:
+        got = combine(sources(stack), workers=2, executor=pool)
+    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
+
+
 def test_a_broken_pool_falls_back_to_threads():
     from concurrent.futures import ProcessPoolExecutor
     stack = bias_stack(5, shape=(40, 32), seed=2)
