@@ -32,7 +32,6 @@ from functools import lru_cache
 import astroalign
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from observd.measure import Stars
 
@@ -132,6 +131,7 @@ def find_transform(stars: Stars, ref: Stars, *, max_control_points: int = 50,
 
 def _refine(initial: np.ndarray, src: np.ndarray, dst: np.ndarray, min_matches: int) -> Transform:
     """Least-squares fit on all star pairs within MATCH_RADIUS, one rejection pass."""
+    from scipy.spatial import cKDTree          # here, not at the top: see observd.pool._PRELOAD
     dist, idx = cKDTree(dst).query(_apply(initial, src), distance_upper_bound=MATCH_RADIUS)
     pairs = np.flatnonzero(np.isfinite(dist))
     # A reference star claimed by two frame stars keeps the closer one.

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import sep
-from scipy.spatial import cKDTree
 
 ROUND_LIMIT = 1.5
 """Stars more elongated than this (a/b) are left out of the FWHM median, and a frame whose
@@ -137,6 +136,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     # Shape stars: bright, not saturated, not deblended/truncated, aperture clean, no
     # detection within two measuring radii (a neighbour would inflate the half-light radius).
     if len(objects) > 1:
+        from scipy.spatial import cKDTree      # here, not at the top: see observd.pool._PRELOAD
         dist, _ = cKDTree(np.column_stack([objects["x"], objects["y"]])).query(
             np.column_stack([top["x"], top["y"]]), k=2)
         isolated = dist[:, 1] > 2.0 * rmax

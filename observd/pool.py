@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import multiprocessing
 import os
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 
 from .config import Config
 
@@ -38,11 +39,46 @@ def start_fork_server() -> None:
         pass
 
 
+_PRELOAD = ["observd.lights", "observd.masters", "scipy.spatial", "observd.preview"]
+"""What the fork server imports once (astropy, sep, OpenCV: ~1 s), so that every worker it
+forks starts warm instead of importing them again. scipy.spatial (0.2-0.25 s) is imported by
+the functions that use it rather than at the top of their modules, and the previews (which
+bring matplotlib through astropy.visualization, 0.15-0.3 s) are drawn by the workers
+(`call`), so that a command's own process (which plans, records and writes) does without them."""
+
+
+def offload(pool: Executor | None, func, *args, **kwargs) -> Future | None:
+    """`func(*args, **kwargs)` started in `pool`; None when there is no pool or it takes no work
+    (a worker died, or it is shut down): then `outcome` runs it here."""
+    if pool is None:
+        return None
+    try:
+        return pool.submit(func, *args, **kwargs)
+    except (BrokenExecutor, RuntimeError):
+        return None
+
+
+def outcome(future: Future | None, func, *args, **kwargs):
+    """The result of what `offload` started, or of `func(*args, **kwargs)` run here when it was
+    not started or its worker died."""
+    if future is not None:
+        try:
+            return future.result()
+        except BrokenExecutor:
+            pass
+    return func(*args, **kwargs)
+
+
+def call(target: str, *args, **kwargs):
+    """Call "module:function": a job a process can hand to the pool without importing the
+    module itself (only the name travels)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
 def _context():
     context = multiprocessing.get_context("forkserver")
-    # the fork server imports the job modules once (astropy, sep, OpenCV: ~1 s), so every worker
-    # it forks starts warm instead of importing them again
-    context.set_forkserver_preload(["observd.lights", "observd.masters"])
+    context.set_forkserver_preload(_PRELOAD)
     return context
 
 

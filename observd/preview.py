@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from observd.fitsio import write_with
 
-__all__ = ["block_average", "stretch", "write_preview", "write_thumbnail"]
+__all__ = ["block_average", "stretch", "write_pictures", "write_preview", "write_thumbnail"]
 
 SOFTENING = 0.25            # asinh `a` as a fraction of the zscale range (a few sky sigma)
 CORE_PERCENTILE = 99.995    # white point; the few pixels above it (hot pixels, cosmics) may clip
@@ -85,6 +85,12 @@ def write_preview(data: np.ndarray, path: Path, *, title: str, lines: Sequence[s
     image = _render(data, max_size)
     _draw_label(image, [title, *lines])
     return _save_png(image, path)
+
+
+def write_pictures(data: np.ndarray, stem: Path, title: str, lines: Sequence[str]) -> tuple[Path, Path]:
+    """The labelled preview and the thumbnail of a product, `stem`.png and `stem`_thumb.png."""
+    preview = write_preview(data, stem.with_name(f"{stem.name}.png"), title=title, lines=lines)
+    return preview, write_thumbnail(data, stem.with_name(f"{stem.name}_thumb.png"))
 
 
 def write_thumbnail(data: np.ndarray, path: Path, *, size: int = 256) -> Path:

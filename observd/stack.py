@@ -53,8 +53,7 @@ from .combine import FitsSource, MaskedOffset, combine
 from .config import Config
 from .fitsio import image_hdus, write_atomic
 from .measure import measure
-from .pool import worker_count
-from .preview import write_preview, write_thumbnail
+from .pool import call, offload, outcome, worker_count
 from .reduce import slug
 
 __all__ = ["StackProduct", "StackGroup", "StackError", "plan_stacks", "frame_weights", "rejection_for",
@@ -288,12 +287,6 @@ def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict])
         return np.where(few, noise / np.sqrt(np.maximum(count, 1)), unc).astype(np.float32)
 
 
-def _write_pictures(data: np.ndarray, stem: Path, title: str, lines: list[str]) -> tuple[Path, Path]:
-    """The labelled preview and the thumbnail, `stem`.png and `stem`_thumb.png."""
-    preview = write_preview(data, stem.with_name(f"{stem.name}.png"), title=title, lines=lines)
-    return preview, write_thumbnail(data, stem.with_name(f"{stem.name}_thumb.png"))
-
-
 def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
     c = config.stack
     n = len(group.rows)
@@ -307,18 +300,22 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     folder = config.paths.output / group.night / "stacks"
     title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
     lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
-    # the pictures are drawn while the stack is measured and written (numpy, zlib and the
-    # writes release the GIL): they need only the data
+    empty = count == 0
+    # The pictures are drawn, and the stack measured, by the pool's workers (which have
+    # matplotlib, SEP and scipy loaded: this process need not import them) while this process
+    # writes; without a pool, the pictures are drawn in a thread (numpy, zlib and the writes
+    # release the GIL). What a broken pool cannot do is done here.
+    pictures_job = (call, "observd.preview:write_pictures", data, folder / stem, title, lines)
     with ThreadPoolExecutor(max_workers=1) as drawing:
-        pictures = drawing.submit(_write_pictures, data, folder / stem, title, lines)
-        empty = count == 0
+        pictures = offload(pool or drawing, *pictures_job)
+        measured = offload(pool, measure, data, mask=empty)
         unc = _floor_uncertainty(unc, count, group.rows)
-        quality, _ = measure(data, mask=empty)
+        quality, _ = outcome(measured, measure, data, mask=empty)
         header = stack_header(group, rejection=rejection, sigma=c.sigma, weights=weights, noise=quality.noise,
                               fwhm=quality.fwhm)
         path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty),
                             cache=False)       # observd does not read it again
-        preview, thumb = pictures.result()
+        preview, thumb = outcome(pictures, *pictures_job)
     return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
                         (group.reference or {}).get("name"), float(quality.noise),
                         tuple(r["id"] for r in group.rows))
