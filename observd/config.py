@@ -96,6 +96,7 @@ class StackConfig:
     rejection: str = "sigclip"              # sigclip | winsorized | minmax | none
     small_n: int = 6                        # winsorized clipping up to this many frames (always up to 11 at 3 sigma)
     sigma: float = 3.0                      # rejection threshold, in standard deviations
+    weighting: str = "noise"                # noise (1/noise²) | noise_fwhm (1/(noise·FWHM)²) | equal
     min_frames: int = 2                     # fewer good aligned frames: no stack for that target/filter
     memory_limit_mb: int = 1024             # cap for band-by-band stacking
 
@@ -141,6 +142,7 @@ _CHOICES = {
     ("masters", "flat_method"): ("median", "mean"),
     ("masters", "rejection"): ("sigclip", "winsorized", "minmax", "none"),
     ("stack", "rejection"): ("sigclip", "winsorized", "minmax", "none"),
+    ("stack", "weighting"): ("noise", "noise_fwhm", "equal"),
     ("calibrate", "dark_scaling"): ("auto", "exact", "scale"),
 }
 _FRAME_TYPES = ("bias", "dark", "flat", "light")

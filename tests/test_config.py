@@ -28,6 +28,7 @@ def test_missing_and_empty_files_give_defaults(tmp_path):
     ("[site]\ntimezone = 'Mars/Olympus'\n", ["[site] timezone", "'Mars/Olympus'", "IANA"]),
     ("[stack]\nat = '25:99'\n", ["[stack] at", "HH:MM"]),
     ("[masters]\nrejection = 'magic'\n", ["[masters] rejection", "sigclip"]),
+    ("[stack]\nweighting = 'fwhm'\n", ["[stack] weighting", "'fwhm'", "noise_fwhm"]),
     ("[calibrate]\nrequire = ['bias', 'sky']\n", ["require", "'sky'"]),
     ("[classify.values]\n'Science' = 'galaxy'\n", ["[classify.values]", "'galaxy'"]),
     ("[watch]\npolling = 'yes'\n", ["[watch] polling", "true or false"]),

@@ -41,6 +41,51 @@ def test_weights_are_inverse_variance_and_unmeasured_noise_gets_the_median():
     np.testing.assert_allclose(w, expected / expected.sum())
 
 
+def test_noise_fwhm_weights_divide_by_the_fwhm_squared_and_equal_weights_are_equal():
+    w = frame_weights([10.0, 10.0, 20.0], [2.0, 4.0, None], weighting="noise_fwhm")
+    # the unmeasured FWHM gets the median of the others' (3)
+    expected = np.array([1 / (100 * 4), 1 / (100 * 16), 1 / (400 * 9)])
+    np.testing.assert_allclose(w, expected / expected.sum())
+    np.testing.assert_allclose(frame_weights([1.0, 5.0, None, 2.0], weighting="equal"), 0.25)
+    with pytest.raises(ValueError, match="FWHM per frame"):
+        frame_weights([1.0, 2.0], weighting="noise_fwhm")
+    with pytest.raises(ValueError, match="noise_fwhm"):
+        frame_weights([1.0, 2.0], weighting="fwhm")
+
+
+def test_noise_fwhm_weighting_raises_a_faint_stars_peak_signal_to_noise(tmp_path):
+    """Half the frames in good seeing (FWHM 2.5 px), half in poor (5 px), same sky noise: the
+    sharp frames' faint-star peak is 4x higher, and weighting them up beats the noise weights
+    (here equal) on the star's peak S/N, at the cost of some sky noise."""
+    rng = np.random.default_rng(5)
+    shape, fwhms, sky_noise = (96, 96), [2.5, 5.0] * 4, 10.0
+    star = [sim_scene.render_stars(shape, np.array([48.0]), np.array([48.0]), np.array([3000.0]), f)
+            for f in (2.5, 5.0)]
+    paths = [write_frame(tmp_path / f"s{i}.fits", (100 + star[i % 2] + rng.normal(0, sky_noise, shape)).astype(np.float32))
+             for i in range(len(fwhms))]
+    noises = [sky_noise] * len(fwhms)
+    sky = np.ones(shape, bool)
+    sky[28:69, 28:69] = False
+
+    def peak_snr(weighting: str) -> tuple[float, float]:
+        w = frame_weights(noises, fwhms, weighting=weighting)
+        data, _, _ = stack_frames(paths, weights=w, rejection="none", sigma=3.0, memory_limit=1 << 20, workers=1)
+        noise = float(np.std(data[sky]))
+        peak = float(data[47:50, 47:50].max() - np.median(data[sky]))
+        return peak / noise, noise
+
+    snr_noise, sky_noise_noise = peak_snr("noise")
+    snr_fwhm, sky_noise_fwhm = peak_snr("noise_fwhm")
+    # expected S/N gain: weights 16:1 between sharp and soft frames (peaks 4:1)
+    w = np.array([16.0, 1.0])
+    peaks = np.array([4.0, 1.0])
+    gain = (w @ peaks / np.sqrt(w @ w)) / (peaks.sum() / np.sqrt(2.0))
+    print(f"peak S/N {snr_noise:.1f} -> {snr_fwhm:.1f} (expected x{gain:.2f}); "
+          f"sky noise {sky_noise_noise:.2f} -> {sky_noise_fwhm:.2f}")
+    assert snr_fwhm > 1.08 * snr_noise and snr_fwhm == pytest.approx(gain * snr_noise, rel=0.1)
+    assert sky_noise_fwhm > sky_noise_noise
+
+
 def test_small_stacks_use_winsorized_clipping():
     # with sigma 3 a lone outlier is 3.6 std from the median only from 12 frames on
     assert rejection_for("sigclip", 11, 6, 3.0) == "winsorized"
@@ -216,7 +261,7 @@ def test_one_product_per_filter_excluding_clouded_and_trailed_frames(night):
         assert header["NCOMBINE"] == p.n_combined == len(names)
         assert header["TOTEXP"] == header["EXPTIME"] == pytest.approx(60.0 * len(names))
         assert header["ALIGNREF"] == p.reference and header["OBJECT"] == "M42" and header["FILTER"] == p.filter
-        assert any("weighted mean" in h for h in header["HISTORY"])
+        assert any("weighted mean" in h and "weights 1/noise^2" in h for h in header["HISTORY"])
         total += len(names)
     # every light of the night that is neither clouded nor trailed is in a stack
     assert total == 18 - 2
