@@ -258,18 +258,3 @@ def test_sparse_and_dense_mask_warps_agree(monkeypatch):
         # the two differ only where OpenCV's 1/32 px weights round a tiny contribution away
         assert sparse.sum() > (9 if order == 3 else 2) * bad.sum()
         assert np.count_nonzero(sparse ^ dense) <= 0.01 * sparse.sum()
-
-
-def test_asterism_invariants_of_a_star_list_are_computed_once():
-    """The reference's invariants are the same for every light: remembered, byte-identical."""
-    from observd.align import _remember_invariants
-    assert getattr(astroalign._generate_invariants, "remembers", False)      # installed
-    original = astroalign._generate_invariants.__wrapped__
-    calls = []
-    remembered = _remember_invariants(lambda sources: calls.append(1) or original(sources))
-    rng = np.random.default_rng(5)
-    reference, frame = rng.uniform(0, 500, (30, 2)), rng.uniform(0, 500, (30, 2))
-    first = remembered(reference)
-    assert remembered(frame) is not first and remembered(reference.copy()) is first and len(calls) == 2
-    for got, want in zip(first, original(reference)):
-        np.testing.assert_array_equal(got, want)
