@@ -147,10 +147,16 @@ class ImagePlanes:
 
 
 def read_planes(path: Path) -> ImagePlanes:
-    """Read what `image_hdus` wrote (masters, calibrated lights); absent extensions are None."""
+    """Read what `image_hdus` wrote (masters, calibrated lights); absent extensions are None.
+
+    Through a memory map: each plane is converted straight from the page cache into its native
+    float32 copy, instead of being read into a big-endian buffer first and then copied (a
+    worker's first light loads three masters: ~0.2 s less). Safe here, and only here: these are
+    observd's own outputs, written atomically and never truncated in place, so the map cannot
+    lose its pages under the reader (a raw file rewritten by the camera could: `read_image` reads)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, memmap=False) as hdul:
+        with fits.open(path, memmap=True) as hdul:
             return ImagePlanes(hdul[0].data.astype(np.float32), hdul[0].header.copy(),
                                hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
                                hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else None)
