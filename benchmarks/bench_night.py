@@ -6,12 +6,13 @@ trails, so both pipelines stack the same frames), then runs
            night's weighted rejecting stack), and
   Siril    its standard 1.0 script: stack bias, stack dark, preprocess flat, stack flat,
            preprocess lights, register, stack with rejection (when `siril-cli` exists),
-each in a subprocess whose process tree is polled for peak RSS. Prints wall time, peak RSS,
+each in a subprocess whose process tree is polled for peak RSS: one untimed warm-up run of
+each, then timed runs alternating between the two. Prints wall time, peak RSS,
 their ratios, and compares the two stacks: sky noise in an aperture, relative to the flux of
 the same bright stars in the same aperture in each stack (lower is better; unit-free, so the
 stacks' scales do not matter), as produced and at equal resolution, and median star FWHM.
 
-    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--masters-method median|mean] [--workdir DIR]
+    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--warmup 1] [--masters-method median|mean] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (medians are reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each pipeline, alternating "
+                                                                  "(medians are reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each pipeline first")
     parser.add_argument("--masters-method", choices=("median", "mean"),
                         help="every observd master combined by this, after sigma clipping (default: observd's "
                              "defaults, a median for bias and dark and a mean for flats; Siril's script "
@@ -181,57 +184,78 @@ def main() -> None:
                           + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
                              if args.masters_method else ""))
         observd = [sys.executable, "-m", "observd.cli", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
-        runs = []
-        for _ in range(args.repeats):           # each run from scratch: no catalog, no outputs
+
+        def run_observd():                      # from scratch: no catalog, no outputs
             shutil.rmtree(root / "out", ignore_errors=True)
             os.sync()
-            runs.append(timed(observd))
-            if runs[-1][2].returncode:
-                print(runs[-1][2].stdout[-2000:], runs[-1][2].stderr[-2000:])
+            run = timed(observd)
+            if run[2].returncode:
+                print(run[2].stdout[-2000:], run[2].stderr[-2000:])
                 raise SystemExit("observd failed")
-        ours_wall, ours_rss = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+            return run
+
+        run_siril = None
+        if shutil.which("siril-cli"):
+            # Siril works in its own folder beside raw/ (which observd ingests whole): hard links
+            # to the raw frames (its script's `cd ../process` would leave a symlinked folder), its
+            # sequences in process/, its stack beside them
+            siril = root / "siril"
+            shutil.rmtree(siril, ignore_errors=True)
+            for frame in (root / "raw").rglob("*.fits"):
+                (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
+                os.link(frame, siril / frame.parent.name / frame.name)
+            (siril / "night.ssf").write_text(SIRIL_SCRIPT)
+            siril_stack = siril / "siril_stack.fits"
+
+            def run_siril():                    # from scratch: no sequences, no outputs
+                shutil.rmtree(siril / "process", ignore_errors=True)
+                (siril / "process").mkdir()
+                siril_stack.unlink(missing_ok=True)
+                os.sync()
+                run = timed(["siril-cli", "-d", str(siril), "-s", str(siril / "night.ssf")])
+                if run[2].returncode or not siril_stack.exists():
+                    print("Siril failed:", (run[2].stdout + run[2].stderr)[-1500:])
+                    raise SystemExit("Siril failed")
+                return run
+
+        # Warm-up runs are not timed (the first run after the night is written pays for memory
+        # the simulator gave back); then the two pipelines alternate, so that a drift of this
+        # machine's speed during the benchmark (seen here: ±10 % over minutes) hits both alike.
+        pipelines = [run_observd] + ([run_siril] if run_siril else [])
+        for _ in range(args.warmup):
+            for run in pipelines:
+                run()
+        runs = {run: [] for run in pipelines}
+        for _ in range(args.repeats):
+            for run in pipelines:
+                runs[run].append(run())
+        ours = runs[run_observd]
+        ours_wall, ours_rss = statistics.median(r[0] for r in ours), max(r[1] for r in ours)
         ours_stack = next((root / "out").rglob("stacks/*.fits"))
-        print(f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}; "
+        print(f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
               f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB")
         ours_data = read_stack(ours_stack)
         q_ours = stack_quality(ours_data)
         masters = (f"sigma-clipped {args.masters_method}" if args.masters_method
                    else "defaults (sigma-clipped median bias and dark, mean flat)")
         print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: {masters}")
-        if not shutil.which("siril-cli"):
+        if not run_siril:
             print("Siril: siril-cli not installed — no comparison")
             return
-        # Siril works in its own folder beside raw/ (which observd ingests whole): hard links to
-        # the raw frames (its script's `cd ../process` would leave a symlinked folder), its
-        # sequences in process/, its stack beside them
-        siril = root / "siril"
-        shutil.rmtree(siril, ignore_errors=True)
-        for frame in (root / "raw").rglob("*.fits"):
-            (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
-            os.link(frame, siril / frame.parent.name / frame.name)
-        (siril / "night.ssf").write_text(SIRIL_SCRIPT)
-        siril_stack = siril / "siril_stack.fits"
-        runs = []
-        for _ in range(args.repeats):           # each run from scratch: no sequences, no outputs
-            shutil.rmtree(siril / "process", ignore_errors=True)
-            (siril / "process").mkdir()
-            siril_stack.unlink(missing_ok=True)
-            os.sync()
-            runs.append(timed(["siril-cli", "-d", str(siril), "-s", str(siril / "night.ssf")]))
-            if runs[-1][2].returncode or not siril_stack.exists():
-                print("Siril failed:", (runs[-1][2].stdout + runs[-1][2].stderr)[-1500:])
-                return
-        ws, ms = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+        theirs = runs[run_siril]
+        ws, ms = statistics.median(r[0] for r in theirs), max(r[1] for r in theirs)
         siril_data = read_stack(siril_stack)
         q_siril = stack_quality(siril_data)
-        print(f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in runs)}), "
+        print(f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
               f"peak RSS {ms / 2**20:.0f} MiB")
         print(f"  stack FWHM {q_siril.fwhm:.2f} px")
+        paired = statistics.median(a[0] / b[0] for a, b in zip(ours, theirs))
         # the sharper stack blurred to the other's star FWHM: noise at equal resolution
         fwhm = max(q_ours.fwhm, q_siril.fwhm)
         blurred = [stack_quality(blur_to(d, q.fwhm, fwhm)) for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
         error = np.hypot(q_ours.noise_error, q_siril.noise_error)
-        print(f"ratios observd/Siril: wall time {ours_wall / ws:.2f}, peak RSS {ours_rss / ms:.2f}, "
+        print(f"ratios observd/Siril: wall time {ours_wall / ws:.2f} (median of the {args.repeats} alternating "
+              f"pairs' ratios {paired:.2f}), peak RSS {ours_rss / ms:.2f}, "
               f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
               f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
               f"(< 1: observd's stack is less noisy; each ±{error:.0%})")

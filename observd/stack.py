@@ -304,11 +304,13 @@ def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | N
 
 def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict]) -> np.ndarray:
     """Where fewer than 3 values were kept (footprint edges), their scatter says nothing about
-    the error (one value has std 0): use the frames' median background noise / sqrt(count)."""
+    the error (one value has std 0): use the frames' median background noise / sqrt(count).
+    In place, on those few pixels only (the stack's `unc` is this function's to change)."""
     noise = float(np.median([r["noise"] for r in rows if r["noise"]] or [np.nan]))
-    few = (count > 0) & (count < 3)
-    with np.errstate(divide="ignore"):
-        return np.where(few, noise / np.sqrt(np.maximum(count, 1)), unc).astype(np.float32)
+    few = np.flatnonzero(((count > 0) & (count < 3)).ravel())
+    flat = unc.reshape(-1)
+    flat[few] = noise / np.sqrt(count.reshape(-1)[few].astype(np.float64))
+    return unc
 
 
 def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:

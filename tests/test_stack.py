@@ -86,6 +86,17 @@ def test_noise_fwhm_weighting_raises_a_faint_stars_peak_signal_to_noise(tmp_path
     assert sky_noise_fwhm > sky_noise_noise
 
 
+def test_pixels_kept_from_fewer_than_three_frames_get_the_frames_noise_as_uncertainty():
+    from observd.stack import _floor_uncertainty
+    unc = np.array([[np.nan, 0.0, 0.0], [2.5, 3.0, 1.0]], np.float32)
+    count = np.array([[0, 1, 2], [3, 9, 2]], np.uint16)
+    rows = [{"noise": 8.0}, {"noise": 12.0}, {"noise": None}]
+    out = _floor_uncertainty(unc, count, rows)
+    # median noise 10: 10/sqrt(1), 10/sqrt(2) where 1 or 2 values were kept; the rest as combined
+    np.testing.assert_allclose(out, [[np.nan, 10.0, 10 / np.sqrt(2)], [2.5, 3.0, 10 / np.sqrt(2)]], rtol=1e-6)
+    assert out.dtype == np.float32
+
+
 def test_small_stacks_use_winsorized_clipping():
     # with sigma 3 a lone outlier is 3.6 std from the median only from 12 frames on
     assert rejection_for("sigclip", 11, 6, 3.0) == "winsorized"
