@@ -179,9 +179,9 @@ def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref
     h["ALIGNROT"] = (round(transform.rotation_deg, 4), "[deg] rotation frame -> reference")
     h.add_history(f"observd {__version__}: aligned to {ref.name} ({transform.n_matches} stars, "
                   f"rms {transform.rms:.3f} px, rotation {transform.rotation_deg:.2f} deg)")
-    # the stack reads the data and the mask again, not the uncertainty: its pages are recycled
-    write_atomic(Path(out_path), image_hdus(aligned, h, uncertainty=aligned_unc, mask=aligned_mask),
-                 cache={"PRIMARY", "MASK"})
+    # The stack reads it again, but from disk: keeping every aligned frame of the night in the
+    # page cache costs more (new pages for each output) than reading them back once (A/B)
+    write_atomic(Path(out_path), image_hdus(aligned, h, uncertainty=aligned_unc, mask=aligned_mask), cache=False)
     return AlignResult(file_id, out_path, tuple(map(tuple, np.asarray(transform.matrix).tolist())), transform.rms,
                        transform.n_matches, transform.rotation_deg)
 
