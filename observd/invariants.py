@@ -11,20 +11,18 @@ same ratios to the bit) in ~0.5 ms; tests/test_invariants.py checks it against a
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
 
 __all__ = ["generate_invariants"]
 
-_TRIPLETS = {}
 
-
+@lru_cache(maxsize=None)
 def _triplets(k: int) -> np.ndarray:
     """The (i, j, l) index triplets of `itertools.combinations(range(k), 3)`, in its order."""
-    if k not in _TRIPLETS:
-        _TRIPLETS[k] = np.array(list(combinations(range(k), 3)), dtype=np.intp).reshape(-1, 3)
-    return _TRIPLETS[k]
+    return np.array(list(combinations(range(k), 3)), dtype=np.intp).reshape(-1, 3)
 
 
 def generate_invariants(sources: np.ndarray, neighbours: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -44,14 +42,12 @@ def generate_invariants(sources: np.ndarray, neighbours: int = 5) -> tuple[np.nd
     # every star's triangles, star by star, in combinations' order: (n_stars * C(knn, 3), 3)
     vertices = nearest[:, _triplets(knn)].reshape(-1, 3)
     points = sources[vertices]                                  # (m, 3, 2)
-    # side k joins vertex k and vertex k+1; it is opposite vertex k+2
-    sides = np.sqrt(np.sum((points - np.roll(points, -1, axis=1)) ** 2, axis=2))
+    # side k joins vertex k and vertex k+1; it is opposite vertex k+2. Lengths as astroalign
+    # takes them (np.linalg.norm), which both its vertex order and its ratios come from
+    sides = _norm((points - np.roll(points, -1, axis=1)).reshape(-1, 2)).reshape(-1, 3)
     order = np.argsort(sides, axis=1, kind="stable")            # L1, L2, L3 as side numbers
-    opposite = (order + 2) % 3
-    arranged = np.take_along_axis(vertices, opposite[:, [2, 0, 1]], axis=1)
-    # the invariants from the arranged vertices, exactly as astroalign computes them
-    a, b, c = (sources[arranged[:, i]] for i in range(3))
-    lengths = np.sort(np.stack([_norm(a - b), _norm(b - c), _norm(a - c)], axis=1), axis=1)
+    arranged = np.take_along_axis(vertices, (order[:, [2, 0, 1]] + 2) % 3, axis=1)
+    lengths = np.take_along_axis(sides, order, axis=1)
     invariants = np.stack([lengths[:, 2] / lengths[:, 1], lengths[:, 1] / lengths[:, 0]], axis=1)
     # a triangle met again later is dropped here: keep each distinct invariant's last occurrence
     _, last_from_end = np.unique(invariants[::-1], axis=0, return_index=True)

@@ -307,9 +307,8 @@ def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict])
     the error (one value has std 0): use the frames' median background noise / sqrt(count).
     In place, on those few pixels only (the stack's `unc` is this function's to change)."""
     noise = float(np.median([r["noise"] for r in rows if r["noise"]] or [np.nan]))
-    few = np.flatnonzero(((count > 0) & (count < 3)).ravel())
-    flat = unc.reshape(-1)
-    flat[few] = noise / np.sqrt(count.reshape(-1)[few].astype(np.float64))
+    few = np.nonzero((count > 0) & (count < 3))
+    unc[few] = noise / np.sqrt(count[few].astype(np.float64))
     return unc
 
 
