@@ -218,8 +218,8 @@ def main() -> None:
                     raise SystemExit("Siril failed")
                 return run
 
-        # Warm-up runs are not timed (the first run after the night is written pays for memory
-        # the simulator gave back); then the two pipelines alternate, so that a drift of this
+        # Warm-up runs are not timed (the first run after the night is written was often 1-3 s
+        # slower, for both pipelines); then the two pipelines alternate, so that a drift of this
         # machine's speed during the benchmark (seen here: ±10 % over minutes) hits both alike.
         pipelines = [run_observd] + ([run_siril] if run_siril else [])
         for _ in range(args.warmup):

@@ -291,9 +291,10 @@ def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeyp
     assert {str(path.parent / path.name.split(".fits.")[0][1:]) + ".fits" for path, _ in dropped} == \
         ({r["calibrated_path"] for r in lights} - read_back) | {r["aligned_path"] for r in lights}
     for row in lights:
-        for kind in ("calibrated_path", "aligned_path"):
+        # an aligned frame is NaN outside its footprint (shifted by the night's drift)
+        for kind, finite in (("calibrated_path", 0.99), ("aligned_path", 0.9)):
             with fits.open(row[kind]) as hdul:
-                assert hdul[0].data.shape == (256, 256) and np.isfinite(hdul[0].data).mean() > 0.9 and "MASK" in hdul
+                assert hdul[0].data.shape == (256, 256) and np.isfinite(hdul[0].data).mean() > finite and "MASK" in hdul
     catalog.close()
 
 
