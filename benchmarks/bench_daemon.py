@@ -31,8 +31,8 @@ from pathlib import Path
 import psutil
 from astropy.io import fits
 
-from observd.catalog import Catalog
-from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.adapters.catalog import Catalog
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 DONE = ("calibrated", "aligned", "unaligned", "bad")
 FINAL = ("aligned", "unaligned", "bad")     # a burst has a reference: 'calibrated' still has work ahead
@@ -81,7 +81,7 @@ min_flat = 5
 class Daemon:
     def __init__(self, config: Path):
         self.log = open(config.parent / "daemon.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "observd.daemon", str(config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "observd.service.daemon", str(config)],
                                      stdout=self.log, stderr=self.log)
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = 0

@@ -30,13 +30,13 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from ccdproc import ccd_process
 
-from observd.catalog import Catalog
-from observd.config import config_from_dict
-from observd.pool import reuse_freed_memory, worker_pool
-from observd.ingest import ingest
-from observd.lights import Reference, reduce_light
-from observd.reduce import Reducer
-from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.adapters.catalog import Catalog
+from observd.core.config import config_from_dict
+from observd.jobs.pool import reuse_freed_memory, worker_pool
+from observd.pipeline.batch import ingest
+from observd.jobs.light_job import Reference, reduce_light
+from observd.pipeline.reducer import Reducer
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 
 def _night(root: Path, size: int, n_lights: int):
@@ -54,8 +54,8 @@ def _night(root: Path, size: int, n_lights: int):
 
 def _observd_jobs(config, catalog, lights):
     """LightJobs exactly as the daemon builds them (first light as the reference)."""
-    from observd.intake import catalogue
-    from observd.select import select_masters
+    from observd.pipeline.intake import catalogue
+    from observd.core.master_choice import select_masters
     reducer = Reducer(config, catalog)
     masters = catalog.masters(current_only=True)
     jobs = []

@@ -70,7 +70,7 @@ def write_bias_frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Pa
 def child(tool: str, files: list[Path], out: Path, maxiters: int) -> dict:
     """Run one tool in this (fresh) process; return wall time and peak RSS."""
     if tool == "observd":
-        from observd.combine import FitsSource, combine
+        from observd.core.combine import FitsSource, combine
 
         t0 = time.perf_counter()
         res = combine([FitsSource(p) for p in files], method="median", rejection="sigclip",

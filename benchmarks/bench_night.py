@@ -36,9 +36,9 @@ from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from observd.align import find_transform
-from observd.measure import FWHM_PER_SIGMA, Stars, measure
-from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.core.align import find_transform
+from observd.core.measure import FWHM_PER_SIGMA, Stars, measure
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 SIRIL_SCRIPT = """requires 1.0.0
 setext fits
@@ -183,7 +183,7 @@ def main() -> None:
                           f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
                           + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
                              if args.masters_method else ""))
-        observd = [sys.executable, "-m", "observd.cli", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
+        observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
 
         def run_observd():                      # from scratch: no catalog, no outputs
             shutil.rmtree(root / "out", ignore_errors=True)

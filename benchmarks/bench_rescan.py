@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from observd.catalog import Catalog
-from observd.config import load_config
-from observd.ingest import ingest
+from observd.adapters.catalog import Catalog
+from observd.core.config import load_config
+from observd.pipeline.batch import ingest
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
             hdu.writeto(root / "in" / f"light_{i:05d}.fits")
         config_file = root / "c.toml"
         config_file.write_text("[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n")
-        command = [sys.executable, "-m", "observd.cli", "ingest", str(root / "in"), "-c", str(config_file)]
+        command = [sys.executable, "-m", "observd", "ingest", str(root / "in"), "-c", str(config_file)]
         t0 = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         first = time.perf_counter() - t0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from observd.catalog import Catalog
+from observd.adapters.catalog import Catalog
 from support import make_config, require_real_data
 
 

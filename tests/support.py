@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from observd.config import Config, config_from_dict
-from observd.simulate import SimSpec, write_night
+from observd.core.config import Config, config_from_dict
+from observd.sim.night import SimSpec, write_night
 
 
 def real_data_root() -> Path:
@@ -56,8 +56,8 @@ def make_config(tmp_path: Path, **sections) -> Config:
 
 def ingest_into(tmp_path: Path, folders, **sections):
     """Ingest `folders` with a tmp_path config (Europe/Berlin unless given): (config, open catalog)."""
-    from observd.catalog import Catalog
-    from observd.ingest import ingest
+    from observd.adapters.catalog import Catalog
+    from observd.pipeline.batch import ingest
     sections.setdefault("site", {"timezone": "Europe/Berlin"})
     config = make_config(tmp_path, **sections)
     catalog = Catalog.open(config.paths.database)

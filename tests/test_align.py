@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from observd import align as align_module
-from observd.align import AlignError, Transform, apply_transform, find_transform
-from observd.measure import Stars, measure
+from observd.core import align as align_module
+from observd.core.align import AlignError, Transform, apply_transform, find_transform
+from observd.core.measure import Stars, measure
 from starfield import apply_matrix, render, similarity, sky_catalog
 
 N = 512

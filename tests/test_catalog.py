@@ -2,8 +2,8 @@
 
 import threading
 
-from observd.catalog import Catalog
-from observd.frameinfo import FrameInfo
+from observd.adapters.catalog import Catalog
+from observd.core.frames import FrameInfo
 
 
 def _record(catalog, path="/data/a.fits", sha="aaa", size=100, mtime=1):

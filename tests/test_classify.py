@@ -1,4 +1,4 @@
-"""observd.classify / observd.obstime: header dialects -> FrameInfo."""
+"""observd.core.classify / observd.core.obstime: header dialects -> FrameInfo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from observd import dialects
-from observd.classify import ClassifyRules, classify, night_of
-from observd.frameinfo import FRAME_TYPES
+from observd.core import dialects
+from observd.core.classify import ClassifyRules, classify, night_of
+from observd.core.frames import FRAME_TYPES
 
 
 def header(**cards) -> fits.Header:

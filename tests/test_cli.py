@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from observd.cli import build_parser, main
+from observd.cli.main import build_parser, main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -65,13 +65,13 @@ def test_status_json_is_the_documented_document(tmp_path, capsys):
 
 
 def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "observd.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "observd", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("observd ")
 
 
 def test_ingest_with_stack_builds_the_batch_nights_products(tmp_path, capsys):
-    from observd.catalog import Catalog
-    from observd.simulate import SimSpec, TargetSpec, write_night
+    from observd.adapters.catalog import Catalog
+    from observd.sim.night import SimSpec, TargetSpec, write_night
     write_night(tmp_path / "night", SimSpec(shape=(128, 128), seed=8, n_bias=7, n_dark=5, n_flat=5, n_clouded=0,
                                             n_trailed=0, targets=(TargetSpec(n_lights=4, n_stars=80),)))
     config = tmp_path / "c.toml"

@@ -1,4 +1,4 @@
-"""observd.combine against astropy/ccdproc/numpy references on small frames."""
+"""observd.core.combine against astropy/ccdproc/numpy references on small frames."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 from astropy.utils.exceptions import AstropyUserWarning
 
-from observd.combine import (ArraySource, FitsSource, band_bytes_per_pixel, band_rows,
+from observd.core.combine import (ArraySource, FitsSource, band_bytes_per_pixel, band_rows,
                              combine)
 
 REAL_DATA = Path(os.environ.get("OBSERVD_REAL_DATA",
@@ -348,7 +348,7 @@ def test_process_pool_shares_give_the_threaded_result(tmp_path, kwargs):
 def test_shares_leave_no_shared_file_and_clear_a_dead_process_one(tmp_path, monkeypatch):
     from concurrent.futures import ProcessPoolExecutor
 
-    from observd import combine as combine_module
+    from observd.core import combine as combine_module
     monkeypatch.setattr(combine_module.os, "access", lambda path, mode: False)   # no /dev/shm: the temp folder
     monkeypatch.setattr(combine_module.tempfile, "tempdir", str(tmp_path))
     orphan = tmp_path / "observd-combine-999999999-abc"        # no such process
@@ -365,7 +365,7 @@ def test_shares_leave_no_shared_file_and_clear_a_dead_process_one(tmp_path, monk
 def test_no_shared_planes_means_combining_here(monkeypatch):
     from concurrent.futures import ProcessPoolExecutor
 
-    from observd import combine as combine_module
+    from observd.core import combine as combine_module
 
     def full(shape):
         raise OSError(28, "No space left on device")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from observd.completeness import SizeCheck, check_fits_size
+from observd.adapters.fully_written import SizeCheck, check_fits_size
 
 BLOCK = 2880
 NOBODY = 65534

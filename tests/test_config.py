@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from observd.cli import main
-from observd.config import Config, ConfigError, config_from_dict, load_config, to_toml
+from observd.cli.main import main
+from observd.core.config import Config, ConfigError, config_from_dict, load_config, to_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "observd.toml"
 

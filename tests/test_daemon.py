@@ -25,16 +25,16 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-import observd.lights
-import observd.reduce
-from observd import daemon as daemon_module
-from observd.catalog import Catalog
-from observd.config import config_from_dict
-from observd.daemon import Daemon
-from observd.fitsio import write_with
-from observd.report import status_report
-from observd.sdnotify import Notifier
-from observd.simulate import SimSpec, TargetSpec, write_night
+import observd.jobs.light_job
+import observd.pipeline.reducer
+from observd.service import daemon as daemon_module
+from observd.adapters.catalog import Catalog
+from observd.core.config import config_from_dict
+from observd.service.daemon import Daemon
+from observd.adapters.fits_files import write_with
+from observd.cli.reports import status_report
+from observd.service.sdnotify import Notifier
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 DEADLINE = 60.0         # generous (shared machine); waits return as soon as the condition holds
 DONE = ("calibrated", "aligned", "unaligned", "bad")
@@ -378,8 +378,8 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
                 raise OSError(errno.ENOSPC, "No space left on device")
             return write_with(path, write)
         return daemon_real_write(path, hdul, **options)
-    daemon_real_write = observd.lights.write_atomic
-    monkeypatch.setattr(observd.lights, "write_atomic", full_disk_write)
+    daemon_real_write = observd.jobs.light_job.write_atomic
+    monkeypatch.setattr(observd.jobs.light_job, "write_atomic", full_disk_write)
     running(pool_factory=lambda config: ThreadPoolExecutor(2))
     path = site.put("M42_0011.fits", light_bytes(3))
     failed = site.wait_states({path: ("failed",)})[str(path)]
@@ -445,14 +445,14 @@ def test_watchdog_pings_stop_while_a_worker_hangs(site, running, light_bytes, fa
     monkeypatch.setenv("WATCHDOG_USEC", "200000")         # ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     release, entered = threading.Event(), threading.Event()
-    real = observd.reduce.reduce_light
+    real = observd.pipeline.reducer.reduce_light
 
     def hanging(job):
         if Path(job.path).name == "M42_hang.fits":
             entered.set()
             release.wait(30)
         return real(job)
-    monkeypatch.setattr(observd.reduce, "reduce_light", hanging)
+    monkeypatch.setattr(observd.pipeline.reducer, "reduce_light", hanging)
     running(notifier=Notifier(), hang_limit=1.0)
     before = received(sock, 1.0)
     assert "READY=1" in before and before.count("WATCHDOG=1") >= 5
@@ -513,7 +513,7 @@ def start_process(site: Site) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
     runs = len(list(site.root.glob("daemon-*.log")))
-    proc = subprocess.Popen([sys.executable, "-m", "observd.daemon", str(config)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "observd.service.daemon", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(site.root / f"daemon-{runs}.log", "wb"))
     proc.log = site.root / f"daemon-{runs}.log"
     return proc
@@ -603,7 +603,7 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
 def test_restart_resumes_files_catalogued_but_not_reduced_before_a_crash(site, light_bytes, running):
     """A crash can leave every file catalogued ('classified') with nothing new to find at start-up:
     the daemon must still resume their reduction."""
-    from observd.intake import catalogue
+    from observd.pipeline.intake import catalogue
     paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(4)]
     catalog = Catalog.open(site.config.paths.database)
     for path in paths:
@@ -643,7 +643,7 @@ def test_sighup_reload_applies_good_config_and_keeps_running_one_on_error(site, 
 def test_journal_priority_prefixes_on_every_line():
     import logging
 
-    from observd.statuslog import JournalFormatter, journal_wanted
+    from observd.service.status_log import JournalFormatter, journal_wanted
     fmt = JournalFormatter("%(message)s")
     record = logging.LogRecord("observd", logging.ERROR, __file__, 1, "failed\nTraceback line", None, None)
     assert fmt.format(record) == "<3>failed\n<3>Traceback line"
@@ -663,7 +663,7 @@ def test_journal_priority_prefixes_on_every_line():
 def test_status_log_lines_and_rotation(tmp_path):
     from datetime import datetime
 
-    from observd.statuslog import StatusLog
+    from observd.service.status_log import StatusLog
     log = StatusLog(tmp_path / "status.log", max_bytes=400, backups=2)
     when = datetime(2026, 11, 21, 3, 12, 9)
     log.record("info", "calibrated  (bias v1; 183 stars, FWHM 2.9 px)", "/cam/M42_0012.fits", when=when)

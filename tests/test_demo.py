@@ -8,7 +8,7 @@ import time
 import pytest
 from astropy.nddata import CCDData
 
-from observd.demo import run_demo
+from observd.cli.demo import run_demo
 
 
 @pytest.mark.slow

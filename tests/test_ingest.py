@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from observd import ingest as ingest_module, intake
-from observd.catalog import Catalog
-from observd.cli import main
-from observd.ingest import ingest
-from observd.reduce import Reducer
-from observd.simulate import DIALECTS, SimSpec, TargetSpec, write_night
+from observd.pipeline import batch as ingest_module
+from observd.pipeline import intake
+from observd.adapters.catalog import Catalog
+from observd.cli.main import main
+from observd.pipeline.batch import ingest
+from observd.pipeline.reducer import Reducer
+from observd.sim.night import DIALECTS, SimSpec, TargetSpec, write_night
 
 from support import make_config, sha256_tree
 
@@ -160,7 +161,7 @@ def test_rewritten_file_is_a_new_version(tmp_path):
 
 def test_workers_start_only_when_the_batch_has_new_files(tmp_path, monkeypatch):
     """A rescan of known files must not pay for starting the worker processes."""
-    import observd.reduce as reduce_module
+    import observd.pipeline.reducer as reduce_module
     started = []
     monkeypatch.setattr(reduce_module, "warm_up", lambda pool, workers: started.append(workers))
     folder = _folder_of_fits(tmp_path, 3)

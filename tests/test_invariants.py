@@ -6,8 +6,8 @@ import astroalign
 import numpy as np
 import pytest
 
-from observd import align
-from observd.invariants import generate_invariants
+from observd.core import align
+from observd.core.invariants import generate_invariants
 from starfield import apply_matrix, similarity
 
 

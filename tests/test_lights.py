@@ -12,11 +12,11 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from ccdproc import ccd_process, create_deviation, subtract_bias
 
-from observd.calibrate import Plane, calibrate, overscan_and_trim, trim
-from observd.config import CalibrateConfig, MastersConfig
-from observd.ingest import ingest
-from observd.select import select_masters
-from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.core.calibrate import Plane, calibrate, overscan_and_trim, trim
+from observd.core.config import CalibrateConfig, MastersConfig
+from observd.pipeline.batch import ingest
+from observd.core.master_choice import select_masters
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 from support import gunzip_set, ingest_into, require_real_data
 
@@ -214,7 +214,7 @@ def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypat
     """In a batch the reference is the best of `reference_min_frames` frames spread over the
     target's sequence; the other lights wait for it and are aligned as they are calibrated,
     never read back for a second pass."""
-    import observd.reduce as reduce_module
+    import observd.pipeline.reducer as reduce_module
     write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
                                             n_clouded=0, n_trailed=0, meridian_flip=False,
                                             targets=(TargetSpec(n_lights=7, n_stars=150),)))
@@ -232,7 +232,7 @@ def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypat
 
 
 def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_whole_sequence():
-    from observd.reduce import Reducer
+    from observd.pipeline.reducer import Reducer
     from support import make_config
     from pathlib import Path as P
     config = make_config(P("/nonexistent"), align={"reference_min_frames": 3})
@@ -256,7 +256,7 @@ def test_a_batch_takes_as_many_reference_candidates_as_fill_the_pools_round():
     takes more than `reference_min_frames` (it does not wait for frames to come)."""
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path as P
-    from observd.reduce import Reducer
+    from observd.pipeline.reducer import Reducer
     from support import make_config
     rows = [{"id": i, "night": "n", "object": "M42", "state": "classified", "path": f"/x/{i}",
              "date_obs": f"2026-11-20T2{i}:00:00"} for i in range(10)]
@@ -274,10 +274,10 @@ def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeyp
     read again only by the stack (from disk): their pages go back to serve the next output. A
     reference candidate's calibrated frame, read back for alignment, stays cached. The files
     are complete either way."""
-    import observd.fitsio
+    import observd.adapters.fits_files
     dropped = []
-    real = observd.fitsio.os.posix_fadvise
-    monkeypatch.setattr(observd.fitsio.os, "posix_fadvise",
+    real = observd.adapters.fits_files.os.posix_fadvise
+    monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise",
                         lambda fd, offset, length, advice: dropped.append(
                             (Path(os.readlink(f"/proc/self/fd/{fd}")), advice)) or real(fd, offset, length, advice))
     write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
@@ -300,12 +300,12 @@ def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeyp
 
 def test_an_output_is_written_whole_where_the_file_system_refuses_cache_advice(tmp_path, monkeypatch):
     import errno
-    import observd.fitsio
-    from observd.fitsio import image_hdus, read_planes, write_atomic
+    import observd.adapters.fits_files
+    from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 
     def refuse(*args):
         raise OSError(errno.EINVAL, "Invalid argument")
-    monkeypatch.setattr(observd.fitsio.os, "posix_fadvise", refuse)
+    monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise", refuse)
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
     path = write_atomic(tmp_path / "x.fits", image_hdus(data, fits.Header()), cache=False)
     np.testing.assert_array_equal(read_planes(path).data, data)

@@ -10,10 +10,10 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 
-from observd.ingest import ingest
-from observd.masters_plan import calibration_groups
-from observd.report import status_report
-from observd.simulate import SimSpec, TargetSpec, write_night
+from observd.pipeline.batch import ingest
+from observd.core.master_plan import calibration_groups
+from observd.cli.reports import status_report
+from observd.sim.night import SimSpec, TargetSpec, write_night
 
 from support import gunzip_set, ingest_into, require_real_data
 
@@ -225,7 +225,7 @@ def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_path, compressed):
-    from observd.masters import FrameRef, MasterSettings, _row_sample, pixel_problem
+    from observd.jobs.master_job import FrameRef, MasterSettings, _row_sample, pixel_problem
     data = (np.arange(64 * 64).reshape(64, 64) % 60000 + 100).astype(np.uint16)
     data[:8] = 65535                                   # 12.5 % of the rows at full scale
     path = tmp_path / ("f.fz" if compressed else "f.fits")
@@ -242,16 +242,16 @@ def test_darks_are_combined_once_beside_the_bias_being_built(tmp_path, monkeypat
     """The dark group's combination starts in the background before the master bias exists
     and is used as it is (its frames did not change): no second combination in the foreground."""
     import threading
-    import observd.masters
-    import observd.reduce
+    import observd.jobs.master_job
+    import observd.pipeline.reducer
     calls = []
-    original = observd.masters.combine_master
+    original = observd.jobs.master_job.combine_master
 
     def recording(job, executor=None):
         calls.append((job.kind, threading.current_thread().name))
         return original(job, executor)
-    monkeypatch.setattr(observd.reduce, "combine_master", recording)
-    monkeypatch.setattr(observd.masters, "combine_master", recording)
+    monkeypatch.setattr(observd.pipeline.reducer, "combine_master", recording)
+    monkeypatch.setattr(observd.jobs.master_job, "combine_master", recording)
     _night(tmp_path / "night")
     _, catalog = ingest_into(tmp_path, [tmp_path / "night"])
     assert [kind for kind, _ in calls] == ["dark", "bias", "flat"]

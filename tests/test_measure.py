@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from observd.measure import Measurement, judge, measure
+from observd.core.measure import Measurement, judge, measure
 from starfield import render, sky_catalog
 
 SHAPE = (512, 512)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from observd.nightly import NightlyScheduler, NightlyTrigger, next_run, nights_due
+from observd.service.scheduler import NightlyScheduler, NightlyTrigger, next_run, nights_due
 
 TZ = "Europe/Berlin"
 BERLIN = ZoneInfo(TZ)
@@ -195,7 +195,7 @@ def test_a_failing_night_is_logged_and_the_others_still_stack(caplog):
     nights = night_labels("2026-06-01", 4)
     clock = FakeClock(utc(2026, 6, 5, 12, 0))
     site = Site(nights, clock, failing={"2026-06-02"})
-    with caplog.at_level(logging.ERROR, logger="observd.nightly"):
+    with caplog.at_level(logging.ERROR, logger="observd.service.scheduler"):
         assert site.scheduler().run_now() == ["2026-06-01", "2026-06-03", "2026-06-04"]
     assert "2026-06-02" in caplog.text and "no aligned frames" in caplog.text
     assert [n for n, _ in site.calls].count("2026-06-02") == 1   # not retried in the same run

@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
-from observd.pool import call, offload, outcome
+from observd.jobs.pool import call, offload, outcome
 
 
 def _die() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from observd.preview import block_average, stretch, write_preview, write_thumbnail
+from observd.adapters.previews import block_average, stretch, write_preview, write_thumbnail
 
 SKY, NOISE = 1000.0, 10.0
 

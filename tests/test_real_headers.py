@@ -1,4 +1,4 @@
-"""observd.classify on real headers from several observatories and camera programs.
+"""observd.core.classify on real headers from several observatories and camera programs.
 
 Expected values were read by hand from each file's header (`astropy.io.fits.getheader`) and
 cross-checked with the folder's headers.tsv; the data are described in PROVENANCE.tsv.
@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from observd.classify import classify
+from observd.core.classify import classify
 
 REAL = Path(os.environ.get("OBSERVD_REAL_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))

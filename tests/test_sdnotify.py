@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from observd.sdnotify import Notifier
+from observd.service.sdnotify import Notifier
 
 
 def receive(sock: socket.socket) -> list[str]:
@@ -52,7 +52,7 @@ def test_abstract_namespace_socket():
 def test_no_socket_is_a_no_op_that_opens_nothing(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     opened = []
-    monkeypatch.setattr("observd.sdnotify.socket.socket", lambda *a: opened.append(a))
+    monkeypatch.setattr("observd.service.sdnotify.socket.socket", lambda *a: opened.append(a))
     notifier = Notifier()
     notifier.ready()
     notifier.status("x")
@@ -63,7 +63,7 @@ def test_no_socket_is_a_no_op_that_opens_nothing(monkeypatch):
 
 def test_unreachable_socket_never_raises(tmp_path, caplog):
     notifier = Notifier(str(tmp_path / "gone.sock"))
-    with caplog.at_level("DEBUG", logger="observd.sdnotify"):
+    with caplog.at_level("DEBUG", logger="observd.service.sdnotify"):
         notifier.ready()
     assert "READY=1" in caplog.text and "failed" in caplog.text
 

@@ -18,7 +18,7 @@ import sep
 from astropy.io import fits
 from scipy import ndimage
 
-from observd.simulate import DIALECTS, SimSpec, TargetSpec, plan_night, write_night
+from observd.sim.night import DIALECTS, SimSpec, TargetSpec, plan_night, write_night
 
 SMALL = dict(shape=(64, 64), n_bias=2, n_dark=2, n_flat=2,
              targets=(TargetSpec(filters=("L", "R"), n_lights=2, n_stars=30),))

@@ -17,12 +17,12 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clipped_stats
 
-from observd import sim_scene
-from observd.catalog import Catalog
-from observd.fitsio import image_hdus
-from observd.ingest import ingest
-from observd.simulate import SimSpec, TargetSpec, write_night
-from observd.stack import StackGroup, frame_weights, plan_stacks, rejection_for, stack_frames, stack_night
+from observd.sim import scene as sim_scene
+from observd.adapters.catalog import Catalog
+from observd.adapters.fits_files import image_hdus
+from observd.pipeline.batch import ingest
+from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.pipeline.stacking import StackGroup, frame_weights, plan_stacks, rejection_for, stack_frames, stack_night
 from support import make_config
 
 # --------------------------------------------------------------------------- small, pure pieces
@@ -87,7 +87,7 @@ def test_noise_fwhm_weighting_raises_a_faint_stars_peak_signal_to_noise(tmp_path
 
 
 def test_pixels_kept_from_fewer_than_three_frames_get_the_frames_noise_as_uncertainty():
-    from observd.stack import _floor_uncertainty
+    from observd.pipeline.stacking import _floor_uncertainty
     unc = np.array([[np.nan, 0.0, 0.0], [2.5, 3.0, 1.0]], np.float32)
     count = np.array([[0, 1, 2], [3, 9, 2]], np.uint16)
     rows = [{"noise": 8.0}, {"noise": 12.0}, {"noise": None}]

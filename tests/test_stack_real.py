@@ -11,9 +11,9 @@ import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
-from observd.catalog import Catalog
-from observd.ingest import ingest
-from observd.stack import stack_night
+from observd.adapters.catalog import Catalog
+from observd.pipeline.batch import ingest
+from observd.pipeline.stacking import stack_night
 from support import make_config, require_real_data
 
 LOOK = Path("/tmp/observd_look")

@@ -14,8 +14,8 @@ from astropy.io import fits
 from watchdog.events import FileClosedEvent
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
 
-from observd.completeness import check_fits_size
-from observd.watcher import FolderWatcher, WatchSettings, is_candidate, scan
+from observd.adapters.fully_written import check_fits_size
+from observd.adapters.watcher import FolderWatcher, WatchSettings, is_candidate, scan
 
 DEADLINE = 10.0     # generous: the machine is shared; waits return as soon as the condition holds
 

@@ -1,0 +1,1 @@
+"""I/O adapters: FITS files, the SQLite catalog, the folder watcher, previews."""

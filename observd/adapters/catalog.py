@@ -1,0 +1,305 @@
+"""The SQLite catalog: the ledger of every file seen and everything made from it.
+
+This is the only module that speaks SQL. One process writes (the daemon or an ingest);
+any number of readers (`observd status`, scripts) read concurrently: the database is in
+WAL mode with a busy timeout, and readers open it read-only, so a reader never blocks the
+writer and never sees "database is locked".
+
+Tables
+------
+files          one row per (path, content version): stat, sha256, state, reason, the
+               normalised header (FrameInfo fields) and, for lights, what was done to it
+masters        master calibrations, versioned per group; `current` marks the newest
+master_inputs  which files went into which master
+products       nightly stacks; product_inputs lists their frames
+stack_runs     ledger of nights already stacked (the scheduler's "exactly once")
+events         the event log behind the status log
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from observd.core.frames import FrameInfo
+
+SCHEMA_VERSION = 1
+
+# States a file row can be in. Everything not processed carries a reason.
+STATES = (
+    "pending",      # seen, not yet complete or not yet read
+    "rejected",     # not usable as FITS: truncated, empty, not FITS... (reason)
+    "unknown",      # FITS, but its frame type cannot be told (reason)
+    "classified",   # a bias/dark/flat/light known to the catalog, nothing done yet
+    "excluded",     # a calibration frame not eligible for a master (reason)
+    "combined",     # a calibration frame that went into a master
+    "waiting",      # a light waiting for masters (reason names what is missing)
+    "calibrated",   # a light calibrated and measured, not aligned yet
+    "bad",          # a light judged bad (clouds, trailing): kept, not stacked (reason)
+    "aligned",      # a light aligned to its night's reference
+    "unaligned",    # a light that could not be aligned (reason)
+    "failed",       # processing raised; traceback kept, retried with backoff
+    "superseded",   # an older content version of a path that was rewritten
+)
+
+_FILE_COLUMNS = {
+    "id": int, "path": str, "name": str, "version": int, "current": int, "size": int, "mtime_ns": int,
+    "sha256": str, "state": str, "reason": str, "first_seen": str, "updated": str,
+    "attempts": int, "next_attempt": float, "traceback": str,
+    # FrameInfo
+    "frame_type": str, "type_source": str, "exptime": float, "ccd_temp": float, "set_temp": float,
+    "filter": str, "xbin": int, "ybin": int, "naxis1": int, "naxis2": int, "gain_setting": float,
+    "offset": float, "readout_mode": str, "egain": float, "rdnoise": float, "saturation": float,
+    "instrument": str, "telescope": str, "object": str, "date_obs": str, "night": str,
+    "biassec": str, "trimsec": str, "hdu_index": int,
+    # calibration-frame grouping
+    "group_key": str,
+    # lights: calibration, measurement, alignment
+    "bias_id": int, "dark_id": int, "flat_id": int, "dark_scale": float, "calibrated_path": str,
+    "background": float, "noise": float, "n_stars": int, "fwhm": float, "elongation": float,
+    "n_saturated": int, "stars": str, "reference_id": int, "transform": str, "align_rms": float,
+    "n_matches": int, "aligned_path": str, "calibration_note": str,
+}
+
+_MASTER_COLUMNS = {
+    "id": int, "type": str, "group_key": str, "version": int, "current": int, "path": str, "night": str,
+    "created": str, "n_frames": int, "ccd_temp_mean": float, "ccd_temp_min": float, "ccd_temp_max": float,
+    "exptime": float, "filter": str, "instrument": str, "xbin": int, "ybin": int, "naxis1": int,
+    "naxis2": int, "gain_setting": float, "offset": float, "readout_mode": str, "includes_bias": int,
+    "date_obs": str, "median": float, "n_bad_pixels": int, "flag": str,
+}
+
+_PRODUCT_COLUMNS = {
+    "id": int, "night": str, "object": str, "filter": str, "path": str, "preview_path": str,
+    "thumbnail_path": str, "n_combined": int, "total_exptime": float, "reference": str,
+    "noise": float, "created": str, "current": int,
+}
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Catalog:
+    """The ledger. Construct with `Catalog.open(path)`; `readonly=True` for status readers."""
+
+    def __init__(self, db: sqlite_utils.Database, *, readonly: bool = False):
+        self.db = db
+        self.readonly = readonly
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, timeout: float = 30.0) -> "Catalog":
+        path = Path(path)
+        if readonly:
+            if not path.exists():
+                raise FileNotFoundError(f"no catalog at {path} (has observd run or ingest been started?)")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        catalog = cls(sqlite_utils.Database(conn), readonly=readonly)
+        if not readonly:
+            catalog.db.enable_wal()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            catalog._migrate()
+        return catalog
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema; each step is idempotent and runs in a transaction."""
+        meta = self.db["meta"]
+        if not meta.exists():
+            meta.create({"key": str, "value": str}, pk="key")
+        row = self._query_one("SELECT value FROM meta WHERE key = 'schema_version'")
+        version = int(row["value"]) if row else 0
+        for target, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self.db.atomic():
+                step(self.db)
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                                [str(target)])
+
+    # -- generic helpers ----------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Iterable = ()) -> list[dict]:
+        return list(self.db.query(sql, list(params)))
+
+    def _query_one(self, sql: str, params: Iterable = ()) -> dict | None:
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    def _select(self, table: str, order: str, *, where: Iterable[str] = (), where_params: Iterable = (),
+                **equal) -> list[dict]:
+        """SELECT * with `column = value` for every non-None keyword, plus `where` clauses."""
+        clauses = list(where) + [f"{column} = ?" for column, value in equal.items() if value is not None]
+        params = list(where_params) + [value for value in equal.values() if value is not None]
+        return self._query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1 = 1'} ORDER BY {order}",
+                           params)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def known_stats(self) -> dict[str, tuple[int, int, str, int]]:
+        """path -> (size, mtime_ns, state, id) of current rows: the stat-only fast path of a rescan."""
+        return {r[0]: tuple(r[1:]) for r in self.db.execute(
+            "SELECT path, size, mtime_ns, state, id FROM files WHERE current = 1").fetchall()}
+
+    def current_file(self, path: str) -> dict | None:
+        return self._query_one("SELECT * FROM files WHERE path = ? AND current = 1", [path])
+
+    def file(self, file_id: int) -> dict | None:
+        return self._query_one("SELECT * FROM files WHERE id = ?", [file_id])
+
+    def record_file(self, *, path: str, size: int, mtime_ns: int, sha256: str | None, state: str,
+                    reason: str | None = None, info: FrameInfo | None = None, group_key: str | None = None,
+                    ) -> tuple[int, bool]:
+        """Record what was seen at `path`. Returns (row id, is_new_content).
+
+        Same content as the current row: only stat fields are refreshed (a touch is not new data).
+        New content at a known path: the old row becomes 'superseded' and a new version is added.
+        """
+        now = utcnow()
+        with self.db.atomic():
+            current = self.current_file(path)
+            if current and current["sha256"] == sha256 and sha256 is not None:
+                self.db["files"].update(current["id"], {"size": size, "mtime_ns": mtime_ns, "updated": now})
+                return current["id"], False
+            record = {"path": path, "name": Path(path).name, "size": size, "mtime_ns": mtime_ns,
+                      "sha256": sha256, "state": state, "reason": reason, "updated": now, "current": 1,
+                      "attempts": 0, "group_key": group_key}
+            if info is not None:
+                record.update(info.to_record())
+                record.pop("reason", None)
+                record["reason"] = reason if reason is not None else info.reason
+            if current and current["sha256"] is None:
+                # a pending/rejected row for an incomplete or unreadable file: same file, now readable
+                self.db["files"].update(current["id"], record)
+                return current["id"], True
+            if current:
+                self.db["files"].update(current["id"], {"current": 0, "state": "superseded",
+                                                        "reason": f"rewritten with new content at {now}"})
+            last = self._query_one("SELECT MAX(version) AS v FROM files WHERE path = ?", [path])
+            record["version"] = (last["v"] or 0) + 1
+            record["first_seen"] = now
+            file_id = self.db["files"].insert(record).last_pk
+            return file_id, True
+
+    def update_file(self, file_id: int, **fields) -> None:
+        fields["updated"] = utcnow()
+        with self.db.atomic():
+            self.db["files"].update(file_id, fields)
+
+    def files(self, *, night: str | None = None, state: str | None = None,
+              types: Iterable[str] | None = None, current: bool = True) -> list[dict]:
+        where = ["current = 1"] if current else []
+        types = None if types is None else list(types)
+        if types is not None:
+            where.append(f"frame_type IN ({', '.join('?' * len(types))})" if types else "0")
+        return self._select("files", "date_obs, path", where=where, where_params=types or (), night=night,
+                            state=state)
+
+    def nights(self) -> list[str]:
+        return [r["night"] for r in self._query(
+            "SELECT DISTINCT night FROM files WHERE night IS NOT NULL AND current = 1 ORDER BY night")]
+
+    def nights_with_lights(self) -> list[str]:
+        return [r["night"] for r in self._query(
+            "SELECT DISTINCT night FROM files WHERE frame_type = 'light' AND current = 1 "
+            "AND night IS NOT NULL ORDER BY night")]
+
+    def counts(self, night: str | None = None) -> list[dict]:
+        sql = ("SELECT night, frame_type, state, COUNT(*) AS n FROM files WHERE current = 1 "
+               + ("AND night = ? " if night else "") + "GROUP BY night, frame_type, state ORDER BY night")
+        return self._query(sql, [night] if night else [])
+
+    # -- masters ------------------------------------------------------------------------------
+
+    def add_master(self, record: dict, input_ids: Iterable[int]) -> int:
+        """Add a new version of a master; earlier versions of its group stay, no longer current."""
+        with self.db.atomic():
+            version = self.next_master_version(record["group_key"])
+            self.db.execute("UPDATE masters SET current = 0 WHERE group_key = ?", [record["group_key"]])
+            rec = dict(record, version=version, current=1, created=record.get("created") or utcnow())
+            master_id = self.db["masters"].insert(rec).last_pk
+            self.db["master_inputs"].insert_all({"master_id": master_id, "file_id": f} for f in input_ids)
+            return master_id
+
+    def masters(self, *, current_only: bool = False, kind: str | None = None) -> list[dict]:
+        return self._select("masters", "type, group_key, version", where=["current = 1"] if current_only else [],
+                            type=kind)
+
+    def master(self, master_id: int) -> dict | None:
+        return self._query_one("SELECT * FROM masters WHERE id = ?", [master_id])
+
+    def master_input_ids(self, master_id: int) -> list[int]:
+        return [r["file_id"] for r in self._query(
+            "SELECT file_id FROM master_inputs WHERE master_id = ? ORDER BY file_id", [master_id])]
+
+    def next_master_version(self, group_key: str) -> int:
+        row = self._query_one("SELECT MAX(version) AS v FROM masters WHERE group_key = ?", [group_key])
+        return (row["v"] or 0) + 1
+
+    # -- products and the nightly ledger --------------------------------------------------------
+
+    def add_product(self, record: dict, input_ids: Iterable[int]) -> int:
+        with self.db.atomic():
+            self.db.execute("UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ?",
+                            [record["night"], record.get("object"), record.get("filter")])
+            product_id = self.db["products"].insert(dict(record, current=1, created=utcnow())).last_pk
+            self.db["product_inputs"].insert_all({"product_id": product_id, "file_id": f} for f in input_ids)
+            return product_id
+
+    def products(self, *, night: str | None = None, current_only: bool = True) -> list[dict]:
+        return self._select("products", "night, object, filter", where=["current = 1"] if current_only else [],
+                            night=night)
+
+    def mark_stacked(self, night: str, n_products: int) -> None:
+        with self.db.atomic():
+            self.db["stack_runs"].upsert({"night": night, "ran_at": utcnow(), "n_products": n_products},
+                                         pk="night")
+
+    def stacked_nights(self) -> set[str]:
+        return {r["night"] for r in self._query("SELECT night FROM stack_runs")}
+
+    # -- events -------------------------------------------------------------------------------
+
+    def event(self, level: str, event: str, message: str, path: str | None = None) -> None:
+        with self.db.atomic():
+            self.db["events"].insert({"time": utcnow(), "level": level, "event": event,
+                                      "path": path, "message": message})
+
+    def events(self, *, limit: int = 50, level: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM events " + ("WHERE level = ? " if level else "") + "ORDER BY id DESC LIMIT ?"
+        return self._query(sql, ([level] if level else []) + [limit])
+
+
+def dumps(value) -> str:
+    """JSON for list/dict columns (star lists, transforms)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["files"].create(_FILE_COLUMNS, pk="id", defaults={"current": 1, "attempts": 0, "version": 1})
+    db["files"].create_index(["path", "version"], unique=True)
+    db["files"].create_index(["sha256"])
+    db["files"].create_index(["night", "frame_type", "state"])
+    db["files"].create_index(["current", "path"])
+    db["masters"].create(_MASTER_COLUMNS, pk="id")
+    db["masters"].create_index(["group_key", "version"], unique=True)
+    db["master_inputs"].create({"master_id": int, "file_id": int}, pk=("master_id", "file_id"))
+    db["products"].create(_PRODUCT_COLUMNS, pk="id")
+    db["product_inputs"].create({"product_id": int, "file_id": int}, pk=("product_id", "file_id"))
+    db["stack_runs"].create({"night": str, "ran_at": str, "n_products": int}, pk="night")
+    db["events"].create({"id": int, "time": str, "level": str, "event": str, "path": str, "message": str},
+                        pk="id")
+
+
+_MIGRATIONS = [_migration_1]

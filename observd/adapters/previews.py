@@ -1,0 +1,133 @@
+"""PNG previews and thumbnails of stacks: what the observer looks at every morning.
+
+The picture must show faint nebulosity *and* resolved star cores at once. A plain zscale
+display clips every star to a white disc, so the zscale limits are used differently: the
+lower limit is the black point, the white point is the brightest cores (`CORE_PERCENTILE`),
+and the zscale range sets the asinh softening (`SOFTENING`): levels stay linear over the sky
+noise, where faint nebulosity lives, and turn logarithmic above it, so stellar profiles are
+compressed instead of clipped. The sky ends up dark grey (about 0.1); pixels outside the
+aligned footprint (NaN) are black, so the footprint edge stays visible.
+
+Orientation follows DS9 and Siril: FITS row 0 is the bottom of the picture. Large images are
+shrunk by an integer block average, which keeps faint diffuse light and star fluxes that
+nearest-neighbour sampling would alias away. Files are written atomically (`fitsio.write_with`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from astropy.visualization import AsinhStretch, ZScaleInterval
+from PIL import Image, ImageDraw, ImageFont
+
+from observd.adapters.fits_files import write_with
+
+__all__ = ["block_average", "stretch", "write_pictures", "write_preview", "write_thumbnail"]
+
+SOFTENING = 0.25            # asinh `a` as a fraction of the zscale range (a few sky sigma)
+CORE_PERCENTILE = 99.995    # white point; the few pixels above it (hot pixels, cosmics) may clip
+LABEL_DIMMING = 0.35        # the label's box keeps this fraction of the image brightness under it
+_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"   # DejaVu ships with matplotlib
+
+
+def stretch(data: np.ndarray) -> np.ndarray:
+    """Map an image to display levels in [0, 1] (float32); NaN and inf become 0 (black)."""
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    out = np.zeros(data.shape, dtype=np.float32)
+    if not finite.any():
+        return out
+    values = data[finite]
+    low, zhigh = ZScaleInterval().get_limits(values)
+    high = max(float(np.percentile(values, CORE_PERCENTILE)), zhigh)
+    if high <= low:          # a flat image has no contrast to show
+        return out
+    softening = max(SOFTENING * (zhigh - low) / (high - low), 1e-6)   # AsinhStretch needs a > 0
+    out[finite] = AsinhStretch(a=softening)((values - low) / (high - low), clip=True)
+    return out
+
+
+def block_average(data: np.ndarray, max_size: int) -> np.ndarray:
+    """Shrink by the smallest integer factor that brings both sides to <= max_size.
+
+    Partial blocks at the right/top edges are averaged over their finite pixels; a block with
+    no finite pixel stays NaN, so the footprint edge survives the reduction.
+    """
+    if max_size < 1:
+        raise ValueError(f"max_size must be >= 1, got {max_size}")
+    data = np.asarray(data, dtype=np.float32)
+    factor = math.ceil(max(data.shape) / max_size)
+    if factor <= 1:
+        return data
+    rows, cols = (math.ceil(n / factor) for n in data.shape)
+    padded = np.full((rows * factor, cols * factor), np.nan, dtype=np.float32)
+    padded[: data.shape[0], : data.shape[1]] = data
+    blocks = padded.reshape(rows, factor, cols, factor)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    count = finite.sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def write_preview(data: np.ndarray, path: Path, *, title: str, lines: Sequence[str] = (),
+                  max_size: int = 1600) -> Path:
+    """Write a labelled grey-scale PNG of a 2-D image (e.g. a stack); returns `path`.
+
+    `title` (bold) and `lines` (e.g. filter, N frames, total exposure, night) are drawn in the
+    top-left corner on a dimmed box. Size: each side divided by ceil(max side / max_size).
+    """
+    image = _render(data, max_size)
+    _draw_label(image, [title, *lines])
+    return _save_png(image, path)
+
+
+def write_pictures(data: np.ndarray, stem: Path, title: str, lines: Sequence[str]) -> tuple[Path, Path]:
+    """The labelled preview and the thumbnail of a product, `stem`.png and `stem`_thumb.png."""
+    preview = write_preview(data, stem.with_name(f"{stem.name}.png"), title=title, lines=lines)
+    return preview, write_thumbnail(data, stem.with_name(f"{stem.name}_thumb.png"))
+
+
+def write_thumbnail(data: np.ndarray, path: Path, *, size: int = 256) -> Path:
+    """Write an unlabelled PNG whose longer side is at most `size`; returns `path`."""
+    return _save_png(_render(data, size), path)
+
+
+def _render(data: np.ndarray, max_size: int) -> Image.Image:
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {data.shape}")
+    levels = stretch(block_average(data, max_size))
+    grey = np.round(levels * 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(grey[::-1]), mode="L")   # row 0 at the bottom
+
+
+def _draw_label(image: Image.Image, texts: Sequence[str]) -> None:
+    size = max(10, round(min(image.size) / 48))
+    margin = max(3, size // 2)
+    fonts = [_font("DejaVuSans-Bold.ttf", size)]
+    fonts += [_font("DejaVuSans.ttf", size)] * (len(texts) - 1)
+    draw = ImageDraw.Draw(image)
+    step = round(size * 1.3)
+    width = max(draw.textlength(text, font=font) for text, font in zip(texts, fonts))
+    box = (0, 0, min(image.width, math.ceil(width) + 2 * margin),
+           min(image.height, step * len(texts) + 2 * margin))
+    # Dim rather than blank the corner: the label stays readable and the image stays visible.
+    region = image.crop(box)
+    image.paste(region.point(lambda v: round(v * LABEL_DIMMING)), box)
+    for i, (text, font) in enumerate(zip(texts, fonts)):
+        draw.text((margin, margin + i * step), text, fill=255, font=font)
+
+
+@functools.lru_cache(maxsize=16)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(_FONT_DIR / name), size)
+
+
+def _save_png(image: Image.Image, path: Path) -> Path:
+    return write_with(Path(path), lambda fh: image.save(fh, format="PNG", optimize=False))

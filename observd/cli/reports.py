@@ -1,0 +1,152 @@
+"""What observers ask: the `status` and `frames` reports, as stable JSON-ready dicts and as text.
+
+Read-only over the catalog. The JSON layout is documented in README.md ("JSON formats") and
+is a public interface: add keys, never rename or remove them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from observd.adapters.catalog import Catalog
+
+FAILURE_STATES = ("failed", "rejected", "unknown", "unaligned")
+_FRAME_KEYS = ("name", "path", "version", "frame_type", "night", "date_obs", "object", "filter", "exptime",
+               "ccd_temp", "state", "reason")
+
+
+def frame_entry(row: dict) -> dict:
+    entry = {k: row.get(k) for k in _FRAME_KEYS}
+    entry["type"] = entry.pop("frame_type")
+    return entry
+
+
+def frames_report(catalog: Catalog, *, night: str | None = None, state: str | None = None) -> list[dict]:
+    return [frame_entry(r) for r in catalog.files(night=night, state=state)]
+
+
+def master_entry(row: dict, now: datetime | None = None) -> dict:
+    now = now or datetime.now(timezone.utc)
+    created = datetime.fromisoformat(row["created"])
+    return {
+        "id": row["id"], "type": row["type"], "group": row["group_key"], "version": row["version"],
+        "current": bool(row["current"]), "n_frames": row["n_frames"],
+        "ccd_temp": {"mean": row["ccd_temp_mean"], "min": row["ccd_temp_min"], "max": row["ccd_temp_max"]},
+        "exptime": row["exptime"], "filter": row["filter"], "night": row["night"], "path": row["path"],
+        "created": row["created"], "age_hours": round((now - created).total_seconds() / 3600, 1),
+        "includes_bias": bool(row["includes_bias"]), "flag": row["flag"],
+    }
+
+
+def product_entry(row: dict) -> dict:
+    return {k: row.get(k) for k in ("night", "object", "filter", "n_combined", "total_exptime", "path",
+                                    "preview_path", "thumbnail_path", "reference", "noise", "created")}
+
+
+def status_report(catalog: Catalog, *, night: str | None = None, status_log: str | None = None,
+                  pending_groups: list[dict] | None = None) -> dict:
+    """The `observd status --json` document. `night=None` covers every night in the catalog."""
+    per_night: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    for row in catalog.counts(night):
+        per_night[row["night"] or "undated"][row["frame_type"] or "none"][row["state"]] = row["n"]
+    nights = [{"night": n, "counts": {t: dict(s) for t, s in types.items()},
+               "total": sum(sum(s.values()) for s in types.values())} for n, types in sorted(per_night.items())]
+    files = catalog.files(night=night)
+    lights = [r for r in files if r["frame_type"] == "light" and r["fwhm"] is not None]
+    return {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "night": night,
+        "status_log": status_log,
+        "nights": nights,
+        "masters": [master_entry(m) for m in catalog.masters(current_only=True)],
+        "calibration_groups": pending_groups or [],
+        "waiting": [frame_entry(r) for r in files if r["state"] == "waiting"],
+        "failures": [frame_entry(r) for r in files if r["state"] in FAILURE_STATES],
+        "bad": [frame_entry(r) for r in files if r["state"] == "bad"],
+        "products": [product_entry(p) for p in catalog.products(night=night)],
+        "quality": _quality(files, lights),
+    }
+
+
+def _quality(files: list[dict], lights: list[dict]) -> dict:
+    temps = [r["ccd_temp"] for r in files if r["ccd_temp"] is not None]
+    fwhms = sorted(r["fwhm"] for r in lights)
+    return {
+        "ccd_temp_min": min(temps) if temps else None,
+        "ccd_temp_max": max(temps) if temps else None,
+        "fwhm_median": fwhms[len(fwhms) // 2] if fwhms else None,
+        "fwhm_best": fwhms[0] if fwhms else None,
+        "lights_measured": len(lights),
+        "lights_bad": sum(1 for r in files if r["state"] == "bad"),
+    }
+
+
+def format_status(report: dict) -> str:
+    """The human-readable status: what an observer reads at the terminal in the morning."""
+    out = []
+    scope = f"night {report['night']}" if report["night"] else "all nights"
+    out.append(f"observd status — {scope} (at {report['generated']})")
+    if report.get("status_log"):
+        out.append(f"status log: {report['status_log']}")
+    if not report["nights"]:
+        out.append("\nNo files catalogued yet.")
+    for night in report["nights"]:
+        out.append(f"\nNight {night['night']}: {night['total']} files")
+        for kind in ("light", "bias", "dark", "flat", "unknown", "none"):
+            states = night["counts"].get(kind)
+            if states:
+                detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda x: -x[1]))
+                out.append(f"  {kind:<8} {sum(states.values()):>5}  ({detail})")
+    q = report["quality"]
+    if q["lights_measured"]:
+        out.append(f"\nQuality: FWHM median {q['fwhm_median']:.2f} px, best {q['fwhm_best']:.2f} px; "
+                   f"CCD-TEMP {q['ccd_temp_min']:+.1f}..{q['ccd_temp_max']:+.1f} °C; "
+                   f"{q['lights_bad']} light(s) judged bad")
+    if report["masters"]:
+        out.append("\nMasters in use:")
+        out.extend("  " + line for line in format_masters(report["masters"]).splitlines()[1:])
+    for group in report["calibration_groups"]:
+        out.append(f"  (no master) {group['group']}: {group['message']}")
+    _listing(out, "Lights waiting", report["waiting"])
+    _listing(out, "Judged bad (kept, not stacked)", report["bad"])
+    _listing(out, "Problems", report["failures"])
+    if report["products"]:
+        out.append("\nProducts:")
+        for p in report["products"]:
+            out.append(f"  {p['night']} {p['object']} [{p['filter']}] N={p['n_combined']} "
+                       f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}")
+    return "\n".join(out)
+
+
+def format_masters(entries: list[dict]) -> str:
+    lines = ["type  version  N    CCD-TEMP      age  group / path"]
+    for m in entries:
+        t = m["ccd_temp"]["mean"]
+        temp = f"{t:+6.1f} °C" if t is not None else "  no temp"
+        state = "" if m["current"] else " (superseded)"
+        flag = f"  FLAGGED: {m['flag']}" if m["flag"] else ""
+        lines.append(f"{m['type']:<5} v{m['version']:<7} {m['n_frames']:<4} {temp} {m['age_hours']:>6.1f} h  "
+                     f"{m['group']}{state}{flag}\n{'':>38}{m['path']}")
+    return "\n".join(lines)
+
+
+def _listing(out: list[str], title: str, entries: list[dict], limit: int = 20) -> None:
+    if not entries:
+        return
+    out.append(f"\n{title} ({len(entries)}):")
+    for e in entries[:limit]:
+        out.append(f"  {e['name']}: [{e['state']}] {e['reason'] or ''}")
+    if len(entries) > limit:
+        out.append(f"  … and {len(entries) - limit} more (observd frames --state …)")
+
+
+def format_frames(entries: list[dict]) -> str:
+    header = f"{'name':<40} {'type':<7} {'night':<10} {'exp':>7} {'filter':<7} {'temp':>6} {'state':<10} reason"
+    lines = [header]
+    for e in entries:
+        exp = f"{e['exptime']:g}" if e["exptime"] is not None else "-"
+        temp = f"{e['ccd_temp']:+.1f}" if e["ccd_temp"] is not None else "-"
+        lines.append(f"{(e['name'] or '')[:40]:<40} {e['type'] or '-':<7} {e['night'] or '-':<10} {exp:>7} "
+                     f"{(e['filter'] or '-')[:7]:<7} {temp:>6} {e['state']:<10} {e['reason'] or ''}")
+    return "\n".join(lines)

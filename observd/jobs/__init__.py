@@ -1,0 +1,1 @@
+"""Picklable jobs that run in worker processes, and the worker pool itself."""

@@ -1,0 +1,131 @@
+"""The worker processes that run CPU-heavy jobs (masters, lights) for ingest and the daemon."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import multiprocessing
+import os
+import threading
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+
+from observd.core.config import Config
+
+
+def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
+    """Worker processes for CPU-heavy jobs, one per core unless `[daemon] workers` says otherwise.
+
+    forkserver, never fork: the parent holds threads (observer, scheduler) and an SQLite connection.
+    `warm`: start the workers now (see `warm_up`); otherwise they start with the first job or
+    when `warm_up` is called.
+    """
+    workers = worker_count(config)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_single_threaded_worker)
+    if warm:
+        warm_up(pool, workers)
+    return pool
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, without workers: its imports (~1 s) then run beside the
+    caller's own (a command's start-up), and a pool made later forks warm workers at once.
+    Cheap to waste: a command that finds no work leaves the server idle, and it exits with
+    its parent."""
+    from multiprocessing import forkserver
+    _context()
+    try:
+        forkserver.ensure_running()
+    except OSError:      # the pool will meet the same problem and report it with the jobs it fails
+        pass
+
+
+_PRELOAD = ["observd.jobs.light_job", "observd.jobs.master_job", "scipy.spatial", "observd.adapters.previews"]
+"""What the fork server imports once (astropy, sep, OpenCV: ~1 s), so that every worker it
+forks starts warm instead of importing them again. scipy.spatial (0.2-0.25 s) is imported by
+the functions that use it rather than at the top of their modules, and the previews (which
+bring matplotlib through astropy.visualization, 0.15-0.3 s) are drawn by the workers
+(`call`), so that a command's own process (which plans, records and writes) does without them."""
+
+
+def offload(pool: Executor | None, func, *args, **kwargs) -> Future | None:
+    """`func(*args, **kwargs)` started in `pool`; None when there is no pool or it takes no work
+    (a worker died, or it is shut down): then `outcome` runs it here."""
+    if pool is None:
+        return None
+    try:
+        return pool.submit(func, *args, **kwargs)
+    except (BrokenExecutor, RuntimeError):
+        return None
+
+
+def outcome(future: Future | None, func, *args, **kwargs):
+    """The result of what `offload` started, or of `func(*args, **kwargs)` run here when it was
+    not started or its worker died."""
+    if future is not None:
+        try:
+            return future.result()
+        except BrokenExecutor:
+            pass
+    return func(*args, **kwargs)
+
+
+def call(target: str, *args, **kwargs):
+    """Call "module:function": a job a process can hand to the pool without importing the
+    module itself (only the name travels)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
+def worker_count(config: Config) -> int:
+    """`[daemon] workers`, or one per core: the pool's size, and the shares or threads of a
+    combination (masters, stacks)."""
+    return config.daemon.workers or os.cpu_count() or 1
+
+
+def warm_up(pool: Executor, workers: int) -> None:
+    """Start the fork server and the workers now, in the background: their imports (~1 s) then
+    overlap the caller's own work (cataloguing, building masters) instead of delaying the first
+    job. Starting a forkserver blocks its caller until the server is up, hence the thread."""
+    threading.Thread(target=_start_workers, args=(pool, workers), name="pool-warm-up", daemon=True).start()
+
+
+def _start_workers(pool: Executor, workers: int) -> None:
+    try:
+        for future in [pool.submit(os.getpid) for _ in range(workers)]:
+            future.result()
+    except Exception:      # the pool was shut down first, or a worker could not start: the jobs will say
+        pass
+
+
+def _single_threaded_worker() -> None:
+    """Parallelism comes from the worker processes: OpenCV's own thread pool inside each of them
+    would only oversubscribe the cores."""
+    import cv2
+    cv2.setNumThreads(1)
+    reuse_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory() -> None:
+    """Keep freed frame-sized buffers in the process's heap instead of returning them to the OS.
+
+    glibc serves every allocation above 128 KiB-32 MiB with a fresh mmap and unmaps it on
+    free, so each 16 MB temporary of a 2048² frame costs 4,096 page faults (kernel time spent
+    zeroing pages) every time it is made: ~15 % of a light's reduction. With the thresholds
+    raised, a process that has once needed N such buffers reuses them; its resident size stays
+    at its peak (at most 256 MiB of free heap is kept). A no-op where glibc is not the C library.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,1 @@
+"""Moving frames through the core: intake, the reducer, batch runs, nightly stacking."""

@@ -1,0 +1,347 @@
+"""Nightly stacked products: per night, target and filter, one deep image of the good aligned lights.
+
+Which frames: the night's lights in state 'aligned' (frames judged 'bad' — clouds, trailing —
+and 'unaligned' ones never get there), grouped by (object, filter); a group with fewer than
+``[stack] min_frames`` makes no product.
+
+Background: the sky level changes through the night (moon, twilight, light pollution), so each
+frame is shifted *additively* to a common level before combining: its measured background
+(catalog ``background``, SEP's global sky of the calibrated frame) is subtracted and the
+group's reference level added — the background of the night's alignment reference when it is
+in the group, else the median of the group's backgrounds (the reference may have been taken in
+another filter). Without this, a pixel's values spread by the sky differences and sigma
+clipping rejects whole frames at the bright/faint end. Multiplicative (transparency) scaling is
+deliberately not done: the additive shift leaves star fluxes as measured, so the stack's fluxes
+are the weighted mean of the inputs' — thin-cloud frames are judged bad before they get here.
+
+Weights (``[stack] weighting``), from each frame's measurements in the catalog:
+- ``noise`` (default): inverse variance of the background, ``w = 1 / noise²`` (SEP's global
+  RMS). For sky-limited data this minimises the stack's noise, which is what faint extended
+  targets (nebulae, galaxies) need.
+- ``noise_fwhm``: ``w = 1 / (noise · FWHM)²``. A faint star's peak is ∝ flux/FWHM², so this is
+  ``peak / noise²``, the weighting that maximises the peak signal-to-noise of faint point
+  sources: sharp frames count more, at the price of some background noise (a spread of seeing
+  of ±10 % costs ~2 % of it). A frame whose FWHM was not measured (too few isolated stars) gets
+  the group's median FWHM.
+- ``equal``: every frame the same.
+Frames with very bad seeing or trails are judged bad upstream and never reach a stack.
+
+Rejection: sigma clipping (``[stack] rejection``, ``sigma``) with the median as centre; in small
+stacks it becomes winsorized clipping — up to ``[stack] small_n`` frames, and at least up to the
+size below which one outlier inflates the plain std so much that it can never stand `sigma` out
+(11 frames at 3σ; `rejection_for`). Pixels flagged MASK_BAD in a frame (bad pixels, outside the
+aligned footprint) and NaN are ignored; saturated pixels are kept, so star cores stay filled.
+Combination runs band by band in bounded memory.
+
+Outputs, written atomically: ``<output>/<night>/stacks/<object>_<filter>.fits`` (float32 data,
+UNCERT std-dev, MASK = no frame contributed) with provenance cards, ``<stem>.png`` (labelled
+preview) and ``<stem>_thumb.png``. Each is recorded in the catalog as the current product of
+its (night, object, filter); rebuilding replaces the files and the current row.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from observd import __version__
+from observd.core.calibrate import MASK_BAD
+from observd.adapters.catalog import Catalog
+from observd.core.combine import FitsSource, MaskedOffset, combine
+from observd.core.config import Config
+from observd.adapters.fits_files import image_hdus, write_atomic
+from observd.core.measure import measure
+from observd.jobs.pool import call, offload, outcome, worker_count
+from observd.pipeline.reducer import slug
+
+__all__ = ["StackProduct", "StackGroup", "StackError", "plan_stacks", "frame_weights", "rejection_for",
+           "stack_frames", "stack_night"]
+
+
+class StackError(Exception):
+    """Some products of a night could not be built; the night is not marked stacked."""
+
+
+@dataclass(frozen=True)
+class StackProduct:
+    night: str
+    object: str | None
+    filter: str | None
+    path: Path
+    preview_path: Path
+    thumbnail_path: Path
+    n_combined: int
+    total_exptime: float
+    reference: str | None
+    noise: float
+    input_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StackGroup:
+    """The frames of one product, in time order, and how they are combined."""
+    night: str
+    object: str | None
+    filter: str | None
+    rows: tuple[dict, ...]          # catalog rows of the aligned lights
+    reference: dict | None          # the night/target alignment reference row (maybe another filter)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(r["aligned_path"]) for r in self.rows]
+
+    @property
+    def total_exptime(self) -> float:
+        return float(sum(r["exptime"] or 0.0 for r in self.rows))
+
+    def background_level(self) -> float:
+        """The level every frame's background is shifted to (module docstring)."""
+        if self.reference is not None and any(r["id"] == self.reference["id"] for r in self.rows):
+            return float(self.reference["background"])
+        return float(np.median([r["background"] for r in self.rows]))
+
+    def offsets(self) -> list[float]:
+        level = self.background_level()
+        return [level - float(r["background"]) for r in self.rows]
+
+
+# ------------------------------------------------------------------------------------ pure core
+
+def plan_stacks(rows: Sequence[dict], references: dict[int, dict], *, night: str, min_frames: int,
+                object: str | None = None, filter: str | None = None) -> list[StackGroup]:
+    """Group a night's light rows into products: aligned frames only, ≥ `min_frames` per group.
+
+    `references` maps file id -> row for the alignment references the rows point at.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["frame_type"] != "light" or row["state"] != "aligned" or not row["aligned_path"]:
+            continue
+        if row["night"] != night or (object is not None and row["object"] != object) \
+                or (filter is not None and row["filter"] != filter):
+            continue
+        groups.setdefault((row["object"], row["filter"]), []).append(row)
+    plans = []
+    for (obj, filt), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+        if len(members) < max(1, min_frames):
+            continue
+        members.sort(key=lambda r: (r["date_obs"] or "", r["path"]))
+        ref_id = members[0]["reference_id"]
+        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id)))
+    return plans
+
+
+WEIGHTINGS = {"noise": "1/noise^2", "noise_fwhm": "1/(noise*FWHM)^2", "equal": "equal"}
+"""Each `[stack] weighting` and the formula the product's HISTORY gives for it."""
+
+
+def frame_weights(noises: Sequence[float | None], fwhms: Sequence[float | None] | None = None, *,
+                  weighting: str = "noise") -> np.ndarray:
+    """The frames' weights, normalised to sum 1 (module docstring: ``[stack] weighting``).
+
+    "noise": 1/noise²; "noise_fwhm": 1/(noise·FWHM)² (`fwhms` needed); "equal": 1. A frame
+    whose noise or FWHM is unmeasured gets the median of the others'."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
+    w = np.ones(len(noises))
+    if weighting != "equal":
+        w /= _filled(noises) ** 2
+    if weighting == "noise_fwhm":
+        if fwhms is None or len(fwhms) != len(noises):
+            raise ValueError("noise_fwhm weighting needs one FWHM per frame")
+        w /= _filled(fwhms) ** 2
+    return w / w.sum()
+
+
+def _filled(values: Sequence[float | None]) -> np.ndarray:
+    """`values` as floats, the unmeasured (None, NaN, ≤ 0) replaced by the median of the rest."""
+    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+    usable = np.isfinite(v) & (v > 0)
+    return np.where(usable, v, float(np.median(v[usable])) if usable.any() else 1.0)
+
+
+SIGCLIP_MARGIN = 1.2
+"""Sigma clipping is only trusted when a lone outlier would stand this many times `sigma` out."""
+
+
+def rejection_for(configured: str, n_frames: int, small_n: int, sigma: float = 3.0) -> str:
+    """Sigma clipping becomes winsorized clipping for small stacks.
+
+    A single outlier D above N-1 equal values has a population std of D·sqrt(N-1)/N, so it
+    lies only N/sqrt(N-1) std from the median: with sigma = 3 plain clipping cannot reject a
+    cosmic ray in fewer than 9 frames and does so reliably (with noise) only from about 12.
+    Winsorized clipping is therefore used up to max(`small_n`, that limit).
+    """
+    if configured != "sigclip":
+        return configured
+    n_min = next(n for n in range(3, 10_000) if n / np.sqrt(n - 1) >= SIGCLIP_MARGIN * sigma)
+    return "winsorized" if n_frames <= max(small_n, n_min - 1) else "sigclip"
+
+
+def format_exposure(seconds: float) -> str:
+    """'45 s', '12.5 min', '2 h 05 min': what an observer says about integration time."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    minutes = seconds / 60.0
+    if minutes < 120:
+        return f"{minutes:.1f} min".replace(".0 min", " min")
+    hours, rest = divmod(round(minutes), 60)
+    return f"{hours} h {rest:02d} min"
+
+
+def stack_header(group: StackGroup, *, rejection: str, sigma: float, weighting: str, weights: np.ndarray,
+                 noise: float, fwhm: float | None) -> fits.Header:
+    """Provenance of a product: inputs, exposure, reference, how it was combined."""
+    first = group.rows[0]
+    h = fits.Header()
+    h["BUNIT"] = "adu"
+    h["OBJECT"] = group.object or ""
+    h["FILTER"] = group.filter or ""
+    for key, column in (("INSTRUME", "instrument"), ("TELESCOP", "telescope")):
+        if first.get(column):
+            h[key] = first[column]
+    h["DATE-OBS"] = (first["date_obs"] or "", "start of the first frame (UTC)")
+    h["NIGHT"] = (group.night, "observing night (local date of the evening)")
+    h["NCOMBINE"] = (len(group.rows), "frames combined")
+    h["EXPTIME"] = (group.total_exptime, "[s] total exposure of the inputs")
+    h["TOTEXP"] = (group.total_exptime, "[s] total exposure of the inputs")
+    h["ALIGNREF"] = ((group.reference or {}).get("name") or "", "alignment reference frame")
+    h["SKYNOISE"] = (round(noise, 4), "[adu] background RMS of the stack")
+    if fwhm is not None:
+        h["FWHM"] = (round(fwhm, 3), "[px] median star FWHM of the stack")
+    h["OBSERVD"] = (__version__, "observd version")
+    for i, row in enumerate(group.rows[:999], start=1):
+        h[f"IMCMB{i:03d}"] = row["name"]
+    h.add_history(f"observd {__version__}: weighted mean of {len(group.rows)} aligned lights, "
+                  f"weights {WEIGHTINGS[weighting]} ({weights.min():.3f}..{weights.max():.3f} of total)")
+    h.add_history(f"observd {__version__}: each frame's background shifted to "
+                  f"{group.background_level():.2f} adu (additive normalisation)")
+    h.add_history(f"observd {__version__}: rejection {rejection} at {sigma:g} sigma (median centre); "
+                  "masked and out-of-footprint pixels ignored")
+    return h
+
+
+# ------------------------------------------------------------------------------------ I/O
+
+def _mask_hdu(path: Path) -> int | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for index, hdu in enumerate(hdul):
+                if index and hdu.name == "MASK":
+                    return index
+    return None
+
+
+def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: str, sigma: float,
+                 memory_limit: int, workers: int | None, offsets: Sequence[float] | None = None,
+                 executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
+
+    Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
+    (one per frame, default 0) are added to each frame first (background normalisation).
+    """
+    offsets = [0.0] * len(paths) if offsets is None else list(offsets)
+    if len(offsets) != len(paths):
+        raise ValueError("one offset per frame expected")
+    sources = []
+    for path, offset in zip(map(Path, paths), offsets):
+        mask_index = _mask_hdu(path)
+        mask = FitsSource(path, hdu=mask_index) if mask_index is not None else None
+        sources.append(FitsSource(path, hdu=0, prepare=MaskedOffset(mask, MASK_BAD, float(offset))))
+    result = combine(sources, method="mean", rejection=rejection, sigma_low=sigma, sigma_high=sigma,
+                     weights=weights, memory_limit=memory_limit, workers=workers, executor=executor)
+    return result.data, result.uncertainty, result.count
+
+
+def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | None = None,
+                filter: str | None = None, pool: Executor | None = None) -> list[StackProduct]:
+    """Build (or rebuild) the night's products; record them; mark the night stacked.
+
+    `pool`: worker processes that share out the combination (threads are used without one).
+
+    A product that fails is logged and the others are still built; then StackError is raised
+    and the night is not marked stacked, so the scheduler tries it again.
+    """
+    rows = catalog.files(night=night, types=("light",))
+    ref_ids = {r["reference_id"] for r in rows if r["reference_id"] is not None}
+    references = {i: row for i in ref_ids if (row := catalog.file(i)) is not None}
+    groups = plan_stacks(rows, references, night=night, min_frames=config.stack.min_frames,
+                         object=object, filter=filter)
+    products, failures = [], []
+    for group in groups:
+        try:
+            product = _build(config, group, pool)
+        except Exception as exc:
+            failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
+            catalog.event("error", "stack-failed", f"stack {group.object} {group.filter} of {night} failed: "
+                          f"{type(exc).__name__}: {exc}")
+            continue
+        catalog.add_product({"night": product.night, "object": product.object, "filter": product.filter,
+                             "path": str(product.path), "preview_path": str(product.preview_path),
+                             "thumbnail_path": str(product.thumbnail_path), "n_combined": product.n_combined,
+                             "total_exptime": product.total_exptime, "reference": product.reference,
+                             "noise": product.noise}, product.input_ids)
+        catalog.event("info", "stack", f"stack {product.object} {product.filter} of {night}: "
+                      f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
+                      f"noise {product.noise:.3g} adu", str(product.path))
+        products.append(product)
+    if failures:
+        raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
+    if object is None and filter is None:
+        catalog.mark_stacked(night, len(products))
+    elif not groups:
+        catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
+    return products
+
+
+def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict]) -> np.ndarray:
+    """Where fewer than 3 values were kept (footprint edges), their scatter says nothing about
+    the error (one value has std 0): use the frames' median background noise / sqrt(count).
+    In place, on those few pixels only (the stack's `unc` is this function's to change)."""
+    noise = float(np.median([r["noise"] for r in rows if r["noise"]] or [np.nan]))
+    few = np.nonzero((count > 0) & (count < 3))
+    unc[few] = noise / np.sqrt(count[few].astype(np.float64))
+    return unc
+
+
+def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
+    c = config.stack
+    n = len(group.rows)
+    rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
+    weights = frame_weights([r["noise"] for r in group.rows], [r["fwhm"] for r in group.rows],
+                            weighting=c.weighting)
+    workers = worker_count(config)
+    data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
+                                    memory_limit=c.memory_limit_mb << 20, workers=workers,
+                                    offsets=group.offsets(), executor=pool)
+    stem = f"{slug(group.object, 'unknown')}_{slug(group.filter, 'nofilter')}"
+    folder = config.paths.output / group.night / "stacks"
+    title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
+    lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
+    empty = count == 0
+    # The pictures are drawn, and the stack measured, by the pool's workers (which have
+    # matplotlib, SEP and scipy loaded: this process need not import them) while this process
+    # writes; without a pool, the pictures are drawn in a thread (numpy, zlib and the writes
+    # release the GIL). What a broken pool cannot do is done here.
+    pictures_job = (call, "observd.adapters.previews:write_pictures", data, folder / stem, title, lines)
+    with ThreadPoolExecutor(max_workers=1) as drawing:
+        pictures = offload(pool or drawing, *pictures_job)
+        measured = offload(pool, measure, data, mask=empty)
+        unc = _floor_uncertainty(unc, count, group.rows)
+        quality, _ = outcome(measured, measure, data, mask=empty)
+        header = stack_header(group, rejection=rejection, sigma=c.sigma, weighting=c.weighting, weights=weights,
+                              noise=quality.noise, fwhm=quality.fwhm)
+        path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty),
+                            cache=False)       # observd does not read it again
+        preview, thumb = outcome(pictures, *pictures_job)
+    return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
+                        (group.reference or {}).get("name"), float(quality.noise),
+                        tuple(r["id"] for r in group.rows))

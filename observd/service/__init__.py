@@ -1,0 +1,1 @@
+"""The daemon: its loop, arrivals, health, scheduler, systemd and status log."""
