@@ -32,10 +32,11 @@ import psutil
 from astropy.io import fits
 
 from observd.adapters.catalog import Catalog
-from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 DONE = ("calibrated", "aligned", "unaligned", "bad")
-FINAL = ("aligned", "unaligned", "bad")     # a burst has a reference: 'calibrated' still has work ahead
+FINAL = ("aligned", "unaligned", "bad")  # a burst has a reference: 'calibrated' still has work ahead
 
 
 def variants(folder: Path, n: int) -> list[bytes]:
@@ -63,8 +64,8 @@ def write_config(root: Path, require: list[str]) -> Path:
     text = f"""[paths]
 watch = "{watch}"
 output = "{out}"
-database = "{out / 'observd.db'}"
-status_log = "{out / 'status.log'}"
+database = "{out / "observd.db"}"
+status_log = "{out / "status.log"}"
 [calibrate]
 require = [{req}]
 [masters]
@@ -81,8 +82,9 @@ min_flat = 5
 class Daemon:
     def __init__(self, config: Path):
         self.log = open(config.parent / "daemon.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "observd.service.daemon", str(config)],
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "observd", "run", "-c", str(config)], stdout=self.log, stderr=self.log
+        )
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = 0
         self._stop = threading.Event()
@@ -152,8 +154,10 @@ def wait_all(db: Path, paths: list[Path], wanted: tuple[str, ...], timeout: floa
 def bench_burst(n: int, size: int, idle: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="observd-bench-") as tmp:
         root = Path(tmp)
-        write_night(root / "sim", SimSpec(shape=(size, size), n_bias=1, n_dark=1, n_flat=1, truth=False,
-                                          targets=(TargetSpec(n_lights=8),)))
+        write_night(
+            root / "sim",
+            SimSpec(shape=(size, size), n_bias=1, n_dark=1, n_flat=1, truth=False, targets=(TargetSpec(n_lights=8),)),
+        )
         payloads = variants(root / "sim", n)
         config = write_config(root, [])
         daemon = Daemon(config)
@@ -172,16 +176,32 @@ def bench_burst(n: int, size: int, idle: float) -> dict:
         time.sleep(idle)
         cpu = (daemon.cpu_seconds() - cpu0) / idle
         code = daemon.stop()
-        return {"write_s": written, "processed_s": total, "peak_rss_mb": daemon.peak_rss / 2**20,
-                "idle_cpu_pct": 100 * cpu, "exit": code}
+        return {
+            "write_s": written,
+            "processed_s": total,
+            "peak_rss_mb": daemon.peak_rss / 2**20,
+            "idle_cpu_pct": 100 * cpu,
+            "exit": code,
+        }
 
 
 def bench_latency(size: int, n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="observd-bench-") as tmp:
         root = Path(tmp)
         sim = root / "sim"
-        write_night(sim, SimSpec(shape=(size, size), n_bias=5, n_dark=5, n_flat=5, truth=False, flats_at="dusk",
-                                 targets=(TargetSpec(n_lights=n, exptime=60.0),), pace=0.0))
+        write_night(
+            sim,
+            SimSpec(
+                shape=(size, size),
+                n_bias=5,
+                n_dark=5,
+                n_flat=5,
+                truth=False,
+                flats_at="dusk",
+                targets=(TargetSpec(n_lights=n, exptime=60.0),),
+                pace=0.0,
+            ),
+        )
         config = write_config(root, ["bias", "dark", "flat"])
         daemon = Daemon(config)
         watch, db = root / "camera", root / "out" / "observd.db"
@@ -189,7 +209,7 @@ def bench_latency(size: int, n: int) -> dict:
         for p in calib:
             (watch / p.name).write_bytes(p.read_bytes())
         catalog_wait = time.monotonic() + 600
-        while True:     # masters present: one current master of each type
+        while True:  # masters present: one current master of each type
             if db.exists():
                 c = Catalog.open(db, readonly=True)
                 kinds = {m["type"] for m in c.masters(current_only=True)}
@@ -221,8 +241,12 @@ def bench_latency(size: int, n: int) -> dict:
             to_row.append(row)
         daemon.stop()
         q = lambda xs, f: statistics.quantiles(xs, n=20)[18] if f == 95 else statistics.median(xs)  # noqa: E731
-        return {"row_p50_s": q(to_row, 50), "row_p95_s": q(to_row, 95),
-                "calibrated_p50_s": q(to_cal, 50), "calibrated_p95_s": q(to_cal, 95)}
+        return {
+            "row_p50_s": q(to_row, 50),
+            "row_p95_s": q(to_row, 95),
+            "calibrated_p50_s": q(to_cal, 50),
+            "calibrated_p95_s": q(to_cal, 95),
+        }
 
 
 def main() -> None:

@@ -32,19 +32,36 @@ from ccdproc import ccd_process
 
 from observd.adapters.catalog import Catalog
 from observd.core.config import config_from_dict
+from observd.core.invariants import install_fast_invariants
+from observd.jobs.light_job import Reference, reduce_light
 from observd.jobs.pool import reuse_freed_memory, worker_pool
 from observd.pipeline.batch import ingest
-from observd.jobs.light_job import Reference, reduce_light
 from observd.pipeline.reducer import Reducer
-from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 
 def _night(root: Path, size: int, n_lights: int):
-    write_night(root / "raw", SimSpec(shape=(size, size), n_bias=7, n_dark=5, n_flat=5, seed=2, truth=False,
-                                      targets=(TargetSpec(n_lights=n_lights, n_stars=400),),
-                                      n_clouded=0, n_trailed=0))
-    config = config_from_dict({"paths": {"output": str(root / "out"), "database": str(root / "out" / "c.db")},
-                               "calibrate": {"gain": 1.5, "read_noise": 8.0}})
+    write_night(
+        root / "raw",
+        SimSpec(
+            shape=(size, size),
+            n_bias=7,
+            n_dark=5,
+            n_flat=5,
+            seed=2,
+            truth=False,
+            targets=(TargetSpec(n_lights=n_lights, n_stars=400),),
+            n_clouded=0,
+            n_trailed=0,
+        ),
+    )
+    config = config_from_dict(
+        {
+            "paths": {"output": str(root / "out"), "database": str(root / "out" / "c.db")},
+            "calibrate": {"gain": 1.5, "read_noise": 8.0},
+        }
+    )
     catalog = Catalog.open(config.paths.database)
     lights = sorted((root / "raw" / "LIGHT").glob("*.fits"))
     # masters only: ingest the calibration frames, then catalogue the lights without reducing them
@@ -54,8 +71,9 @@ def _night(root: Path, size: int, n_lights: int):
 
 def _observd_jobs(config, catalog, lights):
     """LightJobs exactly as the daemon builds them (first light as the reference)."""
-    from observd.pipeline.intake import catalogue
     from observd.core.master_choice import select_masters
+    from observd.pipeline.intake import catalogue
+
     reducer = Reducer(config, catalog)
     masters = catalog.masters(current_only=True)
     jobs = []
@@ -69,8 +87,7 @@ def _observd_jobs(config, catalog, lights):
 
 def make_reference(reference_result) -> Reference:
     ref = reference_result
-    return Reference(ref.file_id, "ref", fits.getdata(ref.calibrated_path).shape,
-                     *(tuple(c) for c in zip(*ref.stars)))
+    return Reference(ref.file_id, "ref", fits.getdata(ref.calibrated_path).shape, *(tuple(c) for c in zip(*ref.stars)))
 
 
 def run_observd(jobs, reference) -> list[float]:
@@ -87,13 +104,14 @@ def run_observd(jobs, reference) -> list[float]:
 def _full(job_and_ref):
     job, reference = job_and_ref
     import dataclasses
+
     return reduce_light(dataclasses.replace(job, reference=reference))
 
 
 def run_observd_pool(config, jobs, reference) -> float:
     """Throughput per light through the daemon's own worker pool (one worker per core)."""
     with worker_pool(config) as pool:
-        list(pool.map(_full, [(jobs[0], reference)] * (os.cpu_count() or 1)))     # warm the workers up
+        list(pool.map(_full, [(jobs[0], reference)] * (os.cpu_count() or 1)))  # warm the workers up
         t0 = time.perf_counter()
         results = list(pool.map(_full, [(j, reference) for j in jobs]))
         elapsed = time.perf_counter() - t0
@@ -106,8 +124,13 @@ def run_reference(catalog, lights, out: Path, gain: float, rdnoise: float):
 
     def ccd(path):
         with fits.open(path) as h:
-            return CCDData(h[0].data.astype(np.float32), unit="adu", meta=h[0].header,
-                           uncertainty=StdDevUncertainty(h["UNCERT"].data.astype(np.float32)))
+            return CCDData(
+                h[0].data.astype(np.float32),
+                unit="adu",
+                meta=h[0].header,
+                uncertainty=StdDevUncertainty(h["UNCERT"].data.astype(np.float32)),
+            )
+
     bias, dark, flat = (ccd(masters[k]["path"]) for k in ("bias", "dark", "flat"))
     out.mkdir(parents=True, exist_ok=True)
     ref_data = None
@@ -115,9 +138,19 @@ def run_reference(catalog, lights, out: Path, gain: float, rdnoise: float):
     for path in lights:
         t0 = time.perf_counter()
         raw = CCDData.read(path, unit="adu")
-        cal = ccd_process(raw, error=True, gain=gain * u.electron / u.adu, readnoise=rdnoise * u.electron,
-                          master_bias=bias, dark_frame=dark, master_flat=flat, exposure_key="EXPTIME",
-                          exposure_unit=u.s, dark_scale=True, gain_corrected=False)
+        cal = ccd_process(
+            raw,
+            error=True,
+            gain=gain * u.electron / u.adu,
+            readnoise=rdnoise * u.electron,
+            master_bias=bias,
+            dark_frame=dark,
+            master_flat=flat,
+            exposure_key="EXPTIME",
+            exposure_unit=u.s,
+            dark_scale=True,
+            gain_corrected=False,
+        )
         cal.write(out / f"cal_{path.name}", overwrite=True)
         if ref_data is None:
             ref_data = cal.data
@@ -143,10 +176,10 @@ def run_siril(catalog, lights, work: Path) -> float | None:
         "convert light -out=seq\n"
         "cd seq\n"
         "preprocess light -bias=../master_bias.fit -dark=../master_dark.fit -flat=../master_flat.fit\n"
-        "register pp_light\n")
+        "register pp_light\n"
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run(["siril-cli", "-d", str(work), "-s", str(work / "run.ssf")], capture_output=True,
-                          text=True)
+    proc = subprocess.run(["siril-cli", "-d", str(work), "-s", str(work / "run.ssf")], capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or not list((work / "seq").glob("r_pp_light*")):
         print("siril failed:", (proc.stdout + proc.stderr)[-800:])
@@ -161,7 +194,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    reuse_freed_memory()      # as in observd's own processes (the CLI and the pool's workers)
+    reuse_freed_memory()  # as in observd's own processes (the CLI and the pool's workers)
+    install_fast_invariants()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_lights_"))
     try:
         config, catalog, lights = _night(root, args.size, args.lights)
@@ -179,8 +213,10 @@ def main() -> None:
     print(f"{args.lights} lights of {args.size}², seconds per light (median):")
     print(f"  observd, one process:           {o:.3f} s")
     print(f"  observd, {os.cpu_count()} workers (throughput): {pooled:.3f} s")
-    print(f"  ccdproc + astroalign:           {r:.3f} s   -> observd is {r / o:.1f}x faster (one process), "
-          f"{r / pooled:.1f}x (pool)")
+    print(
+        f"  ccdproc + astroalign:           {r:.3f} s   -> observd is {r / o:.1f}x faster (one process), "
+        f"{r / pooled:.1f}x (pool)"
+    )
     if siril is not None:
         print(f"  Siril preprocess + register:    {siril:.3f} s   -> observd/Siril = {pooled / siril:.2f} (pool)")
     else:

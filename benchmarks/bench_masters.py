@@ -3,7 +3,8 @@
 Writes N simulated 16-bit bias frames (BITPIX 16, BZERO 32768, like a camera), then
 times each tool on them, every run in a fresh process so that its peak RSS is its own:
 
-* observd: ``combine([FitsSource(p) ...], method='median', rejection='sigclip')`` + write;
+* observd: ``combine([FitsSource(p) ...], method='median', rejection='sigclip')`` on one
+  thread per core + write;
 * ccdproc: ``ccdproc.combine(files, method='median', sigma_clip=True, ...)`` + write
   (default ``mem_limit``);
 * Siril (when ``siril-cli`` is on PATH): ``convert`` to a sequence, then
@@ -12,7 +13,8 @@ times each tool on them, every run in a fresh process so that its peak RSS is it
 
 The times are measured inside the child around the work (interpreter start-up and
 imports excluded; for Siril the whole ``siril-cli`` run); peak RSS is the child's own
-high-water mark (``VmHWM``, imports included; for Siril its ``ru_maxrss``).  Also checks that observd's master equals ccdproc's:
+high-water mark (``VmHWM``, imports included; for Siril its ``ru_maxrss``).  Also checks that
+observd's master equals ccdproc's:
 ccdproc clips once (``maxiters=1``), so that check uses observd with ``maxiters=1``; the
 difference from observd's default (``maxiters=5``) is printed too.
 
@@ -42,6 +44,7 @@ TOOLS = ("observd", "ccdproc", "siril")
 
 # ------------------------------------------------------------------------ frames
 
+
 def write_bias_frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
     """N bias frames: level + fixed column pattern + read noise + hot pixels + cosmics."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,9 +57,9 @@ def write_bias_frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Pa
         frame = rng.normal(0.0, 5.0, (size, size)).astype(np.float32)
         frame += columns.astype(np.float32)
         frame[hot[0], hot[1]] += hot_level
-        for _ in range(size * size // 100000):          # cosmic rays: short streaks
+        for _ in range(size * size // 100000):  # cosmic rays: short streaks
             y, x = rng.integers(2, size - 2, 2)
-            frame[y, x:x + rng.integers(1, 3)] += rng.uniform(500, 40000)
+            frame[y, x : x + rng.integers(1, 3)] += rng.uniform(500, 40000)
         data = np.clip(np.rint(frame), 0, 65535).astype(np.uint16)
         header = fits.Header({"IMAGETYP": "Bias Frame", "EXPTIME": 0.0})
         path = folder / f"bias_{i + 1:04d}.fits"
@@ -67,30 +70,45 @@ def write_bias_frames(folder: Path, n: int, size: int, seed: int = 0) -> list[Pa
 
 # ------------------------------------------------------------------------ children
 
+
 def child(tool: str, files: list[Path], out: Path, maxiters: int) -> dict:
     """Run one tool in this (fresh) process; return wall time and peak RSS."""
     if tool == "observd":
-        from observd.core.combine import FitsSource, combine
+        from observd.adapters.fits_rows import FitsSource
+        from observd.core.combine import combine
 
         t0 = time.perf_counter()
-        res = combine([FitsSource(p) for p in files], method="median", rejection="sigclip",
-                      maxiters=maxiters)
-        fits.HDUList([fits.PrimaryHDU(res.data),
-                      fits.ImageHDU(res.uncertainty, name="UNCERT")]).writeto(out, overwrite=True)
+        res = combine(
+            [FitsSource(p) for p in files],
+            method="median",
+            rejection="sigclip",
+            maxiters=maxiters,
+            workers=os.cpu_count() or 1,
+        )
+        fits.HDUList([fits.PrimaryHDU(res.data), fits.ImageHDU(res.uncertainty, name="UNCERT")]).writeto(
+            out, overwrite=True
+        )
         elapsed = time.perf_counter() - t0
     elif tool == "ccdproc":
         import ccdproc
 
         t0 = time.perf_counter()
-        ccdproc.combine([str(p) for p in files], output_file=str(out), method="median",
-                        sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
-                        sigma_clip_func=np.ma.median, sigma_clip_dev_func=np.ma.std,
-                        unit="adu", overwrite_output=True)
+        ccdproc.combine(
+            [str(p) for p in files],
+            output_file=str(out),
+            method="median",
+            sigma_clip=True,
+            sigma_clip_low_thresh=3,
+            sigma_clip_high_thresh=3,
+            sigma_clip_func=np.ma.median,
+            sigma_clip_dev_func=np.ma.std,
+            unit="adu",
+            overwrite_output=True,
+        )
         elapsed = time.perf_counter() - t0
     else:
         elapsed = _run_siril(files, out)
-        return {"time": elapsed,
-                "rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+        return {"time": elapsed, "rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     return {"time": elapsed, "rss_mib": _own_peak_rss_kib() / 1024}
 
 
@@ -118,13 +136,12 @@ def _run_siril(files: list[Path], out: Path) -> float:
     for i, p in enumerate(files):
         (work / f"bias_{i + 1:04d}.fits").symlink_to(p.resolve())
     (work / "master.ssf").write_text(
-        "requires 1.0.0\n"
-        "convert bias -out=seq\n"
-        "cd seq\n"
-        f"stack bias_ rej 3 3 -nonorm -out={out.resolve()}\n")
+        f"requires 1.0.0\nconvert bias -out=seq\ncd seq\nstack bias_ rej 3 3 -nonorm -out={out.resolve()}\n"
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run(["siril-cli", "-d", str(work), "-s", str(work / "master.ssf")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["siril-cli", "-d", str(work), "-s", str(work / "master.ssf")], capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
     if proc.returncode != 0 or not _siril_output(out).exists():
@@ -137,8 +154,18 @@ def _siril_output(out: Path) -> Path:
 
 
 def run_child(tool: str, files: list[Path], out: Path, maxiters: int = 5) -> dict:
-    cmd = [sys.executable, __file__, "--child", tool, "--out", str(out),
-           "--maxiters", str(maxiters), "--files", *map(str, files)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        tool,
+        "--out",
+        str(out),
+        "--maxiters",
+        str(maxiters),
+        "--files",
+        *map(str, files),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} child failed:\n{proc.stderr[-3000:]}")
@@ -146,6 +173,7 @@ def run_child(tool: str, files: list[Path], out: Path, maxiters: int = 5) -> dic
 
 
 # ------------------------------------------------------------------------ main
+
 
 def siril_available() -> bool:
     return shutil.which("siril-cli") is not None
@@ -195,16 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         outs = {t: workdir / f"master_{t}_{n}.fits" for t in tools}
         results = {t: [] for t in tools}
         for _ in range(args.repeats):
-            for t in tools:                # interleaved, so load spikes hit all tools
+            for t in tools:  # interleaved, so load spikes hit all tools
                 results[t].append(run_child(t, frames, outs[t]))
         if "observd" in tools and "ccdproc" in tools:
             one_pass = workdir / f"master_observd1_{n}.fits"
             run_child("observd", frames, one_pass, maxiters=1)
-            checks.append((n, max_rel_diff(one_pass, outs["ccdproc"]),
-                           max_rel_diff(outs["observd"], outs["ccdproc"])))
+            checks.append((n, max_rel_diff(one_pass, outs["ccdproc"]), max_rel_diff(outs["observd"], outs["ccdproc"])))
         for t in tools:
-            rows.append((t, n, statistics.median(r["time"] for r in results[t]),
-                         statistics.median(r["rss_mib"] for r in results[t])))
+            rows.append(
+                (
+                    t,
+                    n,
+                    statistics.median(r["time"] for r in results[t]),
+                    statistics.median(r["rss_mib"] for r in results[t]),
+                )
+            )
     print(f"load average after: {os.getloadavg()}")
     _print_table(rows, checks, args.repeats, args.shape)
     if tmp is not None:
@@ -215,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_table(rows, checks, repeats, size) -> None:
     by = {(t, n): (tm, rss) for t, n, tm, rss in rows}
     print(f"\n{size}x{size} uint16 bias frames, median of {repeats} runs")
-    print(f"{'tool':<8} {'N':>3} {'time s':>8} {'peak RSS MiB':>13} {'time/observd':>13} "
-          f"{'RSS/observd':>12}")
+    print(f"{'tool':<8} {'N':>3} {'time s':>8} {'peak RSS MiB':>13} {'time/observd':>13} {'RSS/observd':>12}")
     for t, n, tm, rss in rows:
         ot, orss = by.get(("observd", n), (np.nan, np.nan))
         print(f"{t:<8} {n:>3} {tm:>8.2f} {rss:>13.0f} {tm / ot:>13.2f} {rss / orss:>12.2f}")
@@ -226,9 +258,11 @@ def _print_table(rows, checks, repeats, size) -> None:
         ratio = by[("observd", last)][1] / by[("observd", first)][1]
         print(f"observd peak RSS N={last} / N={first}: {ratio:.2f}")
     for n, (one, one_frac), (default, default_frac) in checks:
-        print(f"N={n}: observd(maxiters=1) vs ccdproc max rel diff {one:.2e} "
-              f"({one_frac:.1e} of pixels > 1e-5); observd(maxiters=5) vs ccdproc "
-              f"{default:.2e} ({default_frac:.1e} of pixels > 1e-5)")
+        print(
+            f"N={n}: observd(maxiters=1) vs ccdproc max rel diff {one:.2e} "
+            f"({one_frac:.1e} of pixels > 1e-5); observd(maxiters=5) vs ccdproc "
+            f"{default:.2e} ({default_frac:.1e} of pixels > 1e-5)"
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ their ratios, and compares the two stacks: sky noise in an aperture, relative to
 the same bright stars in the same aperture in each stack (lower is better; unit-free, so the
 stacks' scales do not matter), as produced and at equal resolution, and median star FWHM.
 
-    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--warmup 1] [--masters-method median|mean] [--workdir DIR]
+    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--warmup 1]
+                                     [--masters-method median|mean] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from scipy.spatial import cKDTree
 
 from observd.core.align import find_transform
 from observd.core.measure import FWHM_PER_SIGMA, Stars, measure
-from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 SIRIL_SCRIPT = """requires 1.0.0
 setext fits
@@ -81,6 +83,7 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subp
             except psutil.Error:
                 pass
             time.sleep(0.05)
+
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     out, err = proc.communicate()
@@ -105,11 +108,11 @@ def blur_to(data: np.ndarray, fwhm: float, target_fwhm: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Quality:
-    noise: float            # robust scatter of r=6 px aperture sums on empty sky
-    noise_error: float      # its relative standard error
-    fwhm: float | None      # median star FWHM (px)
-    stars: Stars            # brightest stars, for matching the other stack's
-    flux: np.ndarray        # their r=6 px aperture sums
+    noise: float  # robust scatter of r=6 px aperture sums on empty sky
+    noise_error: float  # its relative standard error
+    fwhm: float | None  # median star FWHM (px)
+    stars: Stars  # brightest stars, for matching the other stack's
+    flux: np.ndarray  # their r=6 px aperture sums
 
 
 def stack_quality(data: np.ndarray) -> Quality:
@@ -131,9 +134,13 @@ def stack_quality(data: np.ndarray) -> Quality:
     margin = max(40, ny // 20)
     x = rng.uniform(margin, nx - margin, 4000)
     y = rng.uniform(margin, ny - margin, 4000)
-    clear = np.array([not segmap[int(yi) - 8:int(yi) + 9, int(xi) - 8:int(xi) + 9].any()
-                      and np.isfinite(data[int(yi) - 8:int(yi) + 9, int(xi) - 8:int(xi) + 9]).all()
-                      for xi, yi in zip(x, y)])
+    clear = np.array(
+        [
+            not segmap[int(yi) - 8 : int(yi) + 9, int(xi) - 8 : int(xi) + 9].any()
+            and np.isfinite(data[int(yi) - 8 : int(yi) + 9, int(xi) - 8 : int(xi) + 9]).all()
+            for xi, yi in zip(x, y)
+        ]
+    )
     sky, _, _ = sep.sum_circle(sub, x[clear], y[clear], 6.0)
     flux, _, _ = sep.sum_circle(sub, stars.x, stars.y, 6.0)
     mad = 1.4826 * np.median(np.abs(sky - np.median(sky)))
@@ -161,31 +168,52 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each pipeline, alternating "
-                                                                  "(medians are reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each pipeline, alternating (medians are reported)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each pipeline first")
-    parser.add_argument("--masters-method", choices=("median", "mean"),
-                        help="every observd master combined by this, after sigma clipping (default: observd's "
-                             "defaults, a median for bias and dark and a mean for flats; Siril's script "
-                             "uses a mean throughout)")
+    parser.add_argument(
+        "--masters-method",
+        choices=("median", "mean"),
+        help="every observd master combined by this, after sigma clipping (default: observd's "
+        "defaults, a median for bias and dark and a mean for flats; Siril's script "
+        "uses a mean throughout)",
+    )
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_night_"))
     n = args.frames
     try:
         t0 = time.perf_counter()
-        write_night(root / "raw", SimSpec(shape=(args.size, args.size), n_bias=n, n_dark=n, n_flat=n, seed=7,
-                                          truth=False, n_clouded=0, n_trailed=0, meridian_flip=False,
-                                          targets=(TargetSpec(n_lights=n, n_stars=400),)))
+        write_night(
+            root / "raw",
+            SimSpec(
+                shape=(args.size, args.size),
+                n_bias=n,
+                n_dark=n,
+                n_flat=n,
+                seed=7,
+                truth=False,
+                n_clouded=0,
+                n_trailed=0,
+                meridian_flip=False,
+                targets=(TargetSpec(n_lights=n, n_stars=400),),
+            ),
+        )
         print(f"simulated night written in {time.perf_counter() - t0:.0f} s ({4 * n} files of {args.size}²)")
-        os.sync()      # the night's raw files reach the disk before anything is timed, not during
+        os.sync()  # the night's raw files reach the disk before anything is timed, not during
         config = root / "observd.toml"
-        config.write_text("[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
-                          f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
-                          + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
-                             if args.masters_method else ""))
+        config.write_text(
+            "[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
+            f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
+            + (
+                f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
+                if args.masters_method
+                else ""
+            )
+        )
         observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
 
-        def run_observd():                      # from scratch: no catalog, no outputs
+        def run_observd():  # from scratch: no catalog, no outputs
             shutil.rmtree(root / "out", ignore_errors=True)
             os.sync()
             run = timed(observd)
@@ -207,7 +235,7 @@ def main() -> None:
             (siril / "night.ssf").write_text(SIRIL_SCRIPT)
             siril_stack = siril / "siril_stack.fits"
 
-            def run_siril():                    # from scratch: no sequences, no outputs
+            def run_siril():  # from scratch: no sequences, no outputs
                 shutil.rmtree(siril / "process", ignore_errors=True)
                 (siril / "process").mkdir()
                 siril_stack.unlink(missing_ok=True)
@@ -232,12 +260,17 @@ def main() -> None:
         ours = runs[run_observd]
         ours_wall, ours_rss = statistics.median(r[0] for r in ours), max(r[1] for r in ours)
         ours_stack = next((root / "out").rglob("stacks/*.fits"))
-        print(f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
-              f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB")
+        print(
+            f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
+            f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB"
+        )
         ours_data = read_stack(ours_stack)
         q_ours = stack_quality(ours_data)
-        masters = (f"sigma-clipped {args.masters_method}" if args.masters_method
-                   else "defaults (sigma-clipped median bias and dark, mean flat)")
+        masters = (
+            f"sigma-clipped {args.masters_method}"
+            if args.masters_method
+            else "defaults (sigma-clipped median bias and dark, mean flat)"
+        )
         print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: {masters}")
         if not run_siril:
             print("Siril: siril-cli not installed — no comparison")
@@ -246,19 +279,23 @@ def main() -> None:
         ws, ms = statistics.median(r[0] for r in theirs), max(r[1] for r in theirs)
         siril_data = read_stack(siril_stack)
         q_siril = stack_quality(siril_data)
-        print(f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
-              f"peak RSS {ms / 2**20:.0f} MiB")
+        print(
+            f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
+            f"peak RSS {ms / 2**20:.0f} MiB"
+        )
         print(f"  stack FWHM {q_siril.fwhm:.2f} px")
         paired = statistics.median(a[0] / b[0] for a, b in zip(ours, theirs))
         # the sharper stack blurred to the other's star FWHM: noise at equal resolution
         fwhm = max(q_ours.fwhm, q_siril.fwhm)
         blurred = [stack_quality(blur_to(d, q.fwhm, fwhm)) for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
         error = np.hypot(q_ours.noise_error, q_siril.noise_error)
-        print(f"ratios observd/Siril: wall time {ours_wall / ws:.2f} (median of the {args.repeats} alternating "
-              f"pairs' ratios {paired:.2f}), peak RSS {ours_rss / ms:.2f}, "
-              f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
-              f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
-              f"(< 1: observd's stack is less noisy; each ±{error:.0%})")
+        print(
+            f"ratios observd/Siril: wall time {ours_wall / ws:.2f} (median of the {args.repeats} alternating "
+            f"pairs' ratios {paired:.2f}), peak RSS {ours_rss / ms:.2f}, "
+            f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
+            f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
+            f"(< 1: observd's stack is less noisy; each ±{error:.0%})"
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from observd.adapters.catalog import Catalog
-from observd.core.config import load_config
+from observd.adapters.config_file import load_config
 from observd.pipeline.batch import ingest
 
 
@@ -36,8 +36,12 @@ def main() -> None:
         (root / "in").mkdir()
         for i in range(args.files):
             hdu = fits.PrimaryHDU(np.zeros((16, 16), np.uint16))
-            hdu.header.update(IMAGETYP="LIGHT", EXPTIME=60.0, OBJECT="M42",
-                              **{"DATE-OBS": f"2026-11-20T{20 + i // 3600 % 4:02d}:{i // 60 % 60:02d}:{i % 60:02d}"})
+            hdu.header.update(
+                IMAGETYP="LIGHT",
+                EXPTIME=60.0,
+                OBJECT="M42",
+                **{"DATE-OBS": f"2026-11-20T{20 + i // 3600 % 4:02d}:{i // 60 % 60:02d}:{i % 60:02d}"},
+            )
             hdu.writeto(root / "in" / f"light_{i:05d}.fits")
         config_file = root / "c.toml"
         config_file.write_text("[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n")
@@ -60,10 +64,14 @@ def main() -> None:
             assert not any(s.new for s in result.seen)
         catalog.close()
     print(f"files: {args.files}; first ingest {first:.2f} s")
-    print(f"re-ingest, whole `observd ingest` command: median {statistics.median(whole):.2f} s "
-          f"(min {min(whole):.2f}, max {max(whole):.2f}, {args.repeats} runs)")
-    print(f"re-ingest, ingest() call alone:            median {statistics.median(inner):.2f} s "
-          f"(min {min(inner):.2f}, max {max(inner):.2f})")
+    print(
+        f"re-ingest, whole `observd ingest` command: median {statistics.median(whole):.2f} s "
+        f"(min {min(whole):.2f}, max {max(whole):.2f}, {args.repeats} runs)"
+    )
+    print(
+        f"re-ingest, ingest() call alone:            median {statistics.median(inner):.2f} s "
+        f"(min {min(inner):.2f}, max {max(inner):.2f})"
+    )
 
 
 if __name__ == "__main__":

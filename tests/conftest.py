@@ -7,9 +7,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import make_config, require_real_data
 
 from observd.adapters.catalog import Catalog
-from support import make_config, require_real_data
+from observd.core.invariants import install_fast_invariants
+
+install_fast_invariants()  # as every observd process does when it starts
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from observd.core.config import Config, config_from_dict
-from observd.sim.night import SimSpec, write_night
+from observd.sim.spec import SimSpec
+from observd.sim.writer import write_night
 
 
 def real_data_root() -> Path:
-    return Path(os.environ.get("OBSERVD_REAL_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    return Path(os.environ.get("OBSERVD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 
 
 def require_real_data(name: str = "") -> Path:
@@ -46,9 +46,14 @@ def gunzip_set(folder: Path, dest: Path) -> Path:
 
 def make_config(tmp_path: Path, **sections) -> Config:
     """A Config whose paths live in tmp_path; `sections` are TOML-like dicts per section."""
-    raw = {"paths": {"watch": str(tmp_path / "incoming"), "output": str(tmp_path / "out"),
-                     "database": str(tmp_path / "out" / "observd.db"),
-                     "status_log": str(tmp_path / "out" / "status.log")}}
+    raw = {
+        "paths": {
+            "watch": str(tmp_path / "incoming"),
+            "output": str(tmp_path / "out"),
+            "database": str(tmp_path / "out" / "observd.db"),
+            "status_log": str(tmp_path / "out" / "status.log"),
+        }
+    }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return config_from_dict(raw, source="test")
@@ -58,6 +63,7 @@ def ingest_into(tmp_path: Path, folders, **sections):
     """Ingest `folders` with a tmp_path config (Europe/Berlin unless given): (config, open catalog)."""
     from observd.adapters.catalog import Catalog
     from observd.pipeline.batch import ingest
+
     sections.setdefault("site", {"timezone": "Europe/Berlin"})
     config = make_config(tmp_path, **sections)
     catalog = Catalog.open(config.paths.database)

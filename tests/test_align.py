@@ -5,11 +5,11 @@ import astroalign
 import numpy as np
 import pytest
 from astropy.io import fits
+from starfield import apply_matrix, render, similarity, sky_catalog
 
 from observd.core import align as align_module
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.measure import Stars, measure
-from starfield import apply_matrix, render, similarity, sky_catalog
 
 N = 512
 GRID = np.meshgrid(np.linspace(0, N - 1, 9), np.linspace(0, N - 1, 9))
@@ -49,7 +49,7 @@ def test_recovers_known_transform_to_subpixel_accuracy(sky, name):
     ref_to_frame = CASES[name]
     _, stars = measure(frame_through(sky, ref_to_frame, seed=len(name)))
     t = find_transform(stars, sky[3])
-    truth = np.linalg.inv(ref_to_frame)                    # frame -> reference
+    truth = np.linalg.inv(ref_to_frame)  # frame -> reference
     assert grid_error(t.matrix, truth) <= 0.05
     # refined on more pairs than astroalign's 50 control points
     assert t.n_matches > 80 and t.rms < 0.15
@@ -67,8 +67,7 @@ def test_refinement_rejects_pairs_that_disagree(sky):
     # displace six matched stars by 1.2 px: within the match radius, but wrong
     ref = np.column_stack([sky[3].x, sky[3].y])
     mapped = apply_matrix(clean.matrix, stars.x, stars.y)
-    matched = np.flatnonzero(np.hypot(mapped[0][:, None] - ref[:, 0],
-                                      mapped[1][:, None] - ref[:, 1]).min(axis=1) < 0.3)
+    matched = np.flatnonzero(np.hypot(mapped[0][:, None] - ref[:, 0], mapped[1][:, None] - ref[:, 1]).min(axis=1) < 0.3)
     x = stars.x.copy()
     x[matched[60:66]] += 1.2
     t = find_transform(Stars(x, stars.y, stars.flux), sky[3])
@@ -93,8 +92,7 @@ def test_another_field_raises_with_the_astroalign_cause(sky):
 
 
 def test_too_few_matches_is_reported():
-    ref = Stars(np.array([10.0, 200.0, 50.0, 400.0, 300.0]),
-                np.array([20.0, 40.0, 300.0, 420.0, 150.0]), np.ones(5))
+    ref = Stars(np.array([10.0, 200.0, 50.0, 400.0, 300.0]), np.array([20.0, 40.0, 300.0, 420.0, 150.0]), np.ones(5))
     frame = Stars(ref.x[:3] + 5.0, ref.y[:3] - 3.0, np.ones(3))
     with pytest.raises(AlignError, match=r"only 3 stars detected in the frame \(need 4\)"):
         find_transform(frame, ref)
@@ -106,8 +104,7 @@ def _transform(matrix):
 
 def _aperture_sums(image, x, y, radius=8.0):
     rows, cols = np.indices(image.shape)
-    return np.array([np.nansum(image[(cols - xi) ** 2 + (rows - yi) ** 2 <= radius ** 2])
-                     for xi, yi in zip(x, y)])
+    return np.array([np.nansum(image[(cols - xi) ** 2 + (rows - yi) ** 2 <= radius**2]) for xi, yi in zip(x, y)])
 
 
 def test_resampled_frame_lands_on_the_reference_and_keeps_flux():
@@ -137,8 +134,8 @@ def test_nan_outside_footprint_and_nan_holes_do_not_spread():
     out = apply_transform(holed, t, (N, N))
     clean = apply_transform(frame, t, (N, N))
     outside = np.zeros((N, N), dtype=bool)
-    outside[:, :11] = True                       # reference x < 10.5
-    outside[N - 20:, :] = True                   # reference y > N - 1 - 20
+    outside[:, :11] = True  # reference x < 10.5
+    outside[N - 20 :, :] = True  # reference y > N - 1 - 20
     np.testing.assert_array_equal(np.isnan(out), outside)
     # away from the hole (which lands at rows 180-189, cols 310.5-319.5) nothing changed
     far = ~outside
@@ -153,8 +150,7 @@ def _expected_mask(bad_rc, shift_xy, grow):
     r0, c0 = np.floor(in_r), np.floor(in_c)
     bad = np.zeros((N, N), dtype=bool)
     for br, bc in bad_rc:
-        bad |= ((br >= r0 - grow) & (br <= r0 + 1 + grow)
-                & (bc >= c0 - grow) & (bc <= c0 + 1 + grow))
+        bad |= (br >= r0 - grow) & (br <= r0 + 1 + grow) & (bc >= c0 - grow) & (bc <= c0 + 1 + grow)
     outside = (in_r < 0) | (in_r > N - 1) | (in_c < 0) | (in_c > N - 1)
     return bad | outside
 
@@ -175,13 +171,13 @@ def test_mask_marks_every_pixel_a_bad_input_pixel_contributes_to(order, grow):
 def test_uncertainty_is_resampled_positive_and_scaled():
     t = _transform(similarity(17.0, 1.02, (2.0, 1.0), (N / 2, N / 2)))
     sigma = np.full((N, N), 2.0)
-    sigma[256, 256] = 500.0                      # a hot pixel
+    sigma[256, 256] = 500.0  # a hot pixel
     out = apply_transform(sigma, t, (N, N), kind="uncertainty")
     inside = np.isfinite(out)
     assert out.dtype == np.float32 and 0.5 * N * N < inside.sum() < N * N
     np.testing.assert_array_equal(inside, np.isfinite(apply_transform(sigma, t, (N, N))))
-    assert np.all(out[inside] >= 2.0 / 1.02 ** 2 - 1e-5)   # never rings below the floor
-    assert np.median(out[inside]) == pytest.approx(2.0 / 1.02 ** 2, rel=1e-5)
+    assert np.all(out[inside] >= 2.0 / 1.02**2 - 1e-5)  # never rings below the floor
+    assert np.median(out[inside]) == pytest.approx(2.0 / 1.02**2, rel=1e-5)
 
 
 def test_rejects_unknown_kind_and_order():
@@ -194,8 +190,7 @@ def test_rejects_unknown_kind_and_order():
 
 def test_real_lights_align_consistently():
     """Three consecutive HAT-P-32 lights: A->C must equal (B->C) after (A->B)."""
-    root = Path(os.environ.get("OBSERVD_REAL_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    root = Path(os.environ.get("OBSERVD_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
     files = sorted((root / "02_microobs_hatp32_lights").glob("HATP-32*.FITS.gz"))[1:4]
     if len(files) < 3:
         pytest.skip(f"real sample data not found under {root}")
@@ -208,7 +203,7 @@ def test_real_lights_align_consistently():
 
 def test_fast_engine_agrees_with_the_scipy_reference():
     """OpenCV's warp is the production path; scipy's spline resampling is the reference."""
-    frame_to_ref = similarity(181.3, 0.998, (7.25, -3.6), (N / 2, N / 2))    # a meridian flip
+    frame_to_ref = similarity(181.3, 0.998, (7.25, -3.6), (N / 2, N / 2))  # a meridian flip
     rng = np.random.default_rng(9)
     x, y = rng.uniform(60, N - 60, 40), rng.uniform(60, N - 60, 40)
     frame = render((N, N), x, y, np.full(40, 3e4), sky=200.0, noise=False)
@@ -231,13 +226,13 @@ def test_fast_engine_agrees_with_the_scipy_reference():
     bad[100, 200] = bad[300:303, 50] = True
     other = np.zeros((N, N), bool)
     other[400, 10:14] = True
-    stacked = apply_transform(np.stack([bad, other]), t, (N, N), kind="mask")      # one warp, two planes
+    stacked = apply_transform(np.stack([bad, other]), t, (N, N), kind="mask")  # one warp, two planes
     assert stacked.shape == (2, N, N)
     for plane, quick in zip((bad, other), stacked):
         reference = apply_transform(plane, t, (N, N), kind="mask", engine="scipy")
         assert np.count_nonzero(quick ^ reference) <= 2
         assert np.count_nonzero(quick ^ apply_transform(plane, t, (N, N), kind="mask")) <= 2
-        assert quick[np.isnan(exact)].all()              # everything outside the footprint is flagged
+        assert quick[np.isnan(exact)].all()  # everything outside the footprint is flagged
     sig = np.full((N, N), 4.0, np.float32)
     uncs = [apply_transform(sig, t, (N, N), kind="uncertainty", engine=e) for e in ("opencv", "scipy")]
     inside = ~np.isnan(uncs[1])
@@ -248,7 +243,7 @@ def test_sparse_and_dense_mask_warps_agree(monkeypatch):
     """Sparse masks are warped pixel by pixel; the dense OpenCV path is what heavy masks take."""
     rng = np.random.default_rng(12)
     bad = rng.random((N, N)) < 0.004
-    bad[200:230, 100] = True                                   # a bad column segment
+    bad[200:230, 100] = True  # a bad column segment
     t = _transform(similarity(33.0, 1.01, (5.3, -2.8), (N / 2, N / 2)))
     for order in (3, 1):
         sparse = apply_transform(bad, t, (N, N), kind="mask", order=order)

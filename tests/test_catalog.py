@@ -7,13 +7,19 @@ from observd.core.frames import FrameInfo
 
 
 def _record(catalog, path="/data/a.fits", sha="aaa", size=100, mtime=1):
-    return catalog.record_file(path=path, size=size, mtime_ns=mtime, sha256=sha, state="classified",
-                               info=FrameInfo(frame_type="light", type_source="test", night="2026-11-20"))
+    return catalog.record_file(
+        path=path,
+        size=size,
+        mtime_ns=mtime,
+        sha256=sha,
+        state="classified",
+        info=FrameInfo(frame_type="light", type_source="test", night="2026-11-20"),
+    )
 
 
 def test_same_content_is_one_row_and_new_content_a_new_version(catalog):
     first, new = _record(catalog)
-    again, new_again = _record(catalog, mtime=2)           # touched, same bytes
+    again, new_again = _record(catalog, mtime=2)  # touched, same bytes
     assert new and not new_again and again == first
     assert catalog.file(first)["mtime_ns"] == 2
     second, new_content = _record(catalog, sha="bbb", mtime=3)
@@ -25,8 +31,9 @@ def test_same_content_is_one_row_and_new_content_a_new_version(catalog):
 
 
 def test_incomplete_row_is_completed_in_place(catalog):
-    pending, _ = catalog.record_file(path="/d/x.fits", size=10, mtime_ns=1, sha256=None, state="pending",
-                                     reason="data ends at byte 10 of 5,760")
+    pending, _ = catalog.record_file(
+        path="/d/x.fits", size=10, mtime_ns=1, sha256=None, state="pending", reason="data ends at byte 10 of 5,760"
+    )
     done, new = _record(catalog, path="/d/x.fits")
     assert done == pending and new
     assert catalog.file(done)["state"] == "classified" and catalog.file(done)["reason"] is None

@@ -47,8 +47,9 @@ def test_status_json_is_the_documented_document(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     config = tmp_path / "c.toml"
     config.write_text(f"[paths]\noutput = '{tmp_path / 'out'}'\ndatabase = '{tmp_path / 'out' / 'c.db'}'\n")
-    from astropy.io import fits
     import numpy as np
+    from astropy.io import fits
+
     hdu = fits.PrimaryHDU(np.zeros((16, 16), np.uint16))
     hdu.header.update(IMAGETYP="BIAS", EXPTIME=0.0, **{"DATE-OBS": "2026-11-20T22:00:00"})
     hdu.writeto(tmp_path / "in" / "b1.fits")
@@ -56,8 +57,19 @@ def test_status_json_is_the_documented_document(tmp_path, capsys):
     capsys.readouterr()
     assert main(["status", "--json", "-c", str(config)]) == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ("generated", "night", "status_log", "nights", "masters", "calibration_groups", "waiting",
-                "failures", "bad", "products", "quality"):
+    for key in (
+        "generated",
+        "night",
+        "status_log",
+        "nights",
+        "masters",
+        "calibration_groups",
+        "waiting",
+        "failures",
+        "bad",
+        "products",
+        "quality",
+    ):
         assert key in report
     assert report["night"] == "2026-11-20"
     assert report["nights"][0]["counts"] == {"bias": {"classified": 1}}
@@ -71,12 +83,27 @@ def test_module_entry_point_runs():
 
 def test_ingest_with_stack_builds_the_batch_nights_products(tmp_path, capsys):
     from observd.adapters.catalog import Catalog
-    from observd.sim.night import SimSpec, TargetSpec, write_night
-    write_night(tmp_path / "night", SimSpec(shape=(128, 128), seed=8, n_bias=7, n_dark=5, n_flat=5, n_clouded=0,
-                                            n_trailed=0, targets=(TargetSpec(n_lights=4, n_stars=80),)))
+    from observd.sim.spec import SimSpec, TargetSpec
+    from observd.sim.writer import write_night
+
+    write_night(
+        tmp_path / "night",
+        SimSpec(
+            shape=(128, 128),
+            seed=8,
+            n_bias=7,
+            n_dark=5,
+            n_flat=5,
+            n_clouded=0,
+            n_trailed=0,
+            targets=(TargetSpec(n_lights=4, n_stars=80),),
+        ),
+    )
     config = tmp_path / "c.toml"
-    config.write_text(f"[paths]\noutput = '{tmp_path / 'out'}'\ndatabase = '{tmp_path / 'out' / 'c.db'}'\n"
-                      "[site]\ntimezone = 'Europe/Berlin'\n")
+    config.write_text(
+        f"[paths]\noutput = '{tmp_path / 'out'}'\ndatabase = '{tmp_path / 'out' / 'c.db'}'\n"
+        "[site]\ntimezone = 'Europe/Berlin'\n"
+    )
     assert main(["ingest", str(tmp_path / "night"), "--stack", "-c", str(config)]) == 0
     out = capsys.readouterr().out
     catalog = Catalog.open(tmp_path / "out" / "c.db", readonly=True)

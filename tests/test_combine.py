@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
-import os
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 from astropy.utils.exceptions import AstropyUserWarning
 
-from observd.core.combine import (ArraySource, FitsSource, band_bytes_per_pixel, band_rows,
-                             combine)
-
-REAL_DATA = Path(os.environ.get("OBSERVD_REAL_DATA",
-                                Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+from observd.core.combine import ArraySource, band_bytes_per_pixel, band_rows, combine
 
 
 def bias_stack(n, shape=(48, 64), seed=0, nan_fraction=0.0):
@@ -30,21 +22,28 @@ def bias_stack(n, shape=(48, 64), seed=0, nan_fraction=0.0):
     stack[cosmic] += rng.uniform(30, 20000, cosmic.sum()).astype(np.float32)
     low = rng.random(stack.shape) < 0.01
     stack[low] -= rng.uniform(20, 400, low.sum()).astype(np.float32)
-    stack[:, 5, 7] += 3000.0                      # hot pixel in every frame
+    stack[:, 5, 7] += 3000.0  # hot pixel in every frame
     if nan_fraction:
         stack[rng.random(stack.shape) < nan_fraction] = np.nan
-        for i in range(n):                        # aligned frames: NaN outside footprint
+        for i in range(n):  # aligned frames: NaN outside footprint
             stack[i, :, : i % 5] = np.nan
-        stack[:, 0, 0] = np.nan                   # no valid value at all
-        stack[1:, 0, 1] = np.nan                  # a single valid value
+        stack[:, 0, 0] = np.nan  # no valid value at all
+        stack[1:, 0, 1] = np.nan  # a single valid value
     return stack
 
 
 def astropy_clip(stack, maxiters=5, sigma_low=3.0, sigma_high=3.0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
-        return sigma_clip(stack, axis=0, sigma_lower=sigma_low, sigma_upper=sigma_high,
-                          maxiters=maxiters, cenfunc="median", stdfunc="std")
+        return sigma_clip(
+            stack,
+            axis=0,
+            sigma_lower=sigma_low,
+            sigma_upper=sigma_high,
+            maxiters=maxiters,
+            cenfunc="median",
+            stdfunc="std",
+        )
 
 
 def sources(stack):
@@ -82,7 +81,7 @@ def test_sigclip_final_mask_is_last_bounds_on_all_values():
 def test_iterations_matter_in_the_test_data():
     """Guard for the test above: maxiters=5 must reject more than one pass here."""
     stack = bias_stack(20, seed=20)
-    assert (astropy_clip(stack, 5).mask.sum() > astropy_clip(stack, 1).mask.sum())
+    assert astropy_clip(stack, 5).mask.sum() > astropy_clip(stack, 1).mask.sum()
 
 
 @pytest.mark.parametrize("method", ["median", "mean"])
@@ -109,9 +108,15 @@ def test_sigclip_asymmetric_thresholds_equal_astropy():
 def ccdproc_combine(stack, method):
     import ccdproc
 
-    return ccdproc.combine([CCDData(frame, unit="adu") for frame in stack], method=method,
-                           sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
-                           sigma_clip_func=np.ma.median, sigma_clip_dev_func=np.ma.std)
+    return ccdproc.combine(
+        [CCDData(frame, unit="adu") for frame in stack],
+        method=method,
+        sigma_clip=True,
+        sigma_clip_low_thresh=3,
+        sigma_clip_high_thresh=3,
+        sigma_clip_func=np.ma.median,
+        sigma_clip_dev_func=np.ma.std,
+    )
 
 
 def test_ccdproc_reference_is_a_single_clipping_pass():
@@ -138,26 +143,26 @@ def test_weighted_mean_equals_numpy():
     weights = np.array([1.0, 2.0, 0.5, 3.0, 1.5, 0.25])
     res = combine(sources(stack), method="mean", rejection="none", weights=weights)
     valid = np.ma.masked_invalid(stack.astype(np.float64))
-    expected = np.ma.average(valid, axis=0, weights=np.broadcast_to(
-        weights[:, None, None], stack.shape)).filled(np.nan)
+    expected = np.ma.average(valid, axis=0, weights=np.broadcast_to(weights[:, None, None], stack.shape)).filled(np.nan)
     np.testing.assert_allclose(res.data, expected, rtol=1e-6)
     np.testing.assert_array_equal(res.count, valid.count(axis=0))
 
     clipped = astropy_clip(stack)
     res = combine(sources(stack), method="mean", rejection="sigclip", weights=weights)
-    expected = np.ma.average(clipped.astype(np.float64), axis=0, weights=np.broadcast_to(
-        weights[:, None, None], stack.shape)).filled(np.nan)
+    expected = np.ma.average(
+        clipped.astype(np.float64), axis=0, weights=np.broadcast_to(weights[:, None, None], stack.shape)
+    ).filled(np.nan)
     np.testing.assert_allclose(res.data, expected, rtol=1e-6)
 
 
 def test_minmax_drops_extremes_of_valid_values():
     stack = bias_stack(6, seed=5, nan_fraction=0.2)
     res = combine(sources(stack), method="mean", rejection="minmax", nlow=1, nhigh=2)
-    ordered = np.sort(stack, axis=0)                     # NaN last
+    ordered = np.sort(stack, axis=0)  # NaN last
     nvalid = np.isfinite(stack).sum(axis=0)
     expected = np.full(stack.shape[1:], np.nan)
     for y, x in np.ndindex(*stack.shape[1:]):
-        kept = ordered[1:nvalid[y, x] - 2, y, x].astype(np.float64)
+        kept = ordered[1 : nvalid[y, x] - 2, y, x].astype(np.float64)
         if kept.size:
             expected[y, x] = kept.mean()
     np.testing.assert_allclose(res.data, expected, rtol=1e-6)
@@ -171,7 +176,7 @@ def test_winsorized_rejects_cosmic_ray_in_four_frames():
     stack = rng.normal(truth, 5.0, (4, 64, 64)).astype(np.float32)
     hit = np.zeros((64, 64), bool)
     hit[::4, ::4] = True
-    stack[2][hit] += 800.0                                # a cosmic ray in one frame
+    stack[2][hit] += 800.0  # a cosmic ray in one frame
     plain = combine(sources(stack), method="mean", rejection="sigclip", maxiters=10)
     wins = combine(sources(stack), method="mean", rejection="winsorized", maxiters=10)
     # Plain sigma clipping cannot isolate one outlier out of 4 values...
@@ -195,13 +200,15 @@ def test_winsorized_never_keeps_fewer_than_two():
 
 def test_bands_and_threads_give_identical_results():
     stack = bias_stack(11, shape=(128, 128), seed=7, nan_fraction=0.05)
-    for kwargs in ({}, {"rejection": "winsorized"}, {"method": "mean",
-                                                      "weights": np.arange(1.0, 12.0)}):
+    for kwargs in ({}, {"rejection": "winsorized"}, {"method": "mean", "weights": np.arange(1.0, 12.0)}):
         one_band = combine(sources(stack), workers=1, **kwargs)
-        assert band_rows(11, 128, memory_limit=1 << 30, workers=1) >= 128   # one band
+        assert band_rows(11, 128, memory_limit=1 << 30, workers=1) >= 128  # one band
         tiny = combine(sources(stack), memory_limit=1, workers=2, **kwargs)  # 1-row bands
-        for a, b in ((one_band.data, tiny.data), (one_band.uncertainty, tiny.uncertainty),
-                     (one_band.count, tiny.count)):
+        for a, b in (
+            (one_band.data, tiny.data),
+            (one_band.uncertainty, tiny.uncertainty),
+            (one_band.count, tiny.count),
+        ):
             np.testing.assert_array_equal(a, b)
 
 
@@ -216,92 +223,7 @@ def test_working_memory_stays_within_limit():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < limit + output, rejection
-    assert band_rows(20, 256, memory_limit=limit, workers=1) * 256 * \
-        band_bytes_per_pixel(20) <= limit
-
-
-def write_uint16(path, data, header=None):
-    fits.PrimaryHDU(data.astype(np.uint16), header=header).writeto(path)
-    assert fits.getheader(path)["BZERO"] == 32768     # stored as int16 + BZERO
-
-
-def test_fits_source_reads_bzero_uint16_rows(tmp_path):
-    rng = np.random.default_rng(10)
-    data = rng.integers(0, 65536, (40, 30)).astype(np.uint16)
-    data[0, 0], data[1, 1] = 0, 65535
-    write_uint16(tmp_path / "a.fits", data)
-    src = FitsSource(tmp_path / "a.fits")
-    assert src.shape == (40, 30)
-    rows = src.read_rows(3, 17)
-    assert rows.dtype == np.float32
-    np.testing.assert_array_equal(rows, data[3:17].astype(np.float32))
-    np.testing.assert_array_equal(src.read_rows(0, 2), data[:2].astype(np.float32))
-
-
-def test_fits_source_scaled_int32_blank_and_float(tmp_path):
-    raw = np.arange(-600, 600, dtype=np.int32).reshape(30, 40)
-    raw[4, 5] = -999
-    hdu = fits.PrimaryHDU(raw)
-    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 0.5, 100.0, -999
-    hdu.writeto(tmp_path / "s.fits")
-    expected = fits.getdata(tmp_path / "s.fits").astype(np.float32)   # astropy's scaling
-    assert np.isnan(expected[4, 5])
-    got = FitsSource(tmp_path / "s.fits").read_rows(0, 30)
-    np.testing.assert_array_equal(got, expected)
-
-    floats = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(floats)]).writeto(tmp_path / "f.fits")
-    np.testing.assert_array_equal(FitsSource(tmp_path / "f.fits", hdu=1).read_rows(5, 9),
-                                  floats[5:9])
-
-
-def test_fits_source_compressed_and_gzipped(tmp_path):
-    rng = np.random.default_rng(11)
-    data = rng.integers(900, 1100, (50, 20)).astype(np.uint16)
-    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(tmp_path / "c.fits")
-    write_uint16(tmp_path / "g.fits", data)
-    with gzip.open(tmp_path / "g.fits.gz", "wb") as out:
-        out.write((tmp_path / "g.fits").read_bytes())
-    for src in (FitsSource(tmp_path / "c.fits", hdu=1), FitsSource(tmp_path / "g.fits.gz")):
-        assert src.shape == (50, 20)
-        np.testing.assert_array_equal(src.read_rows(10, 25), data[10:25].astype(np.float32))
-        np.testing.assert_array_equal(src.read_rows(45, 50), data[45:50].astype(np.float32))
-
-
-def test_fits_sources_with_prepare_combine_like_prepared_arrays(tmp_path):
-    rng = np.random.default_rng(12)
-    bias = rng.normal(1000, 3, (36, 24)).astype(np.float32)
-    level = np.array([1.0, 1.2, 0.9, 1.1, 1.05])
-    frames = [np.rint(bias + 20000 * lv + rng.normal(0, 30, bias.shape)) for lv in level]
-    paths = []
-    for i, frame in enumerate(frames):
-        paths.append(tmp_path / f"flat{i}.fits")
-        write_uint16(paths[-1], frame)
-
-    def flat_source(path, norm):
-        def prepare(rows, y0, y1):
-            return (rows - bias[y0:y1]) / np.float32(norm)
-        return FitsSource(path, prepare=prepare)
-
-    res = combine([flat_source(p, 20000 * lv) for p, lv in zip(paths, level)],
-                  memory_limit=1, workers=2)
-    prepared = np.stack([(f.astype(np.float32) - bias) / np.float32(20000 * lv)
-                         for f, lv in zip(frames, level)])
-    ref = astropy_clip(prepared)
-    np.testing.assert_allclose(res.data, np.ma.median(ref, axis=0).filled(np.nan), rtol=1e-5)
-    np.testing.assert_array_equal(res.count, (~ref.mask).sum(axis=0))
-    assert abs(np.median(res.data) - 1.0) < 0.01
-
-
-def test_real_gzipped_bias_frames():
-    folder = REAL_DATA / "01_umd_sbig_st8_maximdl"
-    paths = [folder / "calib-001-bi.fit.gz", folder / "calib-002-bi.fit.gz"]
-    if not all(p.exists() for p in paths):
-        pytest.skip("real sample data not available")
-    res = combine([FitsSource(p) for p in paths], method="mean", rejection="none")
-    frames = [fits.getdata(p).astype(np.float64) for p in paths]
-    np.testing.assert_allclose(res.data, (frames[0] + frames[1]) / 2, rtol=1e-6)
-    assert np.all(res.count == 2)
+    assert band_rows(20, 256, memory_limit=limit, workers=1) * 256 * band_bytes_per_pixel(20) <= limit
 
 
 def test_invalid_arguments():
@@ -316,70 +238,3 @@ def test_invalid_arguments():
         combine(sources(stack), method="mean", weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="no frames"):
         combine([])
-
-
-def _offset_prepare(rows, y0, y1):
-    """A picklable per-band calibration that depends on the absolute rows (as a master's does)."""
-    return rows - np.arange(y0, y1, dtype=np.float32)[:, None]
-
-
-@pytest.mark.parametrize("kwargs", [{}, {"method": "mean", "weights": np.arange(1.0, 12.0)},
-                                    {"rejection": "winsorized"}])
-def test_process_pool_shares_give_the_threaded_result(tmp_path, kwargs):
-    from concurrent.futures import ProcessPoolExecutor
-    stack = bias_stack(11, shape=(67, 64), seed=13, nan_fraction=0.05)
-    paths = []
-    for i, frame in enumerate(stack):
-        paths.append(tmp_path / f"f{i}.fits")
-        fits.PrimaryHDU(frame).writeto(paths[-1])
-    files = [FitsSource(p, prepare=_offset_prepare) for p in paths]
-    for src in files:
-        src.read_rows(0, 1)                # caches and a lock that must not travel to the workers
-    local = combine(files, workers=1, **kwargs)
-    with ProcessPoolExecutor(2) as pool:
-        shared = combine(files, workers=2, executor=pool, **kwargs)
-    expected = combine(sources(stack - np.arange(67, dtype=np.float32)[None, :, None]), workers=1, **kwargs)
-    for got in (local, shared):
-        np.testing.assert_array_equal(got.data, expected.data)
-        np.testing.assert_array_equal(got.uncertainty, expected.uncertainty)
-        np.testing.assert_array_equal(got.count, expected.count)
-
-
-def test_shares_leave_no_shared_file_and_clear_a_dead_process_one(tmp_path, monkeypatch):
-    from concurrent.futures import ProcessPoolExecutor
-
-    from observd.core import combine as combine_module
-    monkeypatch.setattr(combine_module.os, "access", lambda path, mode: False)   # no /dev/shm: the temp folder
-    monkeypatch.setattr(combine_module.tempfile, "tempdir", str(tmp_path))
-    orphan = tmp_path / "observd-combine-999999999-abc"        # no such process
-    orphan.write_bytes(b"x")
-    living = tmp_path / f"observd-combine-{os.getppid()}-abc"  # a running process's
-    living.write_bytes(b"x")
-    stack = bias_stack(6, shape=(40, 32), seed=4)
-    with ProcessPoolExecutor(2) as pool:
-        got = combine(sources(stack), workers=2, executor=pool)
-    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [living.name]
-
-
-def test_no_shared_planes_means_combining_here(monkeypatch):
-    from concurrent.futures import ProcessPoolExecutor
-
-    from observd.core import combine as combine_module
-
-    def full(shape):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(combine_module._SharedPlanes, "create", staticmethod(full))
-    stack = bias_stack(5, shape=(40, 32), seed=2)
-    with ProcessPoolExecutor(2) as pool:
-        got = combine(sources(stack), workers=2, executor=pool)
-    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
-
-
-def test_a_broken_pool_falls_back_to_threads():
-    from concurrent.futures import ProcessPoolExecutor
-    stack = bias_stack(5, shape=(40, 32), seed=2)
-    pool = ProcessPoolExecutor(2)
-    pool.shutdown()                                   # submit now raises RuntimeError
-    got = combine(sources(stack), workers=2, executor=pool)
-    np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)

@@ -49,10 +49,14 @@ def test_complete_uint16(tmp_path):
 def test_multi_extension_complete_and_truncated_in_an_extension(tmp_path):
     path = tmp_path / "mef.fits"
     table = fits.BinTableHDU.from_columns([fits.Column("x", "E", array=np.arange(100.0))])
-    hdus = fits.HDUList([fits.PrimaryHDU(),
-                         fits.ImageHDU(np.zeros((64, 80), np.float32), name="SCI"),
-                         fits.ImageHDU(np.ones((10, 10), np.int32), name="DQ"),
-                         table])
+    hdus = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(np.zeros((64, 80), np.float32), name="SCI"),
+            fits.ImageHDU(np.ones((10, 10), np.int32), name="DQ"),
+            table,
+        ]
+    )
     hdus.writeto(path)
     size = path.stat().st_size
 
@@ -73,7 +77,7 @@ def test_multi_extension_complete_and_truncated_in_an_extension(tmp_path):
 def test_cut_inside_an_extension_header(tmp_path):
     path = tmp_path / "mef.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((8, 8), np.int16))]).writeto(path)
-    truncate(path, BLOCK + 300)          # primary complete; extension header cut before END
+    truncate(path, BLOCK + 300)  # primary complete; extension header cut before END
 
     result = check_fits_size(path)
 
@@ -84,7 +88,7 @@ def test_cut_inside_an_extension_header(tmp_path):
 def test_partial_xtension_keyword_after_a_whole_primary_is_incomplete(tmp_path):
     path = tmp_path / "mef.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((8, 8), np.int16))]).writeto(path)
-    truncate(path, BLOCK + 3)            # b"XTE"
+    truncate(path, BLOCK + 3)  # b"XTE"
 
     assert not check_fits_size(path).complete
 
@@ -107,7 +111,7 @@ def test_truncated_data_reports_exact_bytes(tmp_path):
 def test_missing_final_padding_counts_as_complete_but_one_data_byte_less_does_not(tmp_path):
     path = tmp_path / "nopad.fits"
     write_uint16(path, shape=(100, 100))
-    data_end = BLOCK + 100 * 100 * 2     # 20,000 data bytes: not a multiple of 2880
+    data_end = BLOCK + 100 * 100 * 2  # 20,000 data bytes: not a multiple of 2880
     truncate(path, data_end)
 
     result = check_fits_size(path)
@@ -133,14 +137,15 @@ def test_trailing_bytes_that_are_not_an_extension_are_ignored(tmp_path):
 def test_truncated_header(tmp_path):
     path = tmp_path / "cut.fits"
     write_uint16(path, shape=(10, 10))
-    truncate(path, 400)                  # before the END card (card 10)
+    truncate(path, 400)  # before the END card (card 10)
     assert check_fits_size(path).reason == "header incomplete: no END card in 400 bytes"
     assert check_fits_size(path).expected is None
     path.unlink()
     write_uint16(path, shape=(10, 10))
-    truncate(path, 2000)                 # END written, its block's padding not yet
+    truncate(path, 2000)  # END written, its block's padding not yet
     assert check_fits_size(path).reason == (
-        "header incomplete: END card found but header padding missing (2,000 of 2,880 bytes)")
+        "header incomplete: END card found but header padding missing (2,000 of 2,880 bytes)"
+    )
 
     # A header longer than one block, cut exactly at a block boundary.
     long = tmp_path / "long.fits"
@@ -161,8 +166,7 @@ def test_a_few_bytes_of_simple_are_an_incomplete_header_not_a_foreign_file(tmp_p
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.fits"
     path.touch()
-    assert check_fits_size(path) == SizeCheck(
-        False, 0, None, "empty file (0 bytes)")
+    assert check_fits_size(path) == SizeCheck(False, 0, None, "empty file (0 bytes)")
 
 
 def test_html_renamed_fits(tmp_path):
@@ -194,14 +198,14 @@ def test_no_read_permission(tmp_path):
         assert check_fits_size(path).reason == "permission denied"
         return
     with tempfile.TemporaryDirectory() as folder:
-        os.chmod(folder, 0o755)             # 'nobody' may enter the folder, not read the file
+        os.chmod(folder, 0o755)  # 'nobody' may enter the folder, not read the file
         path = Path(folder) / "locked.fits"
         write_uint16(path, shape=(10, 10))
         path.chmod(0)
-        assert check_fits_size(path).complete      # root itself reads it
+        assert check_fits_size(path).complete  # root itself reads it
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:                                # child: drop to nobody, report, exit
+        if pid == 0:  # child: drop to nobody, report, exit
             try:
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
@@ -226,9 +230,9 @@ def test_gzip_complete_and_truncated(tmp_path):
 
     result = check_fits_size(gz)
     assert result.complete
-    assert result.actual == result.expected == raw.stat().st_size   # decompressed bytes
+    assert result.actual == result.expected == raw.stat().st_size  # decompressed bytes
 
-    truncate(gz, gz.stat().st_size - 4)     # only the trailer's ISIZE is missing
+    truncate(gz, gz.stat().st_size - 4)  # only the trailer's ISIZE is missing
     assert check_fits_size(gz).reason == "gzip stream truncated"
     truncate(gz, gz.stat().st_size // 2)
     result = check_fits_size(gz)
@@ -261,16 +265,15 @@ def test_tile_compressed_fz(tmp_path):
     result = check_fits_size(path)
     assert result.complete and result.expected == size
     with fits.open(path, disable_image_compression=True) as hdul:
-        assert hdul[1].header["PCOUNT"] > 0         # the heap is really there and counted
+        assert hdul[1].header["PCOUNT"] > 0  # the heap is really there and counted
 
-    truncate(path, size - BLOCK)    # lose the last block of the compressed heap
+    truncate(path, size - BLOCK)  # lose the last block of the compressed heap
     result = check_fits_size(path)
     assert not result.complete and result.reason.startswith("data ends at byte")
 
 
 def real_data_dir() -> Path:
-    return Path(os.environ.get("OBSERVD_REAL_DATA")
-                or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+    return Path(os.environ.get("OBSERVD_REAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
 
 
 def test_real_gzipped_frames_are_complete():

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from observd.adapters.config_file import load_config
 from observd.cli.main import main
-from observd.core.config import Config, ConfigError, config_from_dict, load_config, to_toml
+from observd.core.config import Config, ConfigError, config_from_dict, to_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "observd.toml"
 
@@ -18,22 +19,25 @@ def test_missing_and_empty_files_give_defaults(tmp_path):
     empty.write_text("")
     config = load_config(empty)
     assert config.masters.min_bias == 7 and config.masters.temp_tolerance == 0.5
-    assert config.paths.database == tmp_path / "observd-output" / "observd.db"   # relative to the file
+    assert config.paths.database == tmp_path / "observd-output" / "observd.db"  # relative to the file
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[masters]\nmin_bias = 'seven'\n", ["[masters] min_bias", "'seven'", "an integer"]),
-    ("[masters]\nbogus = 1\n", ["unknown key [masters] bogus", "known keys"]),
-    ("[nonsense]\nx = 1\n", ["unknown section [nonsense]"]),
-    ("[site]\ntimezone = 'Mars/Olympus'\n", ["[site] timezone", "'Mars/Olympus'", "IANA"]),
-    ("[stack]\nat = '25:99'\n", ["[stack] at", "HH:MM"]),
-    ("[masters]\nrejection = 'magic'\n", ["[masters] rejection", "sigclip"]),
-    ("[stack]\nweighting = 'fwhm'\n", ["[stack] weighting", "'fwhm'", "noise_fwhm"]),
-    ("[calibrate]\nrequire = ['bias', 'sky']\n", ["require", "'sky'"]),
-    ("[classify.values]\n'Science' = 'galaxy'\n", ["[classify.values]", "'galaxy'"]),
-    ("[watch]\npolling = 'yes'\n", ["[watch] polling", "true or false"]),
-    ("[masters\n", ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[masters]\nmin_bias = 'seven'\n", ["[masters] min_bias", "'seven'", "an integer"]),
+        ("[masters]\nbogus = 1\n", ["unknown key [masters] bogus", "known keys"]),
+        ("[nonsense]\nx = 1\n", ["unknown section [nonsense]"]),
+        ("[site]\ntimezone = 'Mars/Olympus'\n", ["[site] timezone", "'Mars/Olympus'", "IANA"]),
+        ("[stack]\nat = '25:99'\n", ["[stack] at", "HH:MM"]),
+        ("[masters]\nrejection = 'magic'\n", ["[masters] rejection", "sigclip"]),
+        ("[stack]\nweighting = 'fwhm'\n", ["[stack] weighting", "'fwhm'", "noise_fwhm"]),
+        ("[calibrate]\nrequire = ['bias', 'sky']\n", ["require", "'sky'"]),
+        ("[classify.values]\n'Science' = 'galaxy'\n", ["[classify.values]", "'galaxy'"]),
+        ("[watch]\npolling = 'yes'\n", ["[watch] polling", "true or false"]),
+        ("[masters\n", ["not valid TOML"]),
+    ],
+)
 def test_errors_name_file_key_value_and_expectation(tmp_path, text, words):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -46,8 +50,9 @@ def test_errors_name_file_key_value_and_expectation(tmp_path, text, words):
 
 
 def test_types_are_converted():
-    config = config_from_dict({"classify": {"keywords": ["MYTYPE"], "values": {"Sci": "light"}},
-                               "masters": {"temp_tolerance": 1}})
+    config = config_from_dict(
+        {"classify": {"keywords": ["MYTYPE"], "values": {"Sci": "light"}}, "masters": {"temp_tolerance": 1}}
+    )
     assert config.classify.keywords == ("MYTYPE",)
     assert isinstance(config.masters.temp_tolerance, float)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -26,27 +26,39 @@ import pytest
 from astropy.io import fits
 
 import observd.jobs.light_job
-import observd.pipeline.reducer
-from observd.service import daemon as daemon_module
+import observd.pipeline.light_stage
 from observd.adapters.catalog import Catalog
-from observd.core.config import config_from_dict
-from observd.service.daemon import Daemon
 from observd.adapters.fits_files import write_with
 from observd.cli.reports import status_report
+from observd.core.config import config_from_dict
+from observd.service import arrivals as arrivals_module
+from observd.service.daemon import Daemon
 from observd.service.sdnotify import Notifier
-from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
-DEADLINE = 60.0         # generous (shared machine); waits return as soon as the condition holds
+DEADLINE = 60.0  # generous (shared machine); waits return as soon as the condition holds
 DONE = ("calibrated", "aligned", "unaligned", "bad")
 
 
 # -- inputs -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sim_lights(tmp_path_factory) -> list[tuple[fits.Header, np.ndarray]]:
     out = tmp_path_factory.mktemp("sim")
-    spec = SimSpec(shape=(128, 128), n_bias=1, n_dark=1, n_flat=1, truth=False, n_clouded=0, n_trailed=0,
-                   meridian_flip=False, cosmic_rays=0, targets=(TargetSpec(n_lights=6, n_stars=60),))
+    spec = SimSpec(
+        shape=(128, 128),
+        n_bias=1,
+        n_dark=1,
+        n_flat=1,
+        truth=False,
+        n_clouded=0,
+        n_trailed=0,
+        meridian_flip=False,
+        cosmic_rays=0,
+        targets=(TargetSpec(n_lights=6, n_stars=60),),
+    )
     write_night(out, spec)
     lights = []
     for path in sorted(out.rglob("*.fits")):
@@ -60,6 +72,7 @@ def sim_lights(tmp_path_factory) -> list[tuple[fits.Header, np.ndarray]]:
 @pytest.fixture
 def light_bytes(sim_lights):
     """light_bytes(i, variant=0): distinct FITS bytes for file number i (a simulated light)."""
+
     def make(i: int, variant: int = 0) -> bytes:
         header, data = sim_lights[i % len(sim_lights)]
         header = header.copy()
@@ -68,6 +81,7 @@ def light_bytes(sim_lights):
         buf = io.BytesIO()
         fits.PrimaryHDU(data, header).writeto(buf)
         return buf.getvalue()
+
     return make
 
 
@@ -83,17 +97,22 @@ class Site:
         self.watch = root / "camera"
         self.output = root / "out"
         self.watch.mkdir(parents=True, exist_ok=True)
-        raw = {"paths": {"watch": str(self.watch), "output": str(self.output),
-                         "database": str(self.output / "observd.db"),
-                         "status_log": str(self.output / "status.log")},
-               "calibrate": {"require": []},
-               "watch": {"settle_seconds": 0.5, "poll_interval": 0.2},
-               "daemon": {"retry_backoff": 0.3, "max_retries": 3, "workers": 1}}
+        raw = {
+            "paths": {
+                "watch": str(self.watch),
+                "output": str(self.output),
+                "database": str(self.output / "observd.db"),
+                "status_log": str(self.output / "status.log"),
+            },
+            "calibrate": {"require": []},
+            "watch": {"settle_seconds": 0.5, "poll_interval": 0.2},
+            "daemon": {"retry_backoff": 0.3, "max_retries": 3, "workers": 1},
+        }
         for section, values in overrides.items():
             raw.setdefault(section, {}).update(values)
         self.raw = raw
         self.config = config_from_dict(raw, source="test")
-        self.written: dict[Path, str] = {}      # final raw path -> sha256 of its final content
+        self.written: dict[Path, str] = {}  # final raw path -> sha256 of its final content
 
     def write_toml(self) -> Path:
         lines = []
@@ -130,11 +149,14 @@ class Site:
             if condition(self.current()):
                 return
             time.sleep(0.1)
-        raise AssertionError(f"timed out; catalog: {[(Path(p).name, r['state'], r['reason']) for p, r in self.current().items()]}")
+        raise AssertionError(
+            f"timed out; catalog: {[(Path(p).name, r['state'], r['reason']) for p, r in self.current().items()]}"
+        )
 
     def wait_states(self, expected: dict[Path, tuple[str, ...]], timeout: float = DEADLINE) -> dict[str, dict]:
         def ok(current):
             return all(str(p) in current and current[str(p)]["state"] in states for p, states in expected.items())
+
         self.wait_for(ok, timeout)
         return self.current()
 
@@ -153,7 +175,7 @@ class Site:
             assert len(names) == len(set(names)), f"duplicate {kind} outputs: {names}"
             referenced = {r[f"{kind}_path"] for r in current if r[f"{kind}_path"]}
             assert {str(p) for p in outputs} <= referenced | {r[f"{kind}_path"] for r in rows if r[f"{kind}_path"]}
-            for path in outputs:    # every output is whole
+            for path in outputs:  # every output is whole
                 with fits.open(path) as hdul:
                     assert hdul[0].data.shape == (128, 128)
         leftovers = [p for p in self.output.rglob("*") if p.name.endswith(".tmp")]
@@ -190,7 +212,7 @@ class Running:
             self.daemon.start()
             self.started.set()
             self.daemon.serve()
-        except BaseException as exc:     # surfaced by stop()
+        except BaseException as exc:  # surfaced by stop()
             self.error = exc
         finally:
             self.started.set()
@@ -216,6 +238,7 @@ def running(site):
         r = Running(site, **kwargs)
         started.append(r)
         return r
+
     yield start
     for r in started:
         if r.thread.is_alive():
@@ -224,11 +247,12 @@ def running(site):
 
 # -- writers ------------------------------------------------------------------------------------
 
+
 def chunked_write(path: Path, data: bytes, chunks: int = 5, pause: float = 0.4) -> None:
     bounds = np.linspace(0, len(data), chunks + 1).astype(int)
     with open(path, "wb") as fh:
         for i in range(chunks):
-            fh.write(data[bounds[i]:bounds[i + 1]])
+            fh.write(data[bounds[i] : bounds[i + 1]])
             fh.flush()
             os.fsync(fh.fileno())
             if i < chunks - 1:
@@ -237,12 +261,13 @@ def chunked_write(path: Path, data: bytes, chunks: int = 5, pause: float = 0.4) 
 
 # -- arrival scenarios ----------------------------------------------------------------------------
 
+
 def test_slow_chunked_writer_is_processed_once_after_last_chunk(site, running, light_bytes):
     running()
     data = light_bytes(0)
     path = site.watch / "M42_0001.fits"
     site.written[path] = sha(data)
-    chunked_write(path, data, chunks=5, pause=0.5)     # 2 s of partial file, longer than settle_seconds
+    chunked_write(path, data, chunks=5, pause=0.5)  # 2 s of partial file, longer than settle_seconds
     rows = site.wait_states({path: DONE})
     row = rows[str(path)]
     assert row["sha256"] == sha(data) and row["size"] == len(data) and row["version"] == 1
@@ -271,7 +296,7 @@ def test_open_close_reopen_writer(site, running, light_bytes):
     path = site.watch / "M42_0003.fits"
     half = len(data) // 2
     path.write_bytes(data[:half])
-    time.sleep(1.2)                     # longer than settle_seconds: a naive "stable" rule would take it
+    time.sleep(1.2)  # longer than settle_seconds: a naive "stable" rule would take it
     with open(path, "ab") as fh:
         fh.write(data[half:])
     site.written[path] = sha(data)
@@ -283,7 +308,7 @@ def test_open_close_reopen_writer(site, running, light_bytes):
 
 def test_files_added_while_down_are_processed_at_startup(site, running, light_bytes):
     paths = [site.put(f"night1/M42_{i:04d}.fits", light_bytes(i)) for i in range(50)]
-    old = time.time() - 30               # written a while ago, while observd was down
+    old = time.time() - 30  # written a while ago, while observd was down
     for p in paths:
         os.utime(p, (old, old))
     running()
@@ -294,7 +319,7 @@ def test_files_added_while_down_are_processed_at_startup(site, running, light_by
 def test_new_subfolder_then_immediate_write(site, running, light_bytes):
     running()
     sub = site.watch / "2026-11-21" / "M42" / "L"
-    sub.mkdir(parents=True)              # mkdir -p, then write at once: before the watch is added
+    sub.mkdir(parents=True)  # mkdir -p, then write at once: before the watch is added
     path = site.put("2026-11-21/M42/L/M42_0001.fits", light_bytes(3))
     site.wait_states({path: DONE})
     site.audit()
@@ -304,8 +329,8 @@ def test_duplicate_events_and_rescans_give_one_row_one_output(site, running, lig
     r = running()
     path = site.put("M42_0004.fits", light_bytes(4))
     site.wait_states({path: DONE})
-    r.daemon._on_ready(path)             # the same event delivered again (as watchdog may)
-    r.daemon._on_ready(path)
+    r.daemon.arrivals.on_ready(path)  # the same event delivered again (as watchdog may)
+    r.daemon.arrivals.on_ready(path)
     r.daemon._on_rescan_needed("test: pretend events were lost")
     time.sleep(1.5)
     assert len(site.rows()) == 1
@@ -317,8 +342,7 @@ def test_rewritten_file_is_reprocessed_as_new_version(site, running, light_bytes
     path = site.put("M42_0005.fits", light_bytes(5))
     first = site.wait_states({path: DONE})[str(path)]
     site.put("M42_0005.fits", light_bytes(5, variant=1))
-    site.wait_for(lambda cur: str(path) in cur and cur[str(path)]["version"] == 2
-                  and cur[str(path)]["state"] in DONE)
+    site.wait_for(lambda cur: str(path) in cur and cur[str(path)]["version"] == 2 and cur[str(path)]["state"] in DONE)
     versions = sorted((r["version"], r["current"], r["state"]) for r in site.rows())
     assert versions == [(1, 0, "superseded"), (2, 1, site.current()[str(path)]["state"])]
     assert site.current()[str(path)]["sha256"] != first["sha256"]
@@ -326,13 +350,14 @@ def test_rewritten_file_is_reprocessed_as_new_version(site, running, light_bytes
 
 
 def test_handler_that_raises_for_one_file_is_recorded_and_others_go_on(site, running, light_bytes, monkeypatch):
-    real = daemon_module.catalogue
+    real = arrivals_module.catalogue
 
     def flaky(path, *args, **kwargs):
         if Path(path).name == "M42_bad.fits":
             raise RuntimeError("injected failure")
         return real(path, *args, **kwargs)
-    monkeypatch.setattr(daemon_module, "catalogue", flaky)
+
+    monkeypatch.setattr(arrivals_module, "catalogue", flaky)
     r = running()
     bad = site.put("M42_bad.fits", light_bytes(0))
     good = site.put("M42_good.fits", light_bytes(1))
@@ -356,7 +381,7 @@ def test_truncated_empty_nonfits_and_tmp_files(site, running, light_bytes):
     notes = site.put("notes.txt", b"clouds at 2am\n")
     good = site.put("M42_0010.fits", light_bytes(2))
     rows = site.wait_states({truncated: ("rejected",), empty: ("rejected",), html: ("rejected",), good: DONE})
-    assert "5,000" in rows[str(truncated)]["reason"]      # the exact reason: where the data ends
+    assert "5,000" in rows[str(truncated)]["reason"]  # the exact reason: where the data ends
     assert "empty" in rows[str(empty)]["reason"].lower()
     assert str(ignored) not in rows and str(notes) not in rows
     del site.written[ignored], site.written[notes]
@@ -369,15 +394,18 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
     failures = []
 
     def full_disk_write(path, hdul, **options):
-        if len(failures) < 2:            # the first two writes run out of space half-way
+        if len(failures) < 2:  # the first two writes run out of space half-way
+
             def write(fh):
                 buf = io.BytesIO()
                 hdul.writeto(buf)
                 fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
                 failures.append(path)
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             return write_with(path, write)
         return daemon_real_write(path, hdul, **options)
+
     daemon_real_write = observd.jobs.light_job.write_atomic
     monkeypatch.setattr(observd.jobs.light_job, "write_atomic", full_disk_write)
     running(pool_factory=lambda config: ThreadPoolExecutor(2))
@@ -390,7 +418,6 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
     site.audit()
 
 
-
 def test_a_dead_worker_fails_its_jobs_once_and_new_workers_take_over(site, light_bytes):
     """A worker killed mid-job (OOM killer, segfault) breaks its pool for good: the daemon must
     record the attempt and start new workers, not fail every later job."""
@@ -400,6 +427,7 @@ def test_a_dead_worker_fails_its_jobs_once_and_new_workers_take_over(site, light
     class DeadPool(ThreadPoolExecutor):
         """Like a ProcessPoolExecutor whose worker dies during the first pass's two jobs: those
         fail, every later submit raises."""
+
         submitted = 0
 
         def submit(self, fn, /, *args, **kwargs):
@@ -415,19 +443,22 @@ def test_a_dead_worker_fails_its_jobs_once_and_new_workers_take_over(site, light
     def factory(config):
         pools.append(DeadPool(1) if not pools else ThreadPoolExecutor(2))
         return pools[-1]
-    paths = [site.put(f"M42_00{i}.fits", light_bytes(i)) for i in (21, 22)]   # two jobs: the pool is used
+
+    paths = [site.put(f"M42_00{i}.fits", light_bytes(i)) for i in (21, 22)]  # two jobs: the pool is used
     r = Running(site, pool_factory=factory)
     try:
         rows = site.wait_states({p: DONE for p in paths})
     finally:
         r.stop()
     assert len(pools) == 2
-    assert [row["attempts"] for row in rows.values()] == [1, 1]     # each in-flight job: one attempt
+    assert [row["attempts"] for row in rows.values()] == [1, 1]  # each in-flight job: one attempt
     events = [e["message"] for e in Catalog.open(site.config.paths.database, readonly=True).events()]
     assert any("worker process died" in m and "starting new workers" in m for m in events)
     site.audit()
 
+
 # -- watchdog -------------------------------------------------------------------------------------
+
 
 def received(sock, seconds: float) -> list[str]:
     end, messages = time.monotonic() + seconds, []
@@ -442,25 +473,26 @@ def received(sock, seconds: float) -> list[str]:
 def test_watchdog_pings_stop_while_a_worker_hangs(site, running, light_bytes, fake_systemd, monkeypatch):
     sock, path = fake_systemd
     monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")         # ping every 0.1 s
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     release, entered = threading.Event(), threading.Event()
-    real = observd.pipeline.reducer.reduce_light
+    real = observd.pipeline.light_stage.reduce_light
 
     def hanging(job):
         if Path(job.path).name == "M42_hang.fits":
             entered.set()
             release.wait(30)
         return real(job)
-    monkeypatch.setattr(observd.pipeline.reducer, "reduce_light", hanging)
+
+    monkeypatch.setattr(observd.pipeline.light_stage, "reduce_light", hanging)
     running(notifier=Notifier(), hang_limit=1.0)
     before = received(sock, 1.0)
     assert "READY=1" in before and before.count("WATCHDOG=1") >= 5
     hung = site.put("M42_hang.fits", light_bytes(0))
     try:
         assert entered.wait(DEADLINE)
-        time.sleep(1.5)                               # past the hang limit
-        received(sock, 0.1)                           # drop pings sent before the limit was reached
+        time.sleep(1.5)  # past the hang limit
+        received(sock, 0.1)  # drop pings sent before the limit was reached
         during = received(sock, 1.0)
         assert "WATCHDOG=1" not in during, "pings must stop while a worker hangs"
     finally:
@@ -474,6 +506,7 @@ def test_watchdog_pings_stop_while_a_worker_hangs(site, running, light_bytes, fa
 
 
 # -- readers while the daemon writes ----------------------------------------------------------------
+
 
 def test_status_reader_never_sees_database_locked(site, running, light_bytes):
     """`observd status` in a loop (read-only connection, another thread) during a burst of 200 files."""
@@ -493,6 +526,7 @@ def test_status_reader_never_sees_database_locked(site, running, light_bytes):
                         catalog.close()
             except sqlite3.OperationalError as exc:
                 errors.append(str(exc))
+
     thread = threading.Thread(target=reader)
     thread.start()
     try:
@@ -508,13 +542,18 @@ def test_status_reader_never_sees_database_locked(site, running, light_bytes):
 
 # -- signals and crashes (subprocess) ---------------------------------------------------------------
 
+
 def start_process(site: Site) -> subprocess.Popen:
     config = site.write_toml()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
     runs = len(list(site.root.glob("daemon-*.log")))
-    proc = subprocess.Popen([sys.executable, "-m", "observd.service.daemon", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(site.root / f"daemon-{runs}.log", "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "observd", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(site.root / f"daemon-{runs}.log", "wb"),
+    )
     proc.log = site.root / f"daemon-{runs}.log"
     return proc
 
@@ -524,6 +563,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
     control group: killed alone, it would leave its workers (and their fork server) waiting
     for jobs forever."""
     import psutil
+
     tree = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     for child in tree:
@@ -579,8 +619,8 @@ def test_sigterm_during_burst_exits_zero_and_loses_nothing(site, light_bytes):
         if proc.poll() is None:
             proc.kill()
     log = proc.log.read_text()
-    assert "observd stopped" in log and "<6>" in log      # journald priority prefixes on stderr
-    restart_until_done(site, paths)     # the restart finishes what was left
+    assert "observd stopped" in log and "<6>" in log  # journald priority prefixes on stderr
+    restart_until_done(site, paths)  # the restart finishes what was left
     site.audit()
 
 
@@ -590,7 +630,7 @@ def test_sigkill_mid_write_then_restart_redoes_the_work(site, light_bytes):
     try:
         paths = burst_until_done(site, proc, light_bytes, 30, done=2)
     finally:
-        kill_tree(proc)                  # SIGKILL while it is calibrating and writing
+        kill_tree(proc)  # SIGKILL while it is calibrating and writing
     # what a SIGKILL inside fitsio.write_atomic leaves: a dot-temporary beside the final name
     stale = site.output / "2026-11-20" / "calibrated" / "M42" / ".M42_0029.fits.abc123.tmp"
     stale.parent.mkdir(parents=True, exist_ok=True)
@@ -604,6 +644,7 @@ def test_restart_resumes_files_catalogued_but_not_reduced_before_a_crash(site, l
     """A crash can leave every file catalogued ('classified') with nothing new to find at start-up:
     the daemon must still resume their reduction."""
     from observd.pipeline.intake import catalogue
+
     paths = [site.put(f"M42_{i:04d}.fits", light_bytes(i)) for i in range(4)]
     catalog = Catalog.open(site.config.paths.database)
     for path in paths:
@@ -617,6 +658,7 @@ def test_restart_resumes_files_catalogued_but_not_reduced_before_a_crash(site, l
 
 
 # -- configuration reload and logs ------------------------------------------------------------------
+
 
 def test_sighup_reload_applies_good_config_and_keeps_running_one_on_error(site, running):
     config_path = site.write_toml()
@@ -638,40 +680,3 @@ def test_sighup_reload_applies_good_config_and_keeps_running_one_on_error(site, 
     assert "configuration not reloaded, keeping the running one" in log.read_text()
     assert "min_bias" in log.read_text()
     assert r.daemon.config.masters.min_bias == 9 and r.thread.is_alive()
-
-
-def test_journal_priority_prefixes_on_every_line():
-    import logging
-
-    from observd.service.status_log import JournalFormatter, journal_wanted
-    fmt = JournalFormatter("%(message)s")
-    record = logging.LogRecord("observd", logging.ERROR, __file__, 1, "failed\nTraceback line", None, None)
-    assert fmt.format(record) == "<3>failed\n<3>Traceback line"
-    record.levelno = logging.WARNING
-    assert fmt.format(record).startswith("<4>")
-    record.levelno = logging.INFO
-    assert fmt.format(record).startswith("<6>")
-
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
-    assert journal_wanted(Tty(), {}) is False
-    assert journal_wanted(Tty(), {"JOURNAL_STREAM": "8:1234"}) is True
-    assert journal_wanted(io.StringIO(), {}) is True
-
-
-def test_status_log_lines_and_rotation(tmp_path):
-    from datetime import datetime
-
-    from observd.service.status_log import StatusLog
-    log = StatusLog(tmp_path / "status.log", max_bytes=400, backups=2)
-    when = datetime(2026, 11, 21, 3, 12, 9)
-    log.record("info", "calibrated  (bias v1; 183 stars, FWHM 2.9 px)", "/cam/M42_0012.fits", when=when)
-    first = (tmp_path / "status.log").read_text().splitlines()[0]
-    assert first == "2026-11-21 03:12:09  M42_0012.fits  calibrated  (bias v1; 183 stars, FWHM 2.9 px)"
-    for i in range(40):
-        log.record("warning", f"waiting: no flat for filter L ({i})", "/cam/x.fits")
-    log.close()
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["status.log", "status.log.1", "status.log.2"]
-    assert all(p.stat().st_size <= 400 for p in tmp_path.iterdir())

@@ -19,11 +19,11 @@ def test_demo_reduces_a_night_into_four_stacks_in_under_three_minutes():
     assert time.monotonic() - started < 180
     text = out.getvalue()
     assert "4 stacked product(s)" in text
-    assert re.search(r"clouds\?", text) and re.search(r"trailing\?", text)     # the bad frames were caught
+    assert re.search(r"clouds\?", text) and re.search(r"trailing\?", text)  # the bad frames were caught
     paths = re.findall(r"frames: (\S+\.fits)", text)
     assert len(paths) == 4
     for path in paths:
-        stack = CCDData.read(path)             # the printed paths exist after the demo ends
+        stack = CCDData.read(path)  # the printed paths exist after the demo ends
         assert stack.header["NCOMBINE"] >= 4 and stack.uncertainty is not None
     folder = re.search(r"remove it with: rm -rf (\S+)", text).group(1)
     shutil.rmtree(folder)

@@ -1,112 +1,31 @@
-"""Lights: calibration equal to ccdproc, master selection and waiting, alignment against the
-simulator's truth (meridian flip included), bad-frame judgement, the real sets."""
+"""Lights through the pipeline: waiting for masters, alignment against the simulator's truth
+(meridian flip included), bad-frame judgement, the real sets. The calibration arithmetic is in
+test_calibrate.py, master selection in test_master_choice.py, atomic writes in test_fits_files.py."""
 
 import json
 import os
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.nddata import CCDData, StdDevUncertainty
-from ccdproc import ccd_process, create_deviation, subtract_bias
-
-from observd.core.calibrate import Plane, calibrate, overscan_and_trim, trim
-from observd.core.config import CalibrateConfig, MastersConfig
-from observd.pipeline.batch import ingest
-from observd.core.master_choice import select_masters
-from observd.sim.night import SimSpec, TargetSpec, write_night
-
 from support import gunzip_set, ingest_into, require_real_data
 
-SHAPE = (160, 200)
-
-
-def _plane(path, trimsec=None):
-    with fits.open(path) as h:
-        return Plane(trim(h[0].data.astype(np.float32), trimsec), trim(h["UNCERT"].data.astype(np.float32), trimsec),
-                     trim(h["MASK"].data.astype(bool), trimsec))
-
-
-@pytest.fixture(scope="module")
-def overscan_night(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("oscan")
-    write_night(tmp / "night", SimSpec(shape=SHAPE, overscan=12, dialect="iraf", seed=5, n_bias=7, n_dark=5,
-                                       n_flat=5, dark_exptimes=(60.0,),
-                                       targets=(TargetSpec(n_lights=2, exptime=120.0, n_stars=60),)))
-    config, catalog = ingest_into(tmp, [tmp / "night"])
-    yield config, catalog
-    catalog.close()
-
-
-def test_calibration_equals_ccdproc_with_overscan_trim_and_scaled_dark(overscan_night):
-    config, catalog = overscan_night
-    light = catalog.files(types=("light",))[0]
-    masters = {m["type"]: m for m in catalog.masters(current_only=True)}
-    raw = fits.getdata(light["path"]).astype(np.float32)
-    gain, rdnoise = light["egain"], light["rdnoise"]
-    assert light["biassec"] and light["trimsec"] and gain and rdnoise
-    ours = calibrate(raw, bias=_plane(masters["bias"]["path"]), dark=_plane(masters["dark"]["path"]),
-                     dark_scale=120 / 60, flat=_plane(masters["flat"]["path"]), gain=gain, read_noise=rdnoise,
-                     biassec=light["biassec"], trimsec=light["trimsec"])
-    t = light["trimsec"]
-
-    def ccd(plane):
-        return CCDData(plane.data, uncertainty=StdDevUncertainty(plane.uncertainty), unit="adu")
-    bias, dark, flat = (ccd(_plane(masters[k]["path"], t)) for k in ("bias", "dark", "flat"))
-    ref = ccd_process(CCDData(raw, unit="adu"), oscan=light["biassec"], trim=t, master_bias=bias, dark_frame=dark,
-                      master_flat=flat, dark_exposure=60 * u.s, data_exposure=120 * u.s, dark_scale=True)
-    scale = np.median(np.abs(ref.data))
-    np.testing.assert_allclose(ours.data, ref.data, rtol=1e-4, atol=1e-4 * scale)
-    assert ours.data.dtype == np.float32 and ours.data.shape == ref.data.shape
-
-    # uncertainty: Poisson + read noise of the bias-subtracted signal, then the masters' errors
-    prepared = CCDData(overscan_and_trim(raw, light["biassec"], t), unit="adu")
-    signal = subtract_bias(prepared, CCDData(bias.data, unit="adu"))
-    deviation = create_deviation(signal, gain=gain * u.electron / u.adu, readnoise=rdnoise * u.electron)
-    noisy = CCDData(prepared.data, uncertainty=deviation.uncertainty, unit="adu")
-    ref_unc = ccd_process(noisy, master_bias=bias, dark_frame=dark, master_flat=flat, dark_exposure=60 * u.s,
-                          data_exposure=120 * u.s, dark_scale=True).uncertainty.array
-    ratio = ours.uncertainty / ref_unc
-    assert np.nanmax(np.abs(ratio - 1)) < 0.01
-
-
-def test_select_prefers_exact_dark_then_scales_and_explains_what_is_missing():
-    base = {"current": 1, "instrument": "Cam", "naxis1": 100, "naxis2": 80, "xbin": 1, "ybin": 1,
-            "gain_setting": None, "offset": None, "readout_mode": None, "date_obs": "2026-11-20T22:00:00+00:00",
-            "filter": None, "includes_bias": 0}
-    light = dict(base, exptime=120.0, ccd_temp=-10.0, filter="L", version=1)
-    bias = dict(base, id=1, type="bias", exptime=0.0, ccd_temp_mean=-10.0)
-    dark60 = dict(base, id=2, type="dark", exptime=60.0, ccd_temp_mean=-10.1)
-    dark120 = dict(base, id=3, type="dark", exptime=120.0, ccd_temp_mean=-10.2, includes_bias=1)
-    warm = dict(base, id=4, type="dark", exptime=120.0, ccd_temp_mean=-7.0)
-    flat = dict(base, id=5, type="flat", filter="L", exptime=1.0, ccd_temp_mean=-10.0)
-    mc, cc = MastersConfig(), CalibrateConfig()
-    s = select_masters(light, [bias, dark60, dark120, flat], mc, cc)
-    assert s.dark["id"] == 3 and s.bias is None and s.dark_scale == 1.0 and s.missing is None
-    s = select_masters(light, [bias, dark60, flat], mc, cc)
-    assert s.dark["id"] == 2 and s.bias["id"] == 1 and s.dark_scale == 2.0
-    s = select_masters(light, [bias, warm], mc, cc)
-    assert s.missing == "no dark within 0.5 °C of -10.0 °C; no flat for filter L, 100x80, binning 1x1 yet"
-    s = select_masters(light, [bias, warm, flat], mc, CalibrateConfig(dark_fallback=True))
-    assert s.dark["id"] == 4 and s.missing is None and "WARNING" in s.notes[0]
-    s = select_masters(light, [dark60, flat], mc, cc)
-    assert "no bias" in s.missing
-    old = dict(flat, date_obs="2026-09-01T22:00:00+00:00")
-    assert "no flat" in select_masters(light, [bias, dark60, old], mc, cc).missing      # older than 30 days
-    other = dict(flat, naxis1=200)
-    assert "no flat" in select_masters(light, [bias, dark60, other], mc, cc).missing    # another shape
-    none = select_masters(light, [], mc, CalibrateConfig(require=()))
-    assert none.missing is None and len(none.notes) == 3
+from observd.pipeline.batch import ingest
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     """A realistic night whose flats arrive at dawn, after the lights: ingested in two batches."""
     tmp = tmp_path_factory.mktemp("night")
-    truth = write_night(tmp / "night", SimSpec(shape=(512, 512), seed=11, n_bias=7, n_dark=5, n_flat=5,
-                                               targets=(TargetSpec(n_lights=8, n_stars=400),)))
+    truth = write_night(
+        tmp / "night",
+        SimSpec(
+            shape=(512, 512), seed=11, n_bias=7, n_dark=5, n_flat=5, targets=(TargetSpec(n_lights=8, n_stars=400),)
+        ),
+    )
     flats = tmp / "night" / "FLAT"
     dawn = tmp / "dawn"
     flats.rename(dawn)
@@ -152,29 +71,47 @@ def test_alignment_matches_the_true_transforms_on_a_grid(night):
     grid = np.vstack([xs.ravel(), ys.ravel(), np.ones(81)])
     flipped = 0
     for row in aligned:
-        true = m_ref @ np.linalg.inv(np.array(lights[row["path"]]["matrix"]))     # frame -> reference
+        true = m_ref @ np.linalg.inv(np.array(lights[row["path"]]["matrix"]))  # frame -> reference
         got = np.array(json.loads(row["transform"]))
         err = np.sqrt(np.mean(np.sum(((got @ grid) - (true @ grid))[:2] ** 2, axis=0)))
         assert err <= 0.05, (row["name"], err)
         flipped += lights[row["path"]]["flipped"]
-    assert flipped >= 2                                  # the meridian flip was exercised
+    assert flipped >= 2  # the meridian flip was exercised
 
 
 def test_darks_warmer_than_the_lights_leave_them_waiting(tmp_path):
-    write_night(tmp_path / "night", SimSpec(shape=(64, 64), dark_temps=(-7.0,), n_bias=7, n_dark=5, n_flat=5,
-                                            targets=(TargetSpec(n_lights=2, n_stars=20),)))
+    write_night(
+        tmp_path / "night",
+        SimSpec(
+            shape=(64, 64),
+            dark_temps=(-7.0,),
+            n_bias=7,
+            n_dark=5,
+            n_flat=5,
+            targets=(TargetSpec(n_lights=2, n_stars=20),),
+        ),
+    )
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"])
     lights = catalog.files(types=("light",))
     assert {r["state"] for r in lights} == {"waiting"}
-    assert all("no dark within 0.5 °C of -10.0 °C" in r["reason"] or "no dark within 0.5 °C of -9.9 °C"
-               in r["reason"] or "no dark within 0.5 °C of -10.1 °C" in r["reason"] for r in lights)
+    assert all(
+        "no dark within 0.5 °C of -10.0 °C" in r["reason"]
+        or "no dark within 0.5 °C of -9.9 °C" in r["reason"]
+        or "no dark within 0.5 °C of -10.1 °C" in r["reason"]
+        for r in lights
+    )
     catalog.close()
 
 
 def test_microobservatory_lights_align_uncalibrated(tmp_path):
     raw = gunzip_set(require_real_data("02_*"), tmp_path / "raw")
-    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/Phoenix"},
-                           classify={"filename_patterns": {"HATP-*": "light"}}, calibrate={"require": []})
+    config, catalog = ingest_into(
+        tmp_path,
+        [raw],
+        site={"timezone": "America/Phoenix"},
+        classify={"filename_patterns": {"HATP-*": "light"}},
+        calibrate={"require": []},
+    )
     lights = catalog.files(types=("light",))
     assert len(lights) == 12
     aligned = [r for r in lights if r["state"] == "aligned"]
@@ -189,8 +126,9 @@ def test_microobservatory_lights_align_uncalibrated(tmp_path):
 
 def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
     raw = gunzip_set(require_real_data("01_*"), tmp_path / "raw")
-    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/New_York"},
-                           masters={"min_bias": 2, "min_dark": 2, "min_flat": 2})
+    config, catalog = ingest_into(
+        tmp_path, [raw], site={"timezone": "America/New_York"}, masters={"min_bias": 2, "min_dark": 2, "min_flat": 2}
+    )
     ub = [r for r in catalog.files(types=("light",)) if r["name"].startswith("UB17")]
     assert len(ub) == 2
     for row in ub:
@@ -198,75 +136,94 @@ def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
         assert row["dark_id"] and row["flat_id"], (row["state"], row["reason"])
         cal = fits.getdata(row["calibrated_path"])
         raw_data = fits.getdata(row["path"]).astype(np.float32)
-        assert np.median(cal) < np.median(raw_data) - 500        # the ~900 ADU pedestal is gone
+        assert np.median(cal) < np.median(raw_data) - 500  # the ~900 ADU pedestal is gone
     catalog.close()
-
-
-def test_trimmed_master_planes_are_kept_with_their_cached_derivatives():
-    flat = Plane(np.full((10, 12), 2.0, np.float32), np.full((10, 12), 0.02, np.float32), np.zeros((10, 12), bool))
-    first = flat.trimmed("[2:11,1:8]")
-    assert first.data.shape == (8, 10) and flat.trimmed("[2:11,1:8]") is first
-    assert first.normalised is first.normalised and np.allclose(first.normalised, 1.0)
-    assert flat.trimmed(None) is flat
 
 
 def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypatch):
     """In a batch the reference is the best of `reference_min_frames` frames spread over the
     target's sequence; the other lights wait for it and are aligned as they are calibrated,
     never read back for a second pass."""
-    import observd.pipeline.reducer as reduce_module
-    write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
-                                            n_clouded=0, n_trailed=0, meridian_flip=False,
-                                            targets=(TargetSpec(n_lights=7, n_stars=150),)))
+    import observd.pipeline.light_stage as light_stage
+
+    write_night(
+        tmp_path / "night",
+        SimSpec(
+            shape=(256, 256),
+            seed=4,
+            n_bias=7,
+            n_dark=5,
+            n_flat=5,
+            n_clouded=0,
+            n_trailed=0,
+            meridian_flip=False,
+            targets=(TargetSpec(n_lights=7, n_stars=150),),
+        ),
+    )
     read_back = []
-    original = reduce_module.align_calibrated
-    monkeypatch.setattr(reduce_module, "align_calibrated", lambda job: read_back.append(job.file_id) or original(job))
+    original = light_stage.align_calibrated
+    monkeypatch.setattr(light_stage, "align_calibrated", lambda job: read_back.append(job.file_id) or original(job))
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
     lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
     assert [r["state"] for r in lights] == ["aligned"] * 7
-    first = {lights[i]["id"] for i in (0, 3, 6)}                # start, middle and end of the sequence
-    assert set(read_back) == first                               # only they took a second pass
+    first = {lights[i]["id"] for i in (0, 3, 6)}  # start, middle and end of the sequence
+    assert set(read_back) == first  # only they took a second pass
     assert lights[0]["reference_id"] in first
     assert all(r["reference_id"] == lights[0]["reference_id"] for r in lights)
     catalog.close()
 
 
 def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_whole_sequence():
-    from observd.pipeline.reducer import Reducer
-    from support import make_config
-    from pathlib import Path as P
-    config = make_config(P("/nonexistent"), align={"reference_min_frames": 3})
-    reducer = Reducer(config, catalog=None)
-    rows = [{"id": i, "night": "n", "object": "M42", "state": "classified", "path": f"/x/{i}",
-             "date_obs": f"2026-11-20T2{i}:00:00"} for i in range(8)]
-    rows[0] = dict(rows[0], state="bad")                          # measured, judged bad: not a candidate
+    from observd.core.references import held_for_reference
+
+    rows = [
+        {
+            "id": i,
+            "night": "n",
+            "object": "M42",
+            "state": "classified",
+            "path": f"/x/{i}",
+            "date_obs": f"2026-11-20T2{i}:00:00",
+        }
+        for i in range(8)
+    ]
+    rows[0] = dict(rows[0], state="bad")  # measured, judged bad: not a candidate
     ready = rows[1:]
-    daemon_held = reducer._held_for_reference(ready, rows, {}, final=False)
-    batch_held = reducer._held_for_reference(ready, rows, {}, final=True)
-    assert {r["id"] for r in ready} - daemon_held == {1, 2, 3}            # the first three that came
-    assert {r["id"] for r in ready} - batch_held == {1, 4, 7}             # first, middle, last
-    rows[1] = dict(rows[1], state="calibrated")                           # one good frame measured
-    assert {r["id"] for r in ready[1:]} - reducer._held_for_reference(ready[1:], rows, {}, final=False) == {2, 3}
-    assert reducer._held_for_reference(ready, rows, {("n", "M42"): object()}, final=True) == set()
+    daemon_held = held_for_reference(ready, rows, {}, final=False, min_frames=3)
+    batch_held = held_for_reference(ready, rows, {}, final=True, min_frames=3)
+    assert {r["id"] for r in ready} - daemon_held == {1, 2, 3}  # the first three that came
+    assert {r["id"] for r in ready} - batch_held == {1, 4, 7}  # first, middle, last
+    rows[1] = dict(rows[1], state="calibrated")  # one good frame measured
+    assert {r["id"] for r in ready[1:]} - held_for_reference(ready[1:], rows, {}, final=False, min_frames=3) == {2, 3}
+    assert held_for_reference(ready, rows, {("n", "M42"): object()}, final=True, min_frames=3) == set()
 
 
 def test_a_batch_takes_as_many_reference_candidates_as_fill_the_pools_round():
     """3 candidates on 2 workers would leave one worker idle for a whole light: a batch with a
     pool takes 4, spread over the sequence; one with 3 workers takes 3, and the daemon never
     takes more than `reference_min_frames` (it does not wait for frames to come)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path as P
-    from observd.pipeline.reducer import Reducer
-    from support import make_config
-    rows = [{"id": i, "night": "n", "object": "M42", "state": "classified", "path": f"/x/{i}",
-             "date_obs": f"2026-11-20T2{i}:00:00"} for i in range(10)]
-    with ThreadPoolExecutor(1) as pool:
-        def candidates(workers: int, final: bool) -> set[int]:
-            config = make_config(P("/nonexistent"), align={"reference_min_frames": 3}, daemon={"workers": workers})
-            return {r["id"] for r in rows} - Reducer(config, None, pool=pool)._held_for_reference(rows, rows, {}, final)
-        assert candidates(2, final=True) == {0, 3, 6, 9}
-        assert candidates(3, final=True) == {0, 4, 9}         # round(4.5) = 4: banker's rounding
-        assert candidates(2, final=False) == {0, 1, 2}
+    from observd.core.references import held_for_reference
+
+    rows = [
+        {
+            "id": i,
+            "night": "n",
+            "object": "M42",
+            "state": "classified",
+            "path": f"/x/{i}",
+            "date_obs": f"2026-11-20T2{i}:00:00",
+        }
+        for i in range(10)
+    ]
+
+    def candidates(workers: int, final: bool) -> set[int]:
+        return {r["id"] for r in rows} - held_for_reference(
+            rows, rows, {}, final=final, min_frames=3, pool_workers=workers
+        )
+
+    assert candidates(2, final=True) == {0, 3, 6, 9}
+    assert candidates(3, final=True) == {0, 4, 9}  # round(4.5) = 4: banker's rounding
+    assert candidates(2, final=False) == {0, 1, 2}
 
 
 def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeypatch):
@@ -275,38 +232,41 @@ def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeyp
     reference candidate's calibrated frame, read back for alignment, stays cached. The files
     are complete either way."""
     import observd.adapters.fits_files
+
     dropped = []
     real = observd.adapters.fits_files.os.posix_fadvise
-    monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise",
-                        lambda fd, offset, length, advice: dropped.append(
-                            (Path(os.readlink(f"/proc/self/fd/{fd}")), advice)) or real(fd, offset, length, advice))
-    write_night(tmp_path / "night", SimSpec(shape=(256, 256), seed=4, n_bias=7, n_dark=5, n_flat=5,
-                                            n_clouded=0, n_trailed=0, meridian_flip=False,
-                                            targets=(TargetSpec(n_lights=5, n_stars=150),)))
+    monkeypatch.setattr(
+        observd.adapters.fits_files.os,
+        "posix_fadvise",
+        lambda fd, offset, length, advice: (
+            dropped.append((Path(os.readlink(f"/proc/self/fd/{fd}")), advice)) or real(fd, offset, length, advice)
+        ),
+    )
+    write_night(
+        tmp_path / "night",
+        SimSpec(
+            shape=(256, 256),
+            seed=4,
+            n_bias=7,
+            n_dark=5,
+            n_flat=5,
+            n_clouded=0,
+            n_trailed=0,
+            meridian_flip=False,
+            targets=(TargetSpec(n_lights=5, n_stars=150),),
+        ),
+    )
     _, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
     lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
-    read_back = {lights[i]["calibrated_path"] for i in (0, 2, 4)}     # the candidates
+    read_back = {lights[i]["calibrated_path"] for i in (0, 2, 4)}  # the candidates
     assert {advice for _, advice in dropped} == {os.POSIX_FADV_DONTNEED}
     # the temporary ".<name>.<random>.tmp" beside each output
-    assert {str(path.parent / path.name.split(".fits.")[0][1:]) + ".fits" for path, _ in dropped} == \
-        ({r["calibrated_path"] for r in lights} - read_back) | {r["aligned_path"] for r in lights}
+    assert {str(path.parent / path.name.split(".fits.")[0][1:]) + ".fits" for path, _ in dropped} == (
+        {r["calibrated_path"] for r in lights} - read_back
+    ) | {r["aligned_path"] for r in lights}
     for row in lights:
         # an aligned frame is NaN outside its footprint (shifted by the night's drift)
         for kind, finite in (("calibrated_path", 0.99), ("aligned_path", 0.9)):
             with fits.open(row[kind]) as hdul:
                 assert hdul[0].data.shape == (256, 256) and np.isfinite(hdul[0].data).mean() > finite and "MASK" in hdul
     catalog.close()
-
-
-def test_an_output_is_written_whole_where_the_file_system_refuses_cache_advice(tmp_path, monkeypatch):
-    import errno
-    import observd.adapters.fits_files
-    from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
-
-    def refuse(*args):
-        raise OSError(errno.EINVAL, "Invalid argument")
-    monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise", refuse)
-    data = np.arange(12, dtype=np.float32).reshape(3, 4)
-    path = write_atomic(tmp_path / "x.fits", image_hdus(data, fits.Header()), cache=False)
-    np.testing.assert_array_equal(read_planes(path).data, data)
-    assert [p.name for p in tmp_path.iterdir()] == ["x.fits"]

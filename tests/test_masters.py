@@ -2,6 +2,7 @@
 CCD-TEMP tolerance with reasons, versioned refresh, change flags, the real SBIG set."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,12 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
-
-from observd.pipeline.batch import ingest
-from observd.core.master_plan import calibration_groups
-from observd.cli.reports import status_report
-from observd.sim.night import SimSpec, TargetSpec, write_night
-
 from support import gunzip_set, ingest_into, require_real_data
+
+from observd.cli.reports import pending_groups, status_report
+from observd.pipeline.batch import ingest
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 SHAPE = (96, 128)
 
@@ -36,8 +36,11 @@ def _reference_median(stack):
 
 def _reference(stack, combine):
     """astropy's sigma clipping (3 sigma around the median, population std), then `combine`."""
-    return combine(sigma_clip(stack, axis=0, sigma=3, maxiters=5, cenfunc="median", stdfunc="std"),
-                   axis=0).filled(np.nan).astype(np.float32)
+    return (
+        combine(sigma_clip(stack, axis=0, sigma=3, maxiters=5, cenfunc="median", stdfunc="std"), axis=0)
+        .filled(np.nan)
+        .astype(np.float32)
+    )
 
 
 def _reference_flat(inputs, masters, combine):
@@ -114,8 +117,10 @@ def test_master_flat_matches_the_true_flat(built):
     ratio = (master / master.mean()) / (true_flat / true_flat.mean())
     # the photon noise of an unweighted mean of the normalised flats, each of S_i electrons a pixel
     # (the 1 % vignetting and donut shadows change S little); a median's is ~20 % more for 7 flats
-    signal = np.array([np.median(fits.getdata(p).astype(float)) - truth["bias_level"]
-                       for p in inputs["flat"]]) * truth["gain"]
+    signal = (
+        np.array([np.median(fits.getdata(p).astype(float)) - truth["bias_level"] for p in inputs["flat"]])
+        * truth["gain"]
+    )
     expected = np.sqrt(np.sum(1 / signal)) / len(signal)
     assert np.std(ratio) < 1.08 * expected
 
@@ -126,7 +131,7 @@ def test_hot_pixels_are_in_the_dark_mask(built):
     hot = truth["hot_pixels"]
     assert hot, "the simulation should have hot pixels"
     assert all(mask[y, x] for x, y in hot)
-    assert mask.mean() < 0.01          # and not much else
+    assert mask.mean() < 0.01  # and not much else
 
 
 def test_masters_open_in_ccddata_with_provenance(built):
@@ -141,7 +146,9 @@ def test_masters_open_in_ccddata_with_provenance(built):
     assert any("bias subtracted" in str(c) for c in h["HISTORY"])
     assert "OBSERVD" in h and h["GROUPKEY"].startswith("dark|")
     # uncertainty is the standard error of the combine: about read noise / sqrt(N) for a dark
-    assert 0.5 < np.median(ccd.uncertainty.array) * np.sqrt(7) / fits.getheader(inputs["dark"][0]).get("RDNOISE", 5.3) < 2
+    assert (
+        0.5 < np.median(ccd.uncertainty.array) * np.sqrt(7) / fits.getheader(inputs["dark"][0]).get("RDNOISE", 5.3) < 2
+    )
 
 
 def _truth_dir(built) -> Path:
@@ -153,7 +160,7 @@ def test_out_of_tolerance_frames_are_excluded_with_a_reason(tmp_path):
     _night(tmp_path / "night", targets=(TargetSpec(n_lights=0),), n_flat=0)
     darks = sorted(p for p in (tmp_path / "night").rglob("*DARK*") if p.is_file())
     warm = darks[0]
-    with fits.open(warm, mode="update") as hdul:   # our own simulated copy, not a raw file of a user
+    with fits.open(warm, mode="update") as hdul:  # our own simulated copy, not a raw file of a user
         hdul[0].header["CCD-TEMP"] = -8.0
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"])
     row = catalog.current_file(str(warm))
@@ -169,8 +176,8 @@ def test_two_dark_temperatures_make_two_groups_and_short_groups_say_what_they_ne
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"], masters={"min_bias": 20})
     darks = catalog.masters(current_only=True, kind="dark")
     assert sorted(round(d["ccd_temp_mean"]) for d in darks) == [-10, -5]
-    assert all(d["includes_bias"] for d in darks)   # no master bias (too few biases): darks keep the bias
-    groups = calibration_groups(catalog, config)
+    assert all(d["includes_bias"] for d in darks)  # no master bias (too few biases): darks keep the bias
+    groups = pending_groups(catalog, config, now=time.time())
     assert [(g["type"], g["eligible"], g["needed"]) for g in groups] == [("bias", 9, 20)]
     assert "9 eligible frame(s), needs 20" in groups[0]["message"]
     report = status_report(catalog, pending_groups=groups)
@@ -196,14 +203,15 @@ def test_new_frames_make_a_new_version_and_a_wild_change_is_flagged(tmp_path):
 def test_real_sbig_maximdl_set_builds_masters(tmp_path):
     src = require_real_data("01_*")
     raw = gunzip_set(src, tmp_path / "raw")
-    config, catalog = ingest_into(tmp_path, [raw], site={"timezone": "America/New_York"},
-                              masters={"min_bias": 2, "min_dark": 2, "min_flat": 2})
+    config, catalog = ingest_into(
+        tmp_path, [raw], site={"timezone": "America/New_York"}, masters={"min_bias": 2, "min_dark": 2, "min_flat": 2}
+    )
     masters = {m["type"]: m for m in catalog.masters(current_only=True)}
     assert set(masters) == {"bias", "dark", "flat"}
     bias = fits.getdata(masters["bias"]["path"])
     dark = fits.getdata(masters["dark"]["path"])
     flat = fits.getdata(masters["flat"]["path"])
-    assert 850 < np.median(bias) < 950             # the ST-8's pedestal (raw biases median ~900)
+    assert 850 < np.median(bias) < 950  # the ST-8's pedestal (raw biases median ~900)
     assert -5 < np.median(dark) < 30 and masters["dark"]["exptime"] == 300
     assert np.median(flat) == pytest.approx(1.0, abs=1e-3) and 0.5 < np.percentile(flat, 1) < 1
     assert not masters["dark"]["includes_bias"]
@@ -214,10 +222,11 @@ def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
     _night(tmp_path / "a", n_dark=0, n_flat=0, n_bias=4, instrument="ZWO ASI294MM Pro")
     _night(tmp_path / "b", n_dark=0, n_flat=0, n_bias=4, seed=4, instrument="ZWO ASI294MM")
     config, catalog = ingest_into(tmp_path, [tmp_path / "a", tmp_path / "b"], masters={"min_bias": 7})
-    assert catalog.masters() == []                       # two groups of 4: neither reaches 7
+    assert catalog.masters() == []  # two groups of 4: neither reaches 7
     catalog.close()
-    config, catalog = ingest_into(tmp_path / "merged", [tmp_path / "a", tmp_path / "b"],
-                                  masters={"min_bias": 7, "ignore_keys": ["instrument"]})
+    config, catalog = ingest_into(
+        tmp_path / "merged", [tmp_path / "a", tmp_path / "b"], masters={"min_bias": 7, "ignore_keys": ["instrument"]}
+    )
     (bias,) = catalog.masters()
     assert bias["n_frames"] == 8 and "ZWO" not in bias["group_key"]
     catalog.close()
@@ -225,14 +234,16 @@ def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
 
 @pytest.mark.parametrize("compressed", [False, True])
 def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_path, compressed):
-    from observd.jobs.master_job import FrameRef, MasterSettings, _row_sample, pixel_problem
+    from observd.adapters.fits_rows import sample_rows
+    from observd.jobs.master_job import SAMPLE_STRIDE, FrameRef, MasterSettings, pixel_problem
+
     data = (np.arange(64 * 64).reshape(64, 64) % 60000 + 100).astype(np.uint16)
-    data[:8] = 65535                                   # 12.5 % of the rows at full scale
+    data[:8] = 65535  # 12.5 % of the rows at full scale
     path = tmp_path / ("f.fz" if compressed else "f.fits")
     hdus = [fits.PrimaryHDU(), fits.CompImageHDU(data)] if compressed else [fits.PrimaryHDU(data)]
     fits.HDUList(hdus).writeto(path)
     hdu = 1 if compressed else 0
-    sample, floating = _row_sample(path, hdu)
+    sample, floating = sample_rows(path, hdu, SAMPLE_STRIDE)
     assert not floating and np.array_equal(sample, data[::4].astype(np.float32))
     frame = FrameRef(1, str(path), hdu, 0.0, -10.0, 65535.0, None)
     assert "12.5% of pixels at full scale" in pixel_problem(frame, "bias", MasterSettings())
@@ -242,15 +253,18 @@ def test_darks_are_combined_once_beside_the_bias_being_built(tmp_path, monkeypat
     """The dark group's combination starts in the background before the master bias exists
     and is used as it is (its frames did not change): no second combination in the foreground."""
     import threading
+
     import observd.jobs.master_job
-    import observd.pipeline.reducer
+    import observd.pipeline.master_stage
+
     calls = []
     original = observd.jobs.master_job.combine_master
 
     def recording(job, executor=None):
         calls.append((job.kind, threading.current_thread().name))
         return original(job, executor)
-    monkeypatch.setattr(observd.pipeline.reducer, "combine_master", recording)
+
+    monkeypatch.setattr(observd.pipeline.master_stage, "combine_master", recording)
     monkeypatch.setattr(observd.jobs.master_job, "combine_master", recording)
     _night(tmp_path / "night")
     _, catalog = ingest_into(tmp_path, [tmp_path / "night"])

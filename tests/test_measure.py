@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
+from starfield import render, sky_catalog
 
 from observd.core.measure import Measurement, judge, measure
-from starfield import render, sky_catalog
 
 SHAPE = (512, 512)
 
@@ -25,7 +25,7 @@ def test_fwhm_matches_the_true_psf(fwhm):
     m, _ = measure(render(SHAPE, x, y, f, fwhm=fwhm, rng=rng))
     assert abs(m.fwhm - fwhm) / fwhm < 0.10
     # and it is the FWHM as sampled by pixels: optical FWHM^2 + one pixel box variance
-    sampled = np.sqrt(fwhm ** 2 + 8 * np.log(2) / 12)
+    sampled = np.sqrt(fwhm**2 + 8 * np.log(2) / 12)
     assert abs(m.fwhm - sampled) / sampled < 0.03
     assert m.elongation < 1.15
 
@@ -54,7 +54,7 @@ def test_star_list_is_brightest_first_in_column_row_order_and_capped():
     x, y, f = grid_field(rng, flux=(3e3, 2e4))
     x, y, f = np.append(x, 100.3), np.append(y, 407.0), np.append(f, 5e5)
     m, stars = measure(render(SHAPE, x, y, f, rng=rng), max_stars=20)
-    assert len(stars) == 20 and m.n_stars == len(x)          # the count is not capped
+    assert len(stars) == 20 and m.n_stars == len(x)  # the count is not capped
     assert abs(stars.x[0] - 100.3) < 0.05 and abs(stars.y[0] - 407.0) < 0.05
     assert np.all(np.diff(stars.flux) <= 0)
     assert stars.x.dtype == np.float64
@@ -68,9 +68,12 @@ def test_nan_region_and_mask_are_ignored():
     mask = np.zeros(SHAPE, dtype=bool)
     mask[400:, 400:] = True
     m, stars = measure(image, mask=mask)
-    def hidden(px, py, grow):     # inside the NaN block or the masked corner, grown by `grow`
-        return (((px > 50 - grow) & (px < 199 + grow) & (py > 100 - grow) & (py < 299 + grow))
-                | ((px > 400 - grow) & (py > 400 - grow)))
+
+    def hidden(px, py, grow):  # inside the NaN block or the masked corner, grown by `grow`
+        return ((px > 50 - grow) & (px < 199 + grow) & (py > 100 - grow) & (py < 299 + grow)) | (
+            (px > 400 - grow) & (py > 400 - grow)
+        )
+
     assert not np.any(hidden(stars.x, stars.y, -2))
     assert len(x) - hidden(x, y, 5).sum() <= m.n_stars <= len(x) - hidden(x, y, -5).sum()
     assert np.isfinite(m.background) and abs(m.fwhm - 3.08) < 0.2
@@ -97,7 +100,7 @@ def test_pure_noise_hot_pixels_and_cosmic_rays_are_not_stars():
     rng = np.random.default_rng(7)
     image = rng.normal(800.0, 6.0, SHAPE)
     r, c = rng.integers(5, 507, 60), rng.integers(5, 507, 60)
-    image[r, c] += rng.uniform(200, 5000, 60)                # hot pixels, one-pixel hits
+    image[r, c] += rng.uniform(200, 5000, 60)  # hot pixels, one-pixel hits
     image[r[:30] + 1, c[:30]] += rng.uniform(200, 5000, 30)  # two-pixel cosmic-ray tracks
     image[r[:10] + 1, c[:10] + 1] += rng.uniform(200, 5000, 10)  # some three-pixel ones
     m, stars = measure(image)
@@ -107,11 +110,11 @@ def test_pure_noise_hot_pixels_and_cosmic_rays_are_not_stars():
 def test_saturated_stars_are_counted_and_kept_out_of_fwhm():
     rng = np.random.default_rng(8)
     x, y, f = grid_field(rng, flux=(2e3, 2e4))
-    f[::2] = 3e6                                   # half the stars far beyond full well
+    f[::2] = 3e6  # half the stars far beyond full well
     image = np.minimum(render(SHAPE, x, y, f, fwhm=3.0, rng=rng), 50000.0)
     m, stars = measure(image, saturation=50000.0)
     assert m.n_saturated == len(x[::2])
-    assert abs(m.fwhm - 3.08) < 0.2                # flat-topped stars would read much wider
+    assert abs(m.fwhm - 3.08) < 0.2  # flat-topped stars would read much wider
     # still usable for alignment: every saturated star is in the list
     dist, _ = cKDTree(np.column_stack([stars.x, stars.y])).query(np.column_stack([x, y])[::2])
     assert np.all(dist < 0.5)
@@ -123,7 +126,7 @@ def test_trailed_frame_is_elongated():
     # sigma 1.27 px trailed 12.5 px: sqrt(s^2 + L^2/12) / s = 3
     m, _ = measure(render(SHAPE, x, y, f, trail=(8.84, 8.84), rng=rng))
     assert 2.5 < m.elongation < 3.6
-    assert m.fwhm is None                          # no round star to measure the seeing on
+    assert m.fwhm is None  # no round star to measure the seeing on
 
 
 def test_judge_flags_clouds_and_trailing_and_passes_good_frames():
@@ -144,11 +147,11 @@ def test_judge_flags_clouds_and_trailing_and_passes_good_frames():
 def test_judge_thresholds():
     def m(n, elongation=1.1):
         return Measurement(100.0, 5.0, n, 3.0, elongation, 0)
-    assert judge(m(50), 100) is None                       # exactly half: still good
+
+    assert judge(m(50), 100) is None  # exactly half: still good
     assert "49 stars, 49%" in judge(m(49), 100)
     assert judge(m(40), 100, min_star_fraction=0.3) is None
     assert judge(m(100, 1.6), 100) is None
     assert "1.7" in judge(m(100, 1.7), 100)
     assert "no stars" in judge(m(0, None), 0)
-    assert judge(m(10), 0) is None                         # no best frame yet: nothing to compare
-
+    assert judge(m(10), 0) is None  # no best frame yet: nothing to compare

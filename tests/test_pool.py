@@ -11,7 +11,7 @@ from observd.jobs.pool import call, offload, outcome
 
 
 def _die() -> int:
-    os._exit(3)          # a worker killed under its job (OOM killer, crash in a library)
+    os._exit(3)  # a worker killed under its job (OOM killer, crash in a library)
 
 
 def test_without_a_pool_the_job_runs_here():

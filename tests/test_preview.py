@@ -20,7 +20,7 @@ def sky(shape=(512, 512), seed=0) -> np.ndarray:
 
 
 def add_star(img: np.ndarray, y: float, x: float, peak: float, sigma: float = 2.0) -> None:
-    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     img += peak * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
 
 
@@ -38,7 +38,7 @@ def test_preview_is_a_png_shrunk_by_an_integer_block_factor(tmp_path):
     assert path == tmp_path / "p.png"
     assert read_png(path).shape == (100, 167)
     small = write_preview(sky((120, 80)), tmp_path / "small.png", title="x")
-    assert read_png(small).shape == (120, 80)                  # never enlarged
+    assert read_png(small).shape == (120, 80)  # never enlarged
 
 
 def test_thumbnail_longest_side_is_at_most_size(tmp_path):
@@ -49,8 +49,8 @@ def test_thumbnail_longest_side_is_at_most_size(tmp_path):
 def test_block_average_means_finite_pixels_and_keeps_empty_blocks_nan():
     data = np.arange(30, dtype=np.float32).reshape(5, 6)
     data[0, 0] = np.nan
-    data[4, :] = np.nan                      # the last, partial row of blocks is empty
-    out = block_average(data, max_size=3)    # factor ceil(6/3) = 2
+    data[4, :] = np.nan  # the last, partial row of blocks is empty
+    out = block_average(data, max_size=3)  # factor ceil(6/3) = 2
     assert out.shape == (3, 3)
     assert out[0, 0] == pytest.approx((1 + 6 + 7) / 3)
     assert out[1, 2] == pytest.approx((16 + 17 + 22 + 23) / 4)
@@ -64,7 +64,7 @@ def test_single_pixel_sources_survive_downsampling(tmp_path):
     spots = [(r, c) for r in range(33, 512, 64) for c in range(65, 512, 64)]
     for r, c in spots:
         img[r, c] += 40 * NOISE
-    png = read_png(write_thumbnail(img, tmp_path / "t.png", size=128))[::-1]   # row 0 = FITS row 0
+    png = read_png(write_thumbnail(img, tmp_path / "t.png", size=128))[::-1]  # row 0 = FITS row 0
     sky_level = np.median(png)
     assert all(png[r // 4, c // 4] > sky_level + 10 for r, c in spots)
 
@@ -72,17 +72,17 @@ def test_single_pixel_sources_survive_downsampling(tmp_path):
 def test_star_field_dark_sky_graded_stars_and_faint_nebulosity(tmp_path):
     img = sky()
     yy, xx = np.mgrid[0:512, 0:512]
-    img += 1.0 * NOISE * np.exp(-(((xx - 380) / 50.0) ** 2 + ((yy - 380) / 50.0) ** 2))   # 1 sigma
+    img += 1.0 * NOISE * np.exp(-(((xx - 380) / 50.0) ** 2 + ((yy - 380) / 50.0) ** 2))  # 1 sigma
     add_star(img, 100, 100, peak=30 * NOISE)
     add_star(img, 100, 300, peak=300 * NOISE)
     add_star(img, 250, 250, peak=3000 * NOISE)
     png = read_png(write_thumbnail(img, tmp_path / "t.png", size=512))[::-1].astype(int)
 
     sky_level = np.median(png[150:250, 20:120])
-    assert 5 < sky_level < 0.25 * 255                     # dark grey: not black, not washed out
+    assert 5 < sky_level < 0.25 * 255  # dark grey: not black, not washed out
     faint, medium, bright = png[100, 100], png[100, 300], png[250, 250]
-    assert sky_level + 20 < faint < medium < bright        # brighter stars look brighter ...
-    assert medium < 235                                     # ... and are not burnt to white
+    assert sky_level + 20 < faint < medium < bright  # brighter stars look brighter ...
+    assert medium < 235  # ... and are not burnt to white
     assert bright > 0.75 * 255
     # a nebula one sky-sigma bright is visible: its mean is several grey levels above the sky
     assert png[350:410, 350:410].mean() > png[150:250, 20:120].mean() + 4
@@ -91,11 +91,17 @@ def test_star_field_dark_sky_graded_stars_and_faint_nebulosity(tmp_path):
 def test_label_is_drawn_in_a_corner_and_only_there(tmp_path):
     img = sky()
     plain = read_png(write_thumbnail(img, tmp_path / "plain.png", size=512)).astype(int)
-    labelled = read_png(write_preview(img, tmp_path / "lab.png", title="NGC 7000",
-                                      lines=["Filter Ha", "12 frames, 3600 s", "night 2026-03-28"],
-                                      max_size=512)).astype(int)
+    labelled = read_png(
+        write_preview(
+            img,
+            tmp_path / "lab.png",
+            title="NGC 7000",
+            lines=["Filter Ha", "12 frames, 3600 s", "night 2026-03-28"],
+            max_size=512,
+        )
+    ).astype(int)
     corner = labelled[:60, :150]
-    assert (corner > 200).sum() > 100                         # white glyphs on the dimmed box
+    assert (corner > 200).sum() > 100  # white glyphs on the dimmed box
     assert np.abs(corner - plain[:60, :150]).mean() > 10
     assert np.array_equal(labelled[200:, 200:], plain[200:, 200:])
 
@@ -106,8 +112,8 @@ def test_nan_outside_the_footprint_is_black_and_does_not_spoil_the_rest(tmp_path
     add_star(img, 300, 300, peak=100 * NOISE)
     png = read_png(write_thumbnail(img, tmp_path / "t.png", size=512)).astype(int)
     assert (png[:, :100] == 0).all()
-    assert np.median(png[:, 150:250]) > 5                   # sky brighter than the void
-    assert png[511 - 300, 300] > 150                         # star still bright
+    assert np.median(png[:, 150:250]) > 5  # sky brighter than the void
+    assert png[511 - 300, 300] > 150  # star still bright
 
 
 def test_all_nan_and_flat_images_do_not_crash():

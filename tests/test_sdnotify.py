@@ -31,8 +31,7 @@ def test_messages_arrive_through_notify_socket(fake_systemd, monkeypatch):
     notifier.watchdog()
     notifier.stopping()
 
-    assert receive(sock) == ["READY=1", "STATUS=watching /srv/camera: 12 frames, 0 failed",
-                             "WATCHDOG=1", "STOPPING=1"]
+    assert receive(sock) == ["READY=1", "STATUS=watching /srv/camera: 12 frames, 0 failed", "WATCHDOG=1", "STOPPING=1"]
 
 
 def test_status_is_one_line(fake_systemd):
@@ -68,18 +67,22 @@ def test_unreachable_socket_never_raises(tmp_path, caplog):
     assert "READY=1" in caplog.text and "failed" in caplog.text
 
 
-@pytest.mark.parametrize("usec, pid, expected", [
-    ("60000000", None, 30.0),
-    ("60000000", "own", 30.0),
-    ("60000000", "other", None),
-    (None, None, None),
-    ("0", None, None),
-    ("soon", None, None),
-])
+@pytest.mark.parametrize(
+    "usec, pid, expected",
+    [
+        ("60000000", None, 30.0),
+        ("60000000", "own", 30.0),
+        ("60000000", "other", None),
+        (None, None, None),
+        ("0", None, None),
+        ("soon", None, None),
+    ],
+)
 def test_watchdog_interval(monkeypatch, usec, pid, expected):
-    for key, value in (("WATCHDOG_USEC", usec),
-                       ("WATCHDOG_PID", {"own": str(os.getpid()), "other": str(os.getpid() + 1),
-                                         None: None}[pid])):
+    for key, value in (
+        ("WATCHDOG_USEC", usec),
+        ("WATCHDOG_PID", {"own": str(os.getpid()), "other": str(os.getpid() + 1), None: None}[pid]),
+    ):
         if value is None:
             monkeypatch.delenv(key, raising=False)
         else:

@@ -16,21 +16,23 @@ import sep
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clipped_stats
+from support import make_config
 
-from observd.sim import scene as sim_scene
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus
 from observd.pipeline.batch import ingest
-from observd.sim.night import SimSpec, TargetSpec, write_night
 from observd.pipeline.stacking import StackGroup, frame_weights, plan_stacks, rejection_for, stack_frames, stack_night
-from support import make_config
+from observd.sim import scene as sim_scene
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 # --------------------------------------------------------------------------- small, pure pieces
 
 
 def write_frame(path: Path, data: np.ndarray, mask: np.ndarray | None = None) -> Path:
-    image_hdus(data, fits.Header(), uncertainty=np.ones_like(data),
-               mask=np.zeros(data.shape, bool) if mask is None else mask).writeto(path)
+    image_hdus(
+        data, fits.Header(), uncertainty=np.ones_like(data), mask=np.zeros(data.shape, bool) if mask is None else mask
+    ).writeto(path)
     return path
 
 
@@ -59,10 +61,13 @@ def test_noise_fwhm_weighting_raises_a_faint_stars_peak_signal_to_noise(tmp_path
     (here equal) on the star's peak S/N, at the cost of some sky noise."""
     rng = np.random.default_rng(5)
     shape, fwhms, sky_noise = (96, 96), [2.5, 5.0] * 4, 10.0
-    star = [sim_scene.render_stars(shape, np.array([48.0]), np.array([48.0]), np.array([3000.0]), f)
-            for f in (2.5, 5.0)]
-    paths = [write_frame(tmp_path / f"s{i}.fits", (100 + star[i % 2] + rng.normal(0, sky_noise, shape)).astype(np.float32))
-             for i in range(len(fwhms))]
+    star = [
+        sim_scene.render_stars(shape, np.array([48.0]), np.array([48.0]), np.array([3000.0]), f) for f in (2.5, 5.0)
+    ]
+    paths = [
+        write_frame(tmp_path / f"s{i}.fits", (100 + star[i % 2] + rng.normal(0, sky_noise, shape)).astype(np.float32))
+        for i in range(len(fwhms))
+    ]
     noises = [sky_noise] * len(fwhms)
     sky = np.ones(shape, bool)
     sky[28:69, 28:69] = False
@@ -80,14 +85,17 @@ def test_noise_fwhm_weighting_raises_a_faint_stars_peak_signal_to_noise(tmp_path
     w = np.array([16.0, 1.0])
     peaks = np.array([4.0, 1.0])
     gain = (w @ peaks / np.sqrt(w @ w)) / (peaks.sum() / np.sqrt(2.0))
-    print(f"peak S/N {snr_noise:.1f} -> {snr_fwhm:.1f} (expected x{gain:.2f}); "
-          f"sky noise {sky_noise_noise:.2f} -> {sky_noise_fwhm:.2f}")
+    print(
+        f"peak S/N {snr_noise:.1f} -> {snr_fwhm:.1f} (expected x{gain:.2f}); "
+        f"sky noise {sky_noise_noise:.2f} -> {sky_noise_fwhm:.2f}"
+    )
     assert snr_fwhm > 1.08 * snr_noise and snr_fwhm == pytest.approx(gain * snr_noise, rel=0.1)
     assert sky_noise_fwhm > sky_noise_noise
 
 
 def test_pixels_kept_from_fewer_than_three_frames_get_the_frames_noise_as_uncertainty():
     from observd.pipeline.stacking import _floor_uncertainty
+
     unc = np.array([[np.nan, 0.0, 0.0], [2.5, 3.0, 1.0]], np.float32)
     count = np.array([[0, 1, 2], [3, 9, 2]], np.uint16)
     rows = [{"noise": 8.0}, {"noise": 12.0}, {"noise": None}]
@@ -101,10 +109,10 @@ def test_small_stacks_use_winsorized_clipping():
     # with sigma 3 a lone outlier is 3.6 std from the median only from 12 frames on
     assert rejection_for("sigclip", 11, 6, 3.0) == "winsorized"
     assert rejection_for("sigclip", 12, 6, 3.0) == "sigclip"
-    assert rejection_for("sigclip", 20, 25, 3.0) == "winsorized"     # small_n above the limit wins
+    assert rejection_for("sigclip", 20, 25, 3.0) == "winsorized"  # small_n above the limit wins
     assert rejection_for("sigclip", 6, 6, 2.0) == "winsorized"
     assert rejection_for("sigclip", 7, 6, 2.0) == "sigclip"
-    assert rejection_for("none", 3, 6) == "none"      # an explicit choice is honoured
+    assert rejection_for("none", 3, 6) == "none"  # an explicit choice is honoured
 
 
 def test_plain_sigma_clipping_misses_a_cosmic_ray_in_six_frames_winsorized_does_not(tmp_path):
@@ -118,7 +126,7 @@ def test_plain_sigma_clipping_misses_a_cosmic_ray_in_six_frames_winsorized_does_
     kw = dict(weights=[1 / 6] * 6, sigma=3.0, memory_limit=1 << 20, workers=1)
     plain, _, _ = stack_frames(paths, rejection="sigclip", **kw)
     chosen, _, count = stack_frames(paths, rejection=rejection_for("sigclip", 6, 6, 3.0), **kw)
-    assert plain[2, 2] > 1300            # 2000/6 left in: the reason for the rule
+    assert plain[2, 2] > 1300  # 2000/6 left in: the reason for the rule
     assert count[2, 2] == 5 and abs(chosen[2, 2] - 1000) < 10
 
 
@@ -126,13 +134,19 @@ def test_weighted_mean_with_offsets(tmp_path):
     levels, noises = [100.0, 130.0, 90.0], [1.0, 2.0, 4.0]
     paths = [write_frame(tmp_path / f"f{i}.fits", np.full((8, 9), v, np.float32)) for i, v in enumerate(levels)]
     w = frame_weights(noises)
-    data, unc, count = stack_frames(paths, weights=w, rejection="none", sigma=3.0, memory_limit=1 << 20,
-                                    workers=1)
+    data, unc, count = stack_frames(paths, weights=w, rejection="none", sigma=3.0, memory_limit=1 << 20, workers=1)
     np.testing.assert_allclose(data, np.dot(w, levels), rtol=1e-6)
     assert (count == 3).all()
     # offsets bring every frame to the first one's level: the result is that level whatever the weights
-    data, _, _ = stack_frames(paths, weights=w, rejection="sigclip", sigma=3.0, memory_limit=1 << 20,
-                              workers=1, offsets=[100.0 - v for v in levels])
+    data, _, _ = stack_frames(
+        paths,
+        weights=w,
+        rejection="sigclip",
+        sigma=3.0,
+        memory_limit=1 << 20,
+        workers=1,
+        offsets=[100.0 - v for v in levels],
+    )
     np.testing.assert_allclose(data, 100.0, rtol=1e-6)
 
 
@@ -140,15 +154,16 @@ def test_masked_and_nan_pixels_are_ignored_and_outliers_rejected(tmp_path):
     rng = np.random.default_rng(1)
     frames = [(1000 + rng.normal(0, 5, (40, 30))).astype(np.float32) for _ in range(5)]
     masks = [np.zeros((40, 30), bool) for _ in range(5)]
-    frames[0][3, 4] = 60000.0                 # saturated, masked
+    frames[0][3, 4] = 60000.0  # saturated, masked
     masks[0][3, 4] = True
-    frames[1][10, 10] = np.nan                # outside a footprint
-    frames[2][20, 5] = 5000.0                 # a cosmic ray, not masked: rejection's job
-    for k in range(5):                        # a pixel nobody saw
+    frames[1][10, 10] = np.nan  # outside a footprint
+    frames[2][20, 5] = 5000.0  # a cosmic ray, not masked: rejection's job
+    for k in range(5):  # a pixel nobody saw
         masks[k][39, 29] = True
     paths = [write_frame(tmp_path / f"m{i}.fits", f, m) for i, (f, m) in enumerate(zip(frames, masks))]
-    data, unc, count = stack_frames(paths, weights=[0.2] * 5, rejection=rejection_for("sigclip", 5, 6),
-                                    sigma=3.0, memory_limit=1 << 20, workers=2)
+    data, unc, count = stack_frames(
+        paths, weights=[0.2] * 5, rejection=rejection_for("sigclip", 5, 6), sigma=3.0, memory_limit=1 << 20, workers=2
+    )
     assert count[3, 4] == 4 and abs(data[3, 4] - np.mean([f[3, 4] for f in frames[1:]])) < 1e-3
     assert count[10, 10] == 4 and np.isfinite(data[10, 10])
     assert count[20, 5] == 4 and abs(data[20, 5] - 1000) < 15
@@ -157,18 +172,41 @@ def test_masked_and_nan_pixels_are_ignored_and_outliers_rejected(tmp_path):
 
 
 def _row(i, *, state="aligned", obj="M42", filt="L", night="2026-11-20", ref=1, bg=100.0):
-    return {"id": i, "name": f"f{i}.fits", "frame_type": "light", "state": state, "aligned_path": f"/a/f{i}.fits",
-            "night": night, "object": obj, "filter": filt, "reference_id": ref, "date_obs": f"2026-11-20T2{i % 10}",
-            "path": f"/raw/f{i}.fits", "background": bg, "noise": 1.0, "exptime": 60.0}
+    return {
+        "id": i,
+        "name": f"f{i}.fits",
+        "frame_type": "light",
+        "state": state,
+        "aligned_path": f"/a/f{i}.fits",
+        "night": night,
+        "object": obj,
+        "filter": filt,
+        "reference_id": ref,
+        "date_obs": f"2026-11-20T2{i % 10}",
+        "path": f"/raw/f{i}.fits",
+        "background": bg,
+        "noise": 1.0,
+        "exptime": 60.0,
+    }
 
 
 def test_plan_takes_aligned_frames_per_target_and_filter_with_enough_frames():
-    rows = [_row(1), _row(2), _row(3, state="bad"), _row(4, state="unaligned"), _row(5, filt="R"),
-            _row(6, obj="M31", ref=7), _row(7, obj="M31", ref=7), _row(8, night="2026-11-21")]
+    rows = [
+        _row(1),
+        _row(2),
+        _row(3, state="bad"),
+        _row(4, state="unaligned"),
+        _row(5, filt="R"),
+        _row(6, obj="M31", ref=7),
+        _row(7, obj="M31", ref=7),
+        _row(8, night="2026-11-21"),
+    ]
     refs = {1: rows[0], 7: rows[6]}
     plans = plan_stacks(rows, refs, night="2026-11-20", min_frames=2)
-    assert [(p.object, p.filter, [r["id"] for r in p.rows]) for p in plans] == \
-        [("M31", "L", [6, 7]), ("M42", "L", [1, 2])]
+    assert [(p.object, p.filter, [r["id"] for r in p.rows]) for p in plans] == [
+        ("M31", "L", [6, 7]),
+        ("M42", "L", [1, 2]),
+    ]
     only = plan_stacks(rows, refs, night="2026-11-20", min_frames=1, object="M42", filter="R")
     assert [(p.filter, len(p.rows)) for p in only] == [("R", 1)]
 
@@ -177,14 +215,21 @@ def test_backgrounds_go_to_the_reference_level_or_the_median_when_it_is_another_
     a, b, c = _row(1, bg=100.0), _row(2, bg=130.0), _row(3, bg=90.0)
     assert StackGroup("n", "M42", "L", (a, b, c), a).offsets() == [0.0, -30.0, 10.0]
     other = _row(9, filt="R", bg=500.0)
-    assert StackGroup("n", "M42", "L", (a, b, c), other).offsets() == [0.0, -30.0, 10.0]   # median 100
+    assert StackGroup("n", "M42", "L", (a, b, c), other).offsets() == [0.0, -30.0, 10.0]  # median 100
     assert StackGroup("n", "M42", "L", (b, c), other).background_level() == 110.0
 
 
 # --------------------------------------------------------------------------- a simulated night
 
-SPEC = SimSpec(seed=5, shape=(384, 384), sky=60.0, n_bias=7, n_dark=5, n_flat=5,
-               targets=(TargetSpec("M42", ("L", "R"), n_lights=9, exptime=60.0, n_stars=400),))
+SPEC = SimSpec(
+    seed=5,
+    shape=(384, 384),
+    sky=60.0,
+    n_bias=7,
+    n_dark=5,
+    n_flat=5,
+    targets=(TargetSpec("M42", ("L", "R"), n_lights=9, exptime=60.0, n_stars=400),),
+)
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +241,14 @@ def night(tmp_path_factory):
     result = ingest([base / "raw"], catalog, config)
     assert not result.failed, result.errors
     products = stack_night(config, catalog, SPEC.night)
-    yield {"base": base, "truth": truth, "npz": dict(np.load(base / "raw" / "truth.npz")), "config": config,
-           "catalog": catalog, "products": products}
+    yield {
+        "base": base,
+        "truth": truth,
+        "npz": dict(np.load(base / "raw" / "truth.npz")),
+        "config": config,
+        "catalog": catalog,
+        "products": products,
+    }
     catalog.close()
 
 
@@ -261,7 +312,9 @@ def test_one_product_per_filter_excluding_clouded_and_trailed_frames(night):
     truth, catalog = night["truth"], night["catalog"]
     products = night["products"]
     assert sorted((p.object, p.filter) for p in products) == [("M42", "L"), ("M42", "R")]
-    bad_names = {Path(f["name"]).name for f in truth["files"] if f["type"] == "light" and (f["clouded"] or f["trailed"])}
+    bad_names = {
+        Path(f["name"]).name for f in truth["files"] if f["type"] == "light" and (f["clouded"] or f["trailed"])
+    }
     assert len(bad_names) == 2
     total = 0
     for p in products:
@@ -294,8 +347,10 @@ def test_stack_noise_beats_single_frames_by_sqrt_n(night):
         singles = single_frame_noise(paths, region)
         n = len(paths)
         limit = 1.05 * np.median(singles) / math.sqrt(n)
-        print(f"{product.filter}: N={n} single median {np.median(singles):.2f} stack {stack_noise:.3f} "
-              f"ideal {np.median(singles) / math.sqrt(n):.3f} -> {stack_noise / limit * 1.05:.3f} x ideal")
+        print(
+            f"{product.filter}: N={n} single median {np.median(singles):.2f} stack {stack_noise:.3f} "
+            f"ideal {np.median(singles) / math.sqrt(n):.3f} -> {stack_noise / limit * 1.05:.3f} x ideal"
+        )
         assert stack_noise <= limit
 
 
@@ -308,8 +363,13 @@ def test_backgrounds_are_matched_so_no_frame_is_clipped_wholesale(night):
         assert np.ptp([t["sky_adu"] for t in recs]) > 2 * np.median([r["noise"] for r in rows])
         ref_row = catalog.file(rows[0]["reference_id"])
         group = StackGroup(SPEC.night, product.object, product.filter, tuple(rows), ref_row)
-        common = dict(weights=frame_weights([r["noise"] for r in rows]), rejection="sigclip", sigma=3.0,
-                      memory_limit=1 << 24, workers=1)
+        common = dict(
+            weights=frame_weights([r["noise"] for r in rows]),
+            rejection="sigclip",
+            sigma=3.0,
+            memory_limit=1 << 24,
+            workers=1,
+        )
         _, _, count = stack_frames(group.paths, offsets=group.offsets(), **common)
         covered = coverage(rows) == len(rows)
         full = np.mean(count[covered] == len(rows))
@@ -317,8 +377,11 @@ def test_backgrounds_are_matched_so_no_frame_is_clipped_wholesale(night):
         assert full > 0.97
         # ...and the product's sky is at the reference's level (or the group median in another filter)
         data, _, mask = read_product(product)
-        expected = ref_row["background"] if ref_row["filter"] == product.filter else \
-            float(np.median([r["background"] for r in rows]))
+        expected = (
+            ref_row["background"]
+            if ref_row["filter"] == product.filter
+            else float(np.median([r["background"] for r in rows]))
+        )
         assert abs(float(np.median(data[~mask])) - expected) < 0.01 * expected
 
 
@@ -343,22 +406,28 @@ def test_star_fluxes_match_the_truth(night):
         scale = float(np.median(npz[truth["arrays"]["flat"][product.filter]]))
         enclosed = float(np.dot(w, [t["transparency"] * moffat_enclosed(r_ap, t["fwhm"]) for t in recs]))
         transparency = float(np.dot(w, [t["transparency"] for t in recs]))
-        f_sat = (sim_scene.ADU_MAX - truth["bias_level"] - 2 * max(t["sky_adu"] for t in recs)) \
-            / sim_scene.psf_peak_fraction(min(t["fwhm"] for t in recs))
+        f_sat = (
+            sim_scene.ADU_MAX - truth["bias_level"] - 2 * max(t["sky_adu"] for t in recs)
+        ) / sim_scene.psf_peak_fraction(min(t["fwhm"] for t in recs))
         x, y, flux = stars.T
         dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
         np.fill_diagonal(dist, np.inf)
         full = coverage(rows) == len(rows)
         h, wd = data.shape
         inside = (x > r_out + 2) & (x < wd - r_out - 3) & (y > r_out + 2) & (y < h - r_out - 3)
-        pick = [i for i in np.flatnonzero(inside & (flux < 0.5 * f_sat) & (flux > 150 * product.noise))
-                if not np.any((dist[i] < r_out + 3 * fwhm) & (flux > 0.2 * flux[i]))
-                and full[int(y[i]) - int(r_out) - 1:int(y[i]) + int(r_out) + 2,
-                         int(x[i]) - int(r_out) - 1:int(x[i]) + int(r_out) + 2].all()]
+        pick = [
+            i
+            for i in np.flatnonzero(inside & (flux < 0.5 * f_sat) & (flux > 150 * product.noise))
+            if not np.any((dist[i] < r_out + 3 * fwhm) & (flux > 0.2 * flux[i]))
+            and full[
+                int(y[i]) - int(r_out) - 1 : int(y[i]) + int(r_out) + 2,
+                int(x[i]) - int(r_out) - 1 : int(x[i]) + int(r_out) + 2,
+            ].all()
+        ]
         assert len(pick) >= 6, f"only {len(pick)} bright isolated stars in {product.filter}"
         ratio, rel_err = [], []
         for i in pick:
-            own = sim_scene.render_stars(data.shape, x[i:i + 1], y[i:i + 1], flux[i:i + 1] * transparency, fwhm)
+            own = sim_scene.render_stars(data.shape, x[i : i + 1], y[i : i + 1], flux[i : i + 1] * transparency, fwhm)
             image = np.ascontiguousarray((data - scale * (model - own)).astype(np.float32))
             ap, ap_err, flag = sep.sum_circle(image, [x[i]], [y[i]], r_ap, bkgann=(r_in, r_out), err=product.noise)
             assert flag[0] == 0
@@ -366,9 +435,11 @@ def test_star_fluxes_match_the_truth(night):
             ratio.append(ap[0] / expected)
             rel_err.append(ap_err[0] / expected)
         ratio, rel_err = np.array(ratio), np.array(rel_err)
-        print(f"{product.filter}: {len(pick)} stars, flux ratio median {np.median(ratio):.4f}, "
-              f"std {np.std(ratio):.4f}, range {ratio.min():.4f}..{ratio.max():.4f}, "
-              f"expected noise per star {np.median(rel_err):.4f}")
+        print(
+            f"{product.filter}: {len(pick)} stars, flux ratio median {np.median(ratio):.4f}, "
+            f"std {np.std(ratio):.4f}, range {ratio.min():.4f}..{ratio.max():.4f}, "
+            f"expected noise per star {np.median(rel_err):.4f}"
+        )
         assert abs(np.median(ratio) - 1.0) < 0.005
         assert np.all(np.abs(ratio - 1.0) < 0.005 + 4 * rel_err)
 
@@ -386,7 +457,7 @@ def test_hot_pixels_and_cosmic_rays_are_gone(night):
         background = sep.Background(np.nan_to_num(image), mask=~np.isfinite(image)).back()
         sigma = product.noise
         excess = data - background - model
-        full = coverage(rows) == len(rows)     # rejection needs the other frames' values
+        full = coverage(rows) == len(rows)  # rejection needs the other frames' values
         h, w = data.shape
         checked = 0
         for rec in recs:
@@ -396,7 +467,7 @@ def test_hot_pixels_and_cosmic_rays_are_gone(night):
                 if not (1 <= ix < w - 1 and 1 <= iy < h - 1):
                     continue
                 box = (slice(iy - 1, iy + 2), slice(ix - 1, ix + 2))
-                if not full[box].all() or model[box].max() > 3 * sigma:   # a star is there
+                if not full[box].all() or model[box].max() > 3 * sigma:  # a star is there
                     continue
                 checked += 1
                 assert excess[box].max() < 5 * sigma, f"residual at stack ({xs:.1f}, {ys:.1f}) from {rec['name']}"

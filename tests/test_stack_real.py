@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from support import make_config, require_real_data
 
 from observd.adapters.catalog import Catalog
 from observd.pipeline.batch import ingest
 from observd.pipeline.stacking import stack_night
-from support import make_config, require_real_data
 
 LOOK = Path("/tmp/observd_look")
 
@@ -26,8 +26,12 @@ def _clipped_std(values: np.ndarray) -> float:
 @pytest.mark.slow
 def test_microobservatory_lights_stack_into_a_clean_image(tmp_path):
     folder = require_real_data("02_microobs_hatp32_lights")
-    config = make_config(tmp_path, site={"timezone": "America/Phoenix"},
-                         classify={"filename_patterns": {"HATP-*": "light"}}, calibrate={"require": []})
+    config = make_config(
+        tmp_path,
+        site={"timezone": "America/Phoenix"},
+        classify={"filename_patterns": {"HATP-*": "light"}},
+        calibrate={"require": []},
+    )
     catalog = Catalog.open(config.paths.database)
     result = ingest([folder], catalog, config)
     assert not result.failed, result.errors
@@ -49,8 +53,10 @@ def test_microobservatory_lights_stack_into_a_clean_image(tmp_path):
     singles = [_clipped_std(fits.getdata(r["aligned_path"])[covered]) for r in rows]
     stack_noise = _clipped_std(data[covered])
     gain = float(np.median(singles)) / stack_noise
-    print(f"N={product.n_combined}: single-frame noise {np.median(singles):.3f} ADU, stack {stack_noise:.3f} ADU, "
-          f"gain {gain:.2f} (sqrt N = {math.sqrt(product.n_combined):.2f})")
+    print(
+        f"N={product.n_combined}: single-frame noise {np.median(singles):.3f} ADU, stack {stack_noise:.3f} ADU, "
+        f"gain {gain:.2f} (sqrt N = {math.sqrt(product.n_combined):.2f})"
+    )
     assert product.preview_path.exists() and product.preview_path.parent.is_relative_to(tmp_path)
     LOOK.mkdir(parents=True, exist_ok=True)
     shutil.copy(product.preview_path, LOOK / "microobs_hatp32_stack.png")

@@ -15,9 +15,10 @@ from watchdog.events import FileClosedEvent
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
 
 from observd.adapters.fully_written import check_fits_size
-from observd.adapters.watcher import FolderWatcher, WatchSettings, is_candidate, scan
+from observd.adapters.watcher import STALL_SECONDS, FolderWatcher, is_candidate, scan
+from observd.core.config import WatchConfig
 
-DEADLINE = 10.0     # generous: the machine is shared; waits return as soon as the condition holds
+DEADLINE = 10.0  # generous: the machine is shared; waits return as soon as the condition holds
 
 
 def fits_bytes(shape=(64, 64), value=0) -> bytes:
@@ -36,7 +37,7 @@ class Recorder:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.ready: list[tuple[Path, int]] = []      # (path, size when reported)
+        self.ready: list[tuple[Path, int]] = []  # (path, size when reported)
         self.rescans: list[str] = []
         self.stalled: list[tuple[Path, str]] = []
         self.watcher: FolderWatcher | None = None
@@ -81,8 +82,10 @@ def watch(tmp_path):
         root = tmp_path / "camera"
         root.mkdir(exist_ok=True)
         rec = Recorder()
-        watcher = FolderWatcher(root, WatchSettings(**settings), rec.on_ready, rec.on_rescan,
-                                on_stalled=rec.on_stalled)
+        stall = settings.pop("stall_seconds", STALL_SECONDS)
+        watcher = FolderWatcher(
+            root, WatchConfig(**settings), rec.on_ready, rec.on_rescan, on_stalled=rec.on_stalled, stall_seconds=stall
+        )
         rec.watcher = watcher
         watcher.start()
         started.append(watcher)
@@ -94,47 +97,72 @@ def watch(tmp_path):
 
 
 # -- pure helpers ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name, expected", [
-    ("light_001.fits", True), ("LIGHT_001.FIT", True), ("a.fts", True), ("a.fits.gz", True),
-    ("a.FITS.GZ", True), ("a.fits.fz", True), ("a.fz", True),
-    ("a.fits.tmp", False), ("a.fits.part", False), ("a.fits.partial", False),
-    (".a.fits", False), ("a.fits~", False), ("a.txt", False), ("a.gz", False), ("fits", False),
-    ("night/.cache/a.fits", False), ("night.tmp/a.fits", False), ("n1/sub/a.fits", True),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("light_001.fits", True),
+        ("LIGHT_001.FIT", True),
+        ("a.fts", True),
+        ("a.fits.gz", True),
+        ("a.FITS.GZ", True),
+        ("a.fits.fz", True),
+        ("a.fz", True),
+        ("a.fits.tmp", False),
+        ("a.fits.part", False),
+        ("a.fits.partial", False),
+        (".a.fits", False),
+        ("a.fits~", False),
+        ("a.txt", False),
+        ("a.gz", False),
+        ("fits", False),
+        ("night/.cache/a.fits", False),
+        ("night.tmp/a.fits", False),
+        ("n1/sub/a.fits", True),
+    ],
+)
 def test_is_candidate(name, expected):
     root = Path("/srv/camera")
-    assert is_candidate(root / name, WatchSettings(), root) is expected
+    assert is_candidate(root / name, WatchConfig(), root) is expected
 
 
 def test_is_candidate_only_judges_folders_below_the_root():
     root = Path("/home/obs/.camera")
-    assert is_candidate(root / "a.fits", WatchSettings(), root)
-    assert not is_candidate(root / "a.fits", WatchSettings())        # no root: all folders count
-    assert not is_candidate(Path("/elsewhere/a.fits"), WatchSettings(), root)
+    assert is_candidate(root / "a.fits", WatchConfig(), root)
+    assert not is_candidate(root / "a.fits", WatchConfig())  # no root: all folders count
+    assert not is_candidate(Path("/elsewhere/a.fits"), WatchConfig(), root)
 
 
 def test_scan_is_recursive_sorted_and_prunes_ignored_folders(tmp_path):
-    for rel in ["b.fits", "a.fit", "n2/z.fits.gz", "n1/y.fts", "n1/notes.txt", ".hidden/x.fits",
-                "n1/.x.fits", "up.tmp/w.fits", "n1/v.fits.part"]:
+    for rel in [
+        "b.fits",
+        "a.fit",
+        "n2/z.fits.gz",
+        "n1/y.fts",
+        "n1/notes.txt",
+        ".hidden/x.fits",
+        "n1/.x.fits",
+        "up.tmp/w.fits",
+        "n1/v.fits.part",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
 
-    found = [p.relative_to(tmp_path).as_posix() for p in scan(tmp_path, WatchSettings())]
+    found = [p.relative_to(tmp_path).as_posix() for p in scan(tmp_path, WatchConfig())]
 
     assert found == ["a.fit", "b.fits", "n1/y.fts", "n2/z.fits.gz"]
 
 
 # -- the watcher with a real observer -------------------------------------------------------
 def test_slow_chunked_writer_is_reported_once_after_the_last_chunk(watch):
-    rec, _, root = watch(settle_seconds=60)          # only the close event can make it ready
+    rec, _, root = watch(settle_seconds=60)  # only the close event can make it ready
     data = fits_bytes((256, 256))
     path = root / "light_001.fits"
     with open(path, "wb") as f:
         for i in range(0, len(data), len(data) // 5 + 1):
-            f.write(data[i:i + len(data) // 5 + 1])
+            f.write(data[i : i + len(data) // 5 + 1])
             f.flush()
             rec.settle(0.1)
-            assert rec.paths() == []                 # never while chunks are still coming
+            assert rec.paths() == []  # never while chunks are still coming
 
     assert rec.wait(lambda: rec.ready)
     rec.settle(0.3)
@@ -142,7 +170,7 @@ def test_slow_chunked_writer_is_reported_once_after_the_last_chunk(watch):
 
 
 def test_temp_name_then_rename_is_reported_once_under_the_final_name(watch):
-    rec, _, root = watch(settle_seconds=60)          # the rename itself says "done"
+    rec, _, root = watch(settle_seconds=60)  # the rename itself says "done"
     data = fits_bytes()
     write_file(root / "light_002.fits.tmp", data)
     os.rename(root / "light_002.fits.tmp", root / "light_002.fits")
@@ -156,9 +184,9 @@ def test_open_close_reopen_writer_is_reported_when_really_complete(watch):
     rec, _, root = watch(settle_seconds=60)
     data = fits_bytes((128, 128))
     path = root / "light_003.fits"
-    write_file(path, data[:10_000])                  # header + part of the data, then close
+    write_file(path, data[:10_000])  # header + part of the data, then close
     rec.settle(0.3)
-    assert rec.ready == []                           # closed, but structurally incomplete
+    assert rec.ready == []  # closed, but structurally incomplete
     with open(path, "ab") as f:
         f.write(data[10_000:])
 
@@ -180,7 +208,7 @@ def test_mkdir_p_then_immediate_write_is_caught(watch):
 
 def test_same_event_twice_gives_one_report(tmp_path):
     rec = Recorder()
-    watcher = FolderWatcher(tmp_path, WatchSettings(settle_seconds=60), rec.on_ready, rec.on_rescan)
+    watcher = FolderWatcher(tmp_path, WatchConfig(settle_seconds=60), rec.on_ready, rec.on_rescan)
     path = tmp_path / "bias_001.fits"
     write_file(path, fits_bytes())
 
@@ -197,7 +225,7 @@ def test_rewritten_file_is_reported_again(watch):
     write_file(path, fits_bytes((64, 64), 1))
     assert rec.wait(lambda: len(rec.ready) == 1)
 
-    write_file(path, fits_bytes((96, 96), 2))        # new content, new size and mtime
+    write_file(path, fits_bytes((96, 96), 2))  # new content, new size and mtime
 
     assert rec.wait(lambda: len(rec.ready) == 2)
     assert [size for _, size in rec.ready] == [len(fits_bytes((64, 64))), len(fits_bytes((96, 96)))]
@@ -213,7 +241,7 @@ def test_ignored_names_are_never_reported(watch):
     write_file(root / "real.fits", data)
 
     assert rec.wait(lambda: rec.ready)
-    rec.settle(0.5)                                  # > settle_seconds: the others had their chance
+    rec.settle(0.5)  # > settle_seconds: the others had their chance
     assert rec.paths() == [root / "real.fits"]
 
 
@@ -223,7 +251,7 @@ def test_polling_mode_uses_settling(watch):
     data = fits_bytes()
     write_file(path, data[:5000])
     rec.settle(0.6)
-    assert rec.ready == []                           # stable but incomplete: not ready
+    assert rec.ready == []  # stable but incomplete: not ready
 
     with open(path, "ab") as f:
         f.write(data[5000:])
@@ -247,7 +275,7 @@ def test_incomplete_file_that_stops_changing_is_reported_as_stalled(watch):
 
 def test_dead_observer_is_restarted_and_asks_for_a_rescan(watch):
     rec, watcher, root = watch(settle_seconds=60)
-    watcher._observer.stop()                         # simulate the observer thread dying
+    watcher._observer.stop()  # simulate the observer thread dying
     watcher._observer.join(5)
     assert not watcher.alive()
 
@@ -255,7 +283,7 @@ def test_dead_observer_is_restarted_and_asks_for_a_rescan(watch):
 
     assert watcher.alive()
     assert len(rec.rescans) == 1 and "observer" in rec.rescans[0]
-    write_file(root / "after.fits", fits_bytes())    # events flow again
+    write_file(root / "after.fits", fits_bytes())  # events flow again
     assert rec.wait(lambda: rec.ready)
     assert rec.paths() == [root / "after.fits"]
 
@@ -288,21 +316,22 @@ def test_settling_is_measured_on_the_injected_clock_and_restarts_on_change(tmp_p
     """No observer: files are tracked as after a rescan, time is scripted."""
     now = [100.0]
     rec = Recorder()
-    watcher = FolderWatcher(tmp_path, WatchSettings(settle_seconds=2.0), rec.on_ready,
-                            rec.on_rescan, clock=lambda: now[0])
+    watcher = FolderWatcher(
+        tmp_path, WatchConfig(settle_seconds=2.0), rec.on_ready, rec.on_rescan, clock=lambda: now[0]
+    )
     path = tmp_path / "light_010.fits"
     data = fits_bytes()
     write_file(path, data[:6000])
     watcher.track(path)
-    watcher.poll()                                   # first look at t=100
+    watcher.poll()  # first look at t=100
 
-    write_file(path, data)                           # grew: the 2 s start again
+    write_file(path, data)  # grew: the 2 s start again
     now[0] = 101.5
     watcher.poll()
-    now[0] = 103.4                                   # 1.9 s after the change
+    now[0] = 103.4  # 1.9 s after the change
     watcher.poll()
     assert rec.ready == []
-    now[0] = 103.5                                   # 2.0 s after the change
+    now[0] = 103.5  # 2.0 s after the change
     watcher.poll()
     assert rec.ready == [(path, len(data))]
-    assert watcher.alive() is False                  # never started: no observer thread
+    assert watcher.alive() is False  # never started: no observer thread

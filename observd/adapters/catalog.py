@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -32,57 +32,134 @@ SCHEMA_VERSION = 1
 
 # States a file row can be in. Everything not processed carries a reason.
 STATES = (
-    "pending",      # seen, not yet complete or not yet read
-    "rejected",     # not usable as FITS: truncated, empty, not FITS... (reason)
-    "unknown",      # FITS, but its frame type cannot be told (reason)
-    "classified",   # a bias/dark/flat/light known to the catalog, nothing done yet
-    "excluded",     # a calibration frame not eligible for a master (reason)
-    "combined",     # a calibration frame that went into a master
-    "waiting",      # a light waiting for masters (reason names what is missing)
-    "calibrated",   # a light calibrated and measured, not aligned yet
-    "bad",          # a light judged bad (clouds, trailing): kept, not stacked (reason)
-    "aligned",      # a light aligned to its night's reference
-    "unaligned",    # a light that could not be aligned (reason)
-    "failed",       # processing raised; traceback kept, retried with backoff
-    "superseded",   # an older content version of a path that was rewritten
+    "pending",  # seen, not yet complete or not yet read
+    "rejected",  # not usable as FITS: truncated, empty, not FITS... (reason)
+    "unknown",  # FITS, but its frame type cannot be told (reason)
+    "classified",  # a bias/dark/flat/light known to the catalog, nothing done yet
+    "excluded",  # a calibration frame not eligible for a master (reason)
+    "combined",  # a calibration frame that went into a master
+    "waiting",  # a light waiting for masters (reason names what is missing)
+    "calibrated",  # a light calibrated and measured, not aligned yet
+    "bad",  # a light judged bad (clouds, trailing): kept, not stacked (reason)
+    "aligned",  # a light aligned to its night's reference
+    "unaligned",  # a light that could not be aligned (reason)
+    "failed",  # processing raised; traceback kept, retried with backoff
+    "superseded",  # an older content version of a path that was rewritten
 )
 
 _FILE_COLUMNS = {
-    "id": int, "path": str, "name": str, "version": int, "current": int, "size": int, "mtime_ns": int,
-    "sha256": str, "state": str, "reason": str, "first_seen": str, "updated": str,
-    "attempts": int, "next_attempt": float, "traceback": str,
+    "id": int,
+    "path": str,
+    "name": str,
+    "version": int,
+    "current": int,
+    "size": int,
+    "mtime_ns": int,
+    "sha256": str,
+    "state": str,
+    "reason": str,
+    "first_seen": str,
+    "updated": str,
+    "attempts": int,
+    "next_attempt": float,
+    "traceback": str,
     # FrameInfo
-    "frame_type": str, "type_source": str, "exptime": float, "ccd_temp": float, "set_temp": float,
-    "filter": str, "xbin": int, "ybin": int, "naxis1": int, "naxis2": int, "gain_setting": float,
-    "offset": float, "readout_mode": str, "egain": float, "rdnoise": float, "saturation": float,
-    "instrument": str, "telescope": str, "object": str, "date_obs": str, "night": str,
-    "biassec": str, "trimsec": str, "hdu_index": int,
+    "frame_type": str,
+    "type_source": str,
+    "exptime": float,
+    "ccd_temp": float,
+    "set_temp": float,
+    "filter": str,
+    "xbin": int,
+    "ybin": int,
+    "naxis1": int,
+    "naxis2": int,
+    "gain_setting": float,
+    "offset": float,
+    "readout_mode": str,
+    "egain": float,
+    "rdnoise": float,
+    "saturation": float,
+    "instrument": str,
+    "telescope": str,
+    "object": str,
+    "date_obs": str,
+    "night": str,
+    "biassec": str,
+    "trimsec": str,
+    "hdu_index": int,
     # calibration-frame grouping
     "group_key": str,
     # lights: calibration, measurement, alignment
-    "bias_id": int, "dark_id": int, "flat_id": int, "dark_scale": float, "calibrated_path": str,
-    "background": float, "noise": float, "n_stars": int, "fwhm": float, "elongation": float,
-    "n_saturated": int, "stars": str, "reference_id": int, "transform": str, "align_rms": float,
-    "n_matches": int, "aligned_path": str, "calibration_note": str,
+    "bias_id": int,
+    "dark_id": int,
+    "flat_id": int,
+    "dark_scale": float,
+    "calibrated_path": str,
+    "background": float,
+    "noise": float,
+    "n_stars": int,
+    "fwhm": float,
+    "elongation": float,
+    "n_saturated": int,
+    "stars": str,
+    "reference_id": int,
+    "transform": str,
+    "align_rms": float,
+    "n_matches": int,
+    "aligned_path": str,
+    "calibration_note": str,
 }
 
 _MASTER_COLUMNS = {
-    "id": int, "type": str, "group_key": str, "version": int, "current": int, "path": str, "night": str,
-    "created": str, "n_frames": int, "ccd_temp_mean": float, "ccd_temp_min": float, "ccd_temp_max": float,
-    "exptime": float, "filter": str, "instrument": str, "xbin": int, "ybin": int, "naxis1": int,
-    "naxis2": int, "gain_setting": float, "offset": float, "readout_mode": str, "includes_bias": int,
-    "date_obs": str, "median": float, "n_bad_pixels": int, "flag": str,
+    "id": int,
+    "type": str,
+    "group_key": str,
+    "version": int,
+    "current": int,
+    "path": str,
+    "night": str,
+    "created": str,
+    "n_frames": int,
+    "ccd_temp_mean": float,
+    "ccd_temp_min": float,
+    "ccd_temp_max": float,
+    "exptime": float,
+    "filter": str,
+    "instrument": str,
+    "xbin": int,
+    "ybin": int,
+    "naxis1": int,
+    "naxis2": int,
+    "gain_setting": float,
+    "offset": float,
+    "readout_mode": str,
+    "includes_bias": int,
+    "date_obs": str,
+    "median": float,
+    "n_bad_pixels": int,
+    "flag": str,
 }
 
 _PRODUCT_COLUMNS = {
-    "id": int, "night": str, "object": str, "filter": str, "path": str, "preview_path": str,
-    "thumbnail_path": str, "n_combined": int, "total_exptime": float, "reference": str,
-    "noise": float, "created": str, "current": int,
+    "id": int,
+    "night": str,
+    "object": str,
+    "filter": str,
+    "path": str,
+    "preview_path": str,
+    "thumbnail_path": str,
+    "n_combined": int,
+    "total_exptime": float,
+    "reference": str,
+    "noise": float,
+    "created": str,
+    "current": int,
 }
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Catalog:
@@ -93,7 +170,7 @@ class Catalog:
         self.readonly = readonly
 
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False, timeout: float = 30.0) -> "Catalog":
+    def open(cls, path: Path, *, readonly: bool = False, timeout: float = 30.0) -> Catalog:
         path = Path(path)
         if readonly:
             if not path.exists():
@@ -125,8 +202,7 @@ class Catalog:
         for target, step in enumerate(_MIGRATIONS[version:], start=version + 1):
             with self.db.atomic():
                 step(self.db)
-                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                                [str(target)])
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", [str(target)])
 
     # -- generic helpers ----------------------------------------------------------------------
 
@@ -137,20 +213,22 @@ class Catalog:
         rows = self._query(sql, params)
         return rows[0] if rows else None
 
-    def _select(self, table: str, order: str, *, where: Iterable[str] = (), where_params: Iterable = (),
-                **equal) -> list[dict]:
+    def _select(
+        self, table: str, order: str, *, where: Iterable[str] = (), where_params: Iterable = (), **equal
+    ) -> list[dict]:
         """SELECT * with `column = value` for every non-None keyword, plus `where` clauses."""
         clauses = list(where) + [f"{column} = ?" for column, value in equal.items() if value is not None]
         params = list(where_params) + [value for value in equal.values() if value is not None]
-        return self._query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1 = 1'} ORDER BY {order}",
-                           params)
+        return self._query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1 = 1'} ORDER BY {order}", params)
 
     # -- files --------------------------------------------------------------------------------
 
     def known_stats(self) -> dict[str, tuple[int, int, str, int]]:
         """path -> (size, mtime_ns, state, id) of current rows: the stat-only fast path of a rescan."""
-        return {r[0]: tuple(r[1:]) for r in self.db.execute(
-            "SELECT path, size, mtime_ns, state, id FROM files WHERE current = 1").fetchall()}
+        return {
+            r[0]: tuple(r[1:])
+            for r in self.db.execute("SELECT path, size, mtime_ns, state, id FROM files WHERE current = 1").fetchall()
+        }
 
     def current_file(self, path: str) -> dict | None:
         return self._query_one("SELECT * FROM files WHERE path = ? AND current = 1", [path])
@@ -158,9 +236,18 @@ class Catalog:
     def file(self, file_id: int) -> dict | None:
         return self._query_one("SELECT * FROM files WHERE id = ?", [file_id])
 
-    def record_file(self, *, path: str, size: int, mtime_ns: int, sha256: str | None, state: str,
-                    reason: str | None = None, info: FrameInfo | None = None, group_key: str | None = None,
-                    ) -> tuple[int, bool]:
+    def record_file(
+        self,
+        *,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        sha256: str | None,
+        state: str,
+        reason: str | None = None,
+        info: FrameInfo | None = None,
+        group_key: str | None = None,
+    ) -> tuple[int, bool]:
         """Record what was seen at `path`. Returns (row id, is_new_content).
 
         Same content as the current row: only stat fields are refreshed (a touch is not new data).
@@ -172,9 +259,19 @@ class Catalog:
             if current and current["sha256"] == sha256 and sha256 is not None:
                 self.db["files"].update(current["id"], {"size": size, "mtime_ns": mtime_ns, "updated": now})
                 return current["id"], False
-            record = {"path": path, "name": Path(path).name, "size": size, "mtime_ns": mtime_ns,
-                      "sha256": sha256, "state": state, "reason": reason, "updated": now, "current": 1,
-                      "attempts": 0, "group_key": group_key}
+            record = {
+                "path": path,
+                "name": Path(path).name,
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "sha256": sha256,
+                "state": state,
+                "reason": reason,
+                "updated": now,
+                "current": 1,
+                "attempts": 0,
+                "group_key": group_key,
+            }
             if info is not None:
                 record.update(info.to_record())
                 record.pop("reason", None)
@@ -184,8 +281,10 @@ class Catalog:
                 self.db["files"].update(current["id"], record)
                 return current["id"], True
             if current:
-                self.db["files"].update(current["id"], {"current": 0, "state": "superseded",
-                                                        "reason": f"rewritten with new content at {now}"})
+                self.db["files"].update(
+                    current["id"],
+                    {"current": 0, "state": "superseded", "reason": f"rewritten with new content at {now}"},
+                )
             last = self._query_one("SELECT MAX(version) AS v FROM files WHERE path = ?", [path])
             record["version"] = (last["v"] or 0) + 1
             record["first_seen"] = now
@@ -197,27 +296,43 @@ class Catalog:
         with self.db.atomic():
             self.db["files"].update(file_id, fields)
 
-    def files(self, *, night: str | None = None, state: str | None = None,
-              types: Iterable[str] | None = None, current: bool = True) -> list[dict]:
+    def files(
+        self,
+        *,
+        night: str | None = None,
+        state: str | None = None,
+        types: Iterable[str] | None = None,
+        current: bool = True,
+    ) -> list[dict]:
         where = ["current = 1"] if current else []
         types = None if types is None else list(types)
         if types is not None:
             where.append(f"frame_type IN ({', '.join('?' * len(types))})" if types else "0")
-        return self._select("files", "date_obs, path", where=where, where_params=types or (), night=night,
-                            state=state)
+        return self._select("files", "date_obs, path", where=where, where_params=types or (), night=night, state=state)
 
     def nights(self) -> list[str]:
-        return [r["night"] for r in self._query(
-            "SELECT DISTINCT night FROM files WHERE night IS NOT NULL AND current = 1 ORDER BY night")]
+        return [
+            r["night"]
+            for r in self._query(
+                "SELECT DISTINCT night FROM files WHERE night IS NOT NULL AND current = 1 ORDER BY night"
+            )
+        ]
 
     def nights_with_lights(self) -> list[str]:
-        return [r["night"] for r in self._query(
-            "SELECT DISTINCT night FROM files WHERE frame_type = 'light' AND current = 1 "
-            "AND night IS NOT NULL ORDER BY night")]
+        return [
+            r["night"]
+            for r in self._query(
+                "SELECT DISTINCT night FROM files WHERE frame_type = 'light' AND current = 1 "
+                "AND night IS NOT NULL ORDER BY night"
+            )
+        ]
 
     def counts(self, night: str | None = None) -> list[dict]:
-        sql = ("SELECT night, frame_type, state, COUNT(*) AS n FROM files WHERE current = 1 "
-               + ("AND night = ? " if night else "") + "GROUP BY night, frame_type, state ORDER BY night")
+        sql = (
+            "SELECT night, frame_type, state, COUNT(*) AS n FROM files WHERE current = 1 "
+            + ("AND night = ? " if night else "")
+            + "GROUP BY night, frame_type, state ORDER BY night"
+        )
         return self._query(sql, [night] if night else [])
 
     # -- masters ------------------------------------------------------------------------------
@@ -233,15 +348,18 @@ class Catalog:
             return master_id
 
     def masters(self, *, current_only: bool = False, kind: str | None = None) -> list[dict]:
-        return self._select("masters", "type, group_key, version", where=["current = 1"] if current_only else [],
-                            type=kind)
+        return self._select(
+            "masters", "type, group_key, version", where=["current = 1"] if current_only else [], type=kind
+        )
 
     def master(self, master_id: int) -> dict | None:
         return self._query_one("SELECT * FROM masters WHERE id = ?", [master_id])
 
     def master_input_ids(self, master_id: int) -> list[int]:
-        return [r["file_id"] for r in self._query(
-            "SELECT file_id FROM master_inputs WHERE master_id = ? ORDER BY file_id", [master_id])]
+        return [
+            r["file_id"]
+            for r in self._query("SELECT file_id FROM master_inputs WHERE master_id = ? ORDER BY file_id", [master_id])
+        ]
 
     def next_master_version(self, group_key: str) -> int:
         row = self._query_one("SELECT MAX(version) AS v FROM masters WHERE group_key = ?", [group_key])
@@ -251,20 +369,22 @@ class Catalog:
 
     def add_product(self, record: dict, input_ids: Iterable[int]) -> int:
         with self.db.atomic():
-            self.db.execute("UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ?",
-                            [record["night"], record.get("object"), record.get("filter")])
+            self.db.execute(
+                "UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ?",
+                [record["night"], record.get("object"), record.get("filter")],
+            )
             product_id = self.db["products"].insert(dict(record, current=1, created=utcnow())).last_pk
             self.db["product_inputs"].insert_all({"product_id": product_id, "file_id": f} for f in input_ids)
             return product_id
 
     def products(self, *, night: str | None = None, current_only: bool = True) -> list[dict]:
-        return self._select("products", "night, object, filter", where=["current = 1"] if current_only else [],
-                            night=night)
+        return self._select(
+            "products", "night, object, filter", where=["current = 1"] if current_only else [], night=night
+        )
 
     def mark_stacked(self, night: str, n_products: int) -> None:
         with self.db.atomic():
-            self.db["stack_runs"].upsert({"night": night, "ran_at": utcnow(), "n_products": n_products},
-                                         pk="night")
+            self.db["stack_runs"].upsert({"night": night, "ran_at": utcnow(), "n_products": n_products}, pk="night")
 
     def stacked_nights(self) -> set[str]:
         return {r["night"] for r in self._query("SELECT night FROM stack_runs")}
@@ -273,8 +393,9 @@ class Catalog:
 
     def event(self, level: str, event: str, message: str, path: str | None = None) -> None:
         with self.db.atomic():
-            self.db["events"].insert({"time": utcnow(), "level": level, "event": event,
-                                      "path": path, "message": message})
+            self.db["events"].insert(
+                {"time": utcnow(), "level": level, "event": event, "path": path, "message": message}
+            )
 
     def events(self, *, limit: int = 50, level: str | None = None) -> list[dict]:
         sql = "SELECT * FROM events " + ("WHERE level = ? " if level else "") + "ORDER BY id DESC LIMIT ?"
@@ -298,8 +419,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["products"].create(_PRODUCT_COLUMNS, pk="id")
     db["product_inputs"].create({"product_id": int, "file_id": int}, pk=("product_id", "file_id"))
     db["stack_runs"].create({"night": str, "ran_at": str, "n_products": int}, pk="night")
-    db["events"].create({"id": int, "time": str, "level": str, "event": str, "path": str, "message": str},
-                        pk="id")
+    db["events"].create({"id": int, "time": str, "level": str, "event": str, "path": str, "message": str}, pk="id")
 
 
 _MIGRATIONS = [_migration_1]

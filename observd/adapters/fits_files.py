@@ -13,13 +13,19 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from types import MappingProxyType
+from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 from astropy.utils.exceptions import AstropyWarning
+
+from observd.core.cards import HeaderCards
 
 _CHUNK = 1 << 20
 
@@ -34,7 +40,7 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ImageHeader:
-    header: fits.Header
+    cards: HeaderCards
     hdu_index: int
 
 
@@ -43,7 +49,8 @@ class FitsReadError(Exception):
 
 
 def read_image_header(path: Path) -> ImageHeader:
-    """The header of the first HDU holding a 2-D image (primary, or an extension / tile-compressed HDU).
+    """The header cards of the first HDU holding a 2-D image (primary, or an extension /
+    tile-compressed HDU), for `observd.core.classify`.
 
     For multi-extension files the primary header's cards (OBJECT, DATE-OBS...) are merged
     under the image header's, since many writers put them only in the primary HDU.
@@ -54,40 +61,96 @@ def read_image_header(path: Path) -> ImageHeader:
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 for index, hdu in enumerate(hdul):
                     header = hdu.header
-                    naxis = header.get("ZNAXIS", header.get("NAXIS", 0)) if isinstance(hdu, fits.CompImageHDU) \
+                    naxis = (
+                        header.get("ZNAXIS", header.get("NAXIS", 0))
+                        if isinstance(hdu, fits.CompImageHDU)
                         else header.get("NAXIS", 0)
+                    )
                     if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and naxis >= 2:
                         merged = header.copy()
                         if index > 0:
                             for card in hdul[0].header.cards:
                                 if card.keyword not in merged and card.keyword not in ("", "COMMENT", "HISTORY"):
                                     merged.append(card)
-                        return ImageHeader(merged, index)
+                        return ImageHeader(header_cards(merged), index)
         except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
             raise FitsReadError(f"not readable as FITS: {exc}") from exc
     raise FitsReadError("no 2-D image in any HDU")
 
 
+_COMMENTARY = ("", "COMMENT", "HISTORY")
+# what astropy raises, on lookup, for a card whose value it cannot parse
+_UNREADABLE_CARD = (KeyError, IndexError, ValueError, TypeError, VerifyError)
+
+
+def header_cards(header: fits.Header) -> HeaderCards:
+    """`header` as plain values, read once, so the core never touches a live astropy header.
+
+    astropy parses a card's value only when it is looked up, and raises then for a card it
+    cannot parse (`SET-TEMP= -20 C`); here that happens once, and such a keyword is left
+    out. Each keyword gets what `header.get` and `header.comments` give for it, so
+    duplicates (the first card), HIERARCH and record-valued cards read as astropy reads
+    them. COMMENT/HISTORY/blank cards are not values and are left out.
+    """
+    cards: dict[str, tuple[object, str]] = {}
+    with warnings.catch_warnings():  # the unparsable cards are the ones left out
+        warnings.simplefilter("ignore", AstropyWarning)
+        for card in header.cards:
+            keyword = (card.keyword.split(".", 1)[0] if card.field_specifier else card.keyword).upper()
+            if keyword in cards or keyword in _COMMENTARY:
+                continue
+            try:
+                value, comment = header.get(keyword), header.comments[keyword]
+            except _UNREADABLE_CARD:
+                continue
+            cards[keyword] = (None if isinstance(value, fits.card.Undefined) else value, comment)
+    return MappingProxyType(cards)
+
+
 def read_image(path: Path, hdu_index: int = 0) -> np.ndarray:
     """Image data as float32 (BZERO/BSCALE applied)."""
+    with _open_raw(path) as hdul:
+        return _image_data(hdul, hdu_index)
+
+
+def read_image_and_header(path: Path, hdu_index: int = 0) -> tuple[np.ndarray, fits.Header]:
+    """`read_image` and that HDU's header, from one open of the file (a light needs both).
+
+    The header is copied before the data is read: reading scaled data makes astropy drop
+    BZERO/BSCALE/BLANK from the HDU's header, and the caller wants the file's header.
+    """
+    with _open_raw(path) as hdul:
+        header = hdul[hdu_index].header.copy()
+        return _image_data(hdul, hdu_index), header
+
+
+@contextmanager
+def _open_raw(path: Path) -> Iterator[fits.HDUList]:
+    """A raw file, read into memory (not mapped: the camera may still rewrite it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(path, memmap=False) as hdul:
-            data = hdul[hdu_index].data
-            if data is None or data.ndim < 2:
-                raise FitsReadError(f"HDU {hdu_index} holds no 2-D image")
-            if data.ndim > 2:        # e.g. (1, ny, nx) cubes written by some programs
-                data = data.reshape(data.shape[-2:]) if np.prod(data.shape[:-2]) == 1 else data[0]
-            return np.ascontiguousarray(data, dtype=np.float32)
+            yield hdul
+
+
+def _image_data(hdul: fits.HDUList, hdu_index: int) -> np.ndarray:
+    data = hdul[hdu_index].data
+    if data is None or data.ndim < 2:
+        raise FitsReadError(f"HDU {hdu_index} holds no 2-D image")
+    if data.ndim > 2:  # e.g. (1, ny, nx) cubes written by some programs
+        data = data.reshape(data.shape[-2:]) if np.prod(data.shape[:-2]) == 1 else data[0]
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def write_atomic(path: Path, hdul: fits.HDUList, *, cache: bool = True) -> Path:
     """Write `hdul` to `path` so that `path` is either absent, the old file, or complete
     (`cache`: see `write_with`)."""
+
     def write(fh):
-        with warnings.catch_warnings():   # long comments are truncated by design; say nothing
+        with warnings.catch_warnings():  # long comments are truncated by design; say nothing
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             hdul.writeto(fh, output_verify="silentfix")
+
     return write_with(path, write, cache=cache)
 
 
@@ -114,7 +177,7 @@ def write_with(path: Path, write: Callable[[BinaryIO], object], *, cache: bool =
             if not cache and hasattr(os, "posix_fadvise"):
                 try:
                     os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-                except OSError:       # advice only: a file system that refuses it keeps the file cached
+                except OSError:  # advice only: a file system that refuses it keeps the file cached
                     pass
         os.replace(tmp, path)
     except BaseException:
@@ -140,6 +203,7 @@ def _fsync_dir(folder: Path) -> None:
 @dataclass(frozen=True)
 class ImagePlanes:
     """A file in `image_hdus`'s layout, read back: float32 data and uncertainty, uint8 mask."""
+
     data: np.ndarray
     header: fits.Header
     uncertainty: np.ndarray | None
@@ -157,13 +221,17 @@ def read_planes(path: Path) -> ImagePlanes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(path, memmap=True) as hdul:
-            return ImagePlanes(hdul[0].data.astype(np.float32), hdul[0].header.copy(),
-                               hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
-                               hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else None)
+            return ImagePlanes(
+                hdul[0].data.astype(np.float32),
+                hdul[0].header.copy(),
+                hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
+                hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else None,
+            )
 
 
-def image_hdus(data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None,
-               mask: np.ndarray | None = None) -> fits.HDUList:
+def image_hdus(
+    data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> fits.HDUList:
     """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands.
 
     The planes are converted to big-endian copies here, FITS's byte order: astropy writes those
@@ -178,3 +246,11 @@ def image_hdus(data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray
     if mask is not None:
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
     return fits.HDUList(hdus)
+
+
+def image_shape(path: Path, hdu_index: int = 0) -> tuple[int, int]:
+    """(rows, columns) of an image HDU, from its header alone."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        header = fits.getheader(path, hdu_index)
+    return (int(header["NAXIS2"]), int(header["NAXIS1"]))

@@ -36,19 +36,19 @@ from typing import BinaryIO
 
 __all__ = ["SizeCheck", "check_fits_size", "BLOCK"]
 
-BLOCK = 2880                    # FITS logical record: headers and data are padded to this
+BLOCK = 2880  # FITS logical record: headers and data are padded to this
 _CARD = 80
 _GZIP_MAGIC = b"\x1f\x8b"
-_SKIP_CHUNK = 1 << 20           # decompression chunk when skipping gzip data
+_SKIP_CHUNK = 1 << 20  # decompression chunk when skipping gzip data
 
 
 @dataclass(frozen=True)
 class SizeCheck:
     complete: bool
-    actual: int                 # bytes present (decompressed bytes for gzip files)
-    expected: int | None        # bytes the FITS structure implies (padded), as far as it could be
-                                # read; None when a header could not be parsed
-    reason: str | None          # None when complete; otherwise exact and meant for humans
+    actual: int  # bytes present (decompressed bytes for gzip files)
+    expected: int | None  # bytes the FITS structure implies (padded), as far as it could be
+    # read; None when a header could not be parsed
+    reason: str | None  # None when complete; otherwise exact and meant for humans
 
 
 class _Incomplete(Exception):
@@ -90,7 +90,7 @@ def _check_gzip(f: BinaryIO) -> SizeCheck:
     stream = _GzipStream(gzip.GzipFile(fileobj=f, mode="rb"))
     try:
         result = _walk(stream)
-        stream.drain()      # the trailer (CRC, length) is only verified at the very end
+        stream.drain()  # the trailer (CRC, length) is only verified at the very end
     except EOFError:
         return SizeCheck(False, stream.position, None, "gzip stream truncated")
     except (gzip.BadGzipFile, zlib.error) as exc:
@@ -156,9 +156,8 @@ def _walk(stream) -> SizeCheck:
     if not first:
         return SizeCheck(False, 0, None, "empty file (0 bytes)")
     if first[:9] != b"SIMPLE  =" and not (len(first) < 9 and b"SIMPLE  =".startswith(first)):
-        return SizeCheck(False, stream.total(), None,
-                         f"not a FITS file: starts with {_snippet(first)}")
-    end = 0                 # padded end of the last complete-looking HDU
+        return SizeCheck(False, stream.total(), None, f"not a FITS file: starts with {_snippet(first)}")
+    end = 0  # padded end of the last complete-looking HDU
     hdu = 0
     block = first
     try:
@@ -170,15 +169,14 @@ def _walk(stream) -> SizeCheck:
             padded_end = data_start + _pad(data_size)
             stream.skip(data_size)
             if stream.position < data_end:
-                raise _Incomplete(f"data ends at byte {stream.position:,} of {padded_end:,}",
-                                  padded_end)
+                raise _Incomplete(f"data ends at byte {stream.position:,} of {padded_end:,}", padded_end)
             stream.skip(padded_end - data_end)
             end = padded_end
-            if stream.position < end:           # final padding missing: accepted, see module doc
+            if stream.position < end:  # final padding missing: accepted, see module doc
                 break
             block = stream.read(BLOCK)
             if not block or not b"XTENSION".startswith(block[:8]):
-                break                           # no more HDUs; trailing bytes ignored
+                break  # no more HDUs; trailing bytes ignored
             hdu += 1
     except _Incomplete as inc:
         return SizeCheck(False, stream.total(), inc.expected, inc.reason)
@@ -193,14 +191,16 @@ def _read_header(stream, block: bytes, hdu: int) -> tuple[int, dict[str, str]]:
     while True:
         consumed += len(block)
         for i in range(0, len(block) - _CARD + 1, _CARD):
-            card = block[i:i + _CARD]
+            card = block[i : i + _CARD]
             key = card[:8].decode("ascii", "replace").rstrip()
             if key == "END":
                 if len(block) < BLOCK:
                     # END is there but the block's padding is not: the data would start at
                     # the next block boundary, which does not exist yet.
-                    raise _Incomplete(f"{where} incomplete: END card found but header padding "
-                                      f"missing ({consumed:,} of {_pad(consumed):,} bytes)")
+                    raise _Incomplete(
+                        f"{where} incomplete: END card found but header padding "
+                        f"missing ({consumed:,} of {_pad(consumed):,} bytes)"
+                    )
                 return consumed, cards
             if card[8:10] == b"= " and key not in cards:
                 cards[key] = card[10:].decode("ascii", "replace")
@@ -228,7 +228,7 @@ def _data_size(cards: dict[str, str], hdu: int) -> int:
     pcount = _int_card(cards, "PCOUNT", where, default=0)
     gcount = _int_card(cards, "GCOUNT", where, default=1)
     if hdu == 0 and axes[0] == 0 and cards.get("GROUPS", "").strip().startswith("T"):
-        axes = axes[1:]     # random groups: NAXIS1 = 0 is a marker, not an axis
+        axes = axes[1:]  # random groups: NAXIS1 = 0 is a marker, not an axis
     product = 1
     for n in axes:
         product *= n

@@ -29,10 +29,10 @@ from observd.adapters.fits_files import write_with
 
 __all__ = ["block_average", "stretch", "write_pictures", "write_preview", "write_thumbnail"]
 
-SOFTENING = 0.25            # asinh `a` as a fraction of the zscale range (a few sky sigma)
-CORE_PERCENTILE = 99.995    # white point; the few pixels above it (hot pixels, cosmics) may clip
-LABEL_DIMMING = 0.35        # the label's box keeps this fraction of the image brightness under it
-_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"   # DejaVu ships with matplotlib
+SOFTENING = 0.25  # asinh `a` as a fraction of the zscale range (a few sky sigma)
+CORE_PERCENTILE = 99.995  # white point; the few pixels above it (hot pixels, cosmics) may clip
+LABEL_DIMMING = 0.35  # the label's box keeps this fraction of the image brightness under it
+_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu ships with matplotlib
 
 
 def stretch(data: np.ndarray) -> np.ndarray:
@@ -45,9 +45,9 @@ def stretch(data: np.ndarray) -> np.ndarray:
     values = data[finite]
     low, zhigh = ZScaleInterval().get_limits(values)
     high = max(float(np.percentile(values, CORE_PERCENTILE)), zhigh)
-    if high <= low:          # a flat image has no contrast to show
+    if high <= low:  # a flat image has no contrast to show
         return out
-    softening = max(SOFTENING * (zhigh - low) / (high - low), 1e-6)   # AsinhStretch needs a > 0
+    softening = max(SOFTENING * (zhigh - low) / (high - low), 1e-6)  # AsinhStretch needs a > 0
     out[finite] = AsinhStretch(a=softening)((values - low) / (high - low), clip=True)
     return out
 
@@ -75,8 +75,7 @@ def block_average(data: np.ndarray, max_size: int) -> np.ndarray:
         return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
-def write_preview(data: np.ndarray, path: Path, *, title: str, lines: Sequence[str] = (),
-                  max_size: int = 1600) -> Path:
+def write_preview(data: np.ndarray, path: Path, *, title: str, lines: Sequence[str] = (), max_size: int = 1600) -> Path:
     """Write a labelled grey-scale PNG of a 2-D image (e.g. a stack); returns `path`.
 
     `title` (bold) and `lines` (e.g. filter, N frames, total exposure, night) are drawn in the
@@ -104,7 +103,7 @@ def _render(data: np.ndarray, max_size: int) -> Image.Image:
         raise ValueError(f"expected a 2-D image, got shape {data.shape}")
     levels = stretch(block_average(data, max_size))
     grey = np.round(levels * 255).astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(grey[::-1]), mode="L")   # row 0 at the bottom
+    return Image.fromarray(np.ascontiguousarray(grey[::-1]), mode="L")  # row 0 at the bottom
 
 
 def _draw_label(image: Image.Image, texts: Sequence[str]) -> None:
@@ -115,8 +114,7 @@ def _draw_label(image: Image.Image, texts: Sequence[str]) -> None:
     draw = ImageDraw.Draw(image)
     step = round(size * 1.3)
     width = max(draw.textlength(text, font=font) for text, font in zip(texts, fonts))
-    box = (0, 0, min(image.width, math.ceil(width) + 2 * margin),
-           min(image.height, step * len(texts) + 2 * margin))
+    box = (0, 0, min(image.width, math.ceil(width) + 2 * margin), min(image.height, step * len(texts) + 2 * margin))
     # Dim rather than blank the corner: the label stays readable and the image stays visible.
     region = image.crop(box)
     image.paste(region.point(lambda v: round(v * LABEL_DIMMING)), box)

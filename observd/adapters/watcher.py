@@ -57,28 +57,23 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from observd.adapters.fully_written import SizeCheck, check_fits_size
+from observd.core.config import WatchConfig
 
-__all__ = ["WatchSettings", "is_candidate", "scan", "FolderWatcher"]
+__all__ = ["FITS_EXTENSIONS", "STALL_SECONDS", "is_candidate", "scan", "FolderWatcher"]
 
 log = logging.getLogger(__name__)
 
 _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 
 
-@dataclass(frozen=True)
-class WatchSettings:
-    polling: bool = False               # PollingObserver: network shares, FUSE, Docker bind mounts
-    poll_interval: float = 2.0          # seconds between PollingObserver snapshots
-    settle_seconds: float = 2.0         # size+mtime stable this long when no close event is seen
-    stall_seconds: float = 60.0         # unchanged yet incomplete this long -> on_stalled
-    ignore: tuple[str, ...] = ("*.tmp", "*.part", "*.partial", ".*", "*~")
-    extensions: tuple[str, ...] = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
+FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
+STALL_SECONDS = 60.0  # an incomplete file unchanged this long is reported stalled (truncated upload)
 
 
-def is_candidate(path: Path, settings: WatchSettings, root: Path | None = None) -> bool:
+def is_candidate(path: Path, settings: WatchConfig, root: Path | None = None) -> bool:
     """Could `path` be a frame to process? Judged on the name only (no I/O).
 
-    The file name must end with one of `settings.extensions` (case-insensitive: cameras write
+    The file name must end with one of `FITS_EXTENSIONS` (case-insensitive: cameras write
     ``.FIT``) and neither it nor any folder between `root` and it may match an ignore pattern
     (so hidden folders and ``night.tmp/`` folders are skipped). Without `root`, every folder
     of the path is checked, which is wrong for a watch folder that itself lives under a
@@ -86,7 +81,7 @@ def is_candidate(path: Path, settings: WatchSettings, root: Path | None = None) 
     """
     path = Path(path)
     name = path.name.lower()
-    if not any(name.endswith(ext.lower()) for ext in settings.extensions):
+    if not any(name.endswith(ext) for ext in FITS_EXTENSIONS):
         return False
     if root is not None:
         try:
@@ -95,11 +90,10 @@ def is_candidate(path: Path, settings: WatchSettings, root: Path | None = None) 
             return False
     else:
         parts = path.parts
-    return not any(fnmatch.fnmatchcase(part, pattern)
-                   for part in parts for pattern in settings.ignore)
+    return not any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in settings.ignore)
 
 
-def scan(root: Path, settings: WatchSettings) -> Iterator[Path]:
+def scan(root: Path, settings: WatchConfig) -> Iterator[Path]:
     """Every candidate file below `root`, recursively, in sorted order (ignored folders pruned).
 
     Unreadable folders are skipped with a warning rather than aborting the scan.
@@ -110,8 +104,7 @@ def scan(root: Path, settings: WatchSettings) -> Iterator[Path]:
         log.warning("cannot scan %s: %s", err.filename, err.strerror)
 
     for folder, dirnames, filenames in os.walk(root, onerror=warn):
-        dirnames[:] = sorted(d for d in dirnames
-                             if not any(fnmatch.fnmatchcase(d, p) for p in settings.ignore))
+        dirnames[:] = sorted(d for d in dirnames if not any(fnmatch.fnmatchcase(d, p) for p in settings.ignore))
         for name in sorted(filenames):
             path = Path(folder, name)
             if is_candidate(path, settings, root):
@@ -122,9 +115,9 @@ def scan(root: Path, settings: WatchSettings) -> Iterator[Path]:
 class _Pending:
     """What is known about one file that is not yet reported."""
 
-    stat: tuple[int, int] | None = None         # (size, mtime_ns) at the last look
-    stable_since: float = 0.0                   # clock time `stat` was first seen
-    done_stat: tuple[int, int] | None = None    # (size, mtime_ns) at the last close/rename-to
+    stat: tuple[int, int] | None = None  # (size, mtime_ns) at the last look
+    stable_since: float = 0.0  # clock time `stat` was first seen
+    done_stat: tuple[int, int] | None = None  # (size, mtime_ns) at the last close/rename-to
     checked: tuple[tuple[int, int], SizeCheck] | None = None  # last structure check, per version
 
 
@@ -137,29 +130,37 @@ class FolderWatcher:
     `scan()` the folder and `track()` every file it does not already know.
     """
 
-    def __init__(self, root: Path, settings: WatchSettings, on_ready: Callable[[Path], None],
-                 on_rescan_needed: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
-                 on_stalled: Callable[[Path, SizeCheck], None] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        settings: WatchConfig,
+        on_ready: Callable[[Path], None],
+        on_rescan_needed: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        on_stalled: Callable[[Path, SizeCheck], None] | None = None,
+        stall_seconds: float = STALL_SECONDS,
+    ):
         self.root = Path(root)
         self.settings = settings
+        self.stall_seconds = stall_seconds
         self._on_ready = on_ready
         self._on_rescan_needed = on_rescan_needed
         self._on_stalled = on_stalled
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[Path, _Pending] = {}
-        self._reported: dict[Path, tuple[int, int]] = {}   # version last given to a callback
+        self._reported: dict[Path, tuple[int, int]] = {}  # version last given to a callback
         self._observer = None
         self._handler = _EventHandler(self)
         self._overflow_hook = _OverflowHook(self)
-        self._broken: str | None = None     # why the observer could not be (re)started
+        self._broken: str | None = None  # why the observer could not be (re)started
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Start observing. Raises OSError when the root cannot be watched."""
         overflow_logger = logging.getLogger(_OVERFLOW_LOGGER)
         if not overflow_logger.isEnabledFor(logging.WARNING):
-            overflow_logger.setLevel(logging.WARNING)   # the overflow hook needs the record
+            overflow_logger.setLevel(logging.WARNING)  # the overflow hook needs the record
         overflow_logger.addHandler(self._overflow_hook)
         self._start_observer()
 
@@ -171,8 +172,7 @@ class FolderWatcher:
     def alive(self) -> bool:
         """True while the observer thread and its emitter threads run."""
         observer = self._observer
-        return (observer is not None and observer.is_alive()
-                and all(emitter.is_alive() for emitter in observer.emitters))
+        return observer is not None and observer.is_alive() and all(emitter.is_alive() for emitter in observer.emitters)
 
     def _start_observer(self) -> None:
         if self.settings.polling:
@@ -252,12 +252,12 @@ class FolderWatcher:
             state = self._pending.get(path)
             if state is None:
                 return
-            if stat is None:                        # deleted or renamed away meanwhile
+            if stat is None:  # deleted or renamed away meanwhile
                 del self._pending[path]
                 return
             if stat != state.stat:
                 state.stat, state.stable_since = stat, now
-            if self._reported.get(path) == stat:    # this version was already reported
+            if self._reported.get(path) == stat:  # this version was already reported
                 del self._pending[path]
                 return
             stable_for = now - state.stable_since
@@ -269,11 +269,11 @@ class FolderWatcher:
         with self._lock:
             state = self._pending.get(path)
             if state is None or state.stat != stat or self._reported.get(path) == stat:
-                return                              # changed or reported by another thread
+                return  # changed or reported by another thread
             state.checked = (stat, check)
             if check.complete:
                 callback, args = self._on_ready, (path,)
-            elif self._on_stalled is not None and stable_for >= self.settings.stall_seconds:
+            elif self._on_stalled is not None and stable_for >= self.stall_seconds:
                 callback, args = self._on_stalled, (path, check)
             else:
                 return
@@ -291,7 +291,7 @@ class _EventHandler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             self._route(event)
-        except Exception:       # an exception here would kill watchdog's dispatcher thread
+        except Exception:  # an exception here would kill watchdog's dispatcher thread
             log.exception("error handling %r", event)
 
     def _route(self, event: FileSystemEvent) -> None:

@@ -13,37 +13,55 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
-from observd.core.config import Config, config_from_dict
-from observd.service.daemon import Daemon
-from observd.core.obstime import night_of
 from observd.cli.reports import format_status, status_report
-from observd.sim.night import SimSpec, TargetSpec, write_night
+from observd.core.config import Config, config_from_dict
+from observd.core.obstime import night_of
+from observd.service.daemon import Daemon
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
 
 TIMEZONE = "Europe/Berlin"
 TERMINAL = ("aligned", "bad", "unaligned", "failed", "rejected", "unknown")
-TIMEOUT = 170.0     # seconds: the demo must finish in under 3 minutes
+TIMEOUT = 170.0  # seconds: the demo must finish in under 3 minutes
 
 
 def demo_config(root: Path) -> Config:
     """Embedded defaults, with the settle time shortened: the simulated night lasts a minute."""
-    return config_from_dict({
-        "paths": {"watch": str(root / "camera"), "output": str(root / "output"),
-                  "database": str(root / "output" / "observd.db"), "status_log": str(root / "output" / "status.log")},
-        "site": {"timezone": TIMEZONE},
-        "masters": {"settle_seconds": 2.0},
-        "watch": {"settle_seconds": 0.5, "poll_interval": 0.5},
-    }, source="observd demo (embedded defaults)")
+    return config_from_dict(
+        {
+            "paths": {
+                "watch": str(root / "camera"),
+                "output": str(root / "output"),
+                "database": str(root / "output" / "observd.db"),
+                "status_log": str(root / "output" / "status.log"),
+            },
+            "site": {"timezone": TIMEZONE},
+            "masters": {"settle_seconds": 2.0},
+            "watch": {"settle_seconds": 0.5, "poll_interval": 0.5},
+        },
+        source="observd demo (embedded defaults)",
+    )
 
 
 def demo_spec(night: str, size: int) -> SimSpec:
-    return SimSpec(seed=2026, shape=(size, size), dialect="nina", night=night, timezone=TIMEZONE,
-                   targets=(TargetSpec("M42", ("L", "R"), n_lights=6, n_stars=300),
-                            TargetSpec("NGC7000", ("L", "R"), n_lights=6, n_stars=300)),
-                   flats_at="dawn", pace=0.15, truth=False)
+    return SimSpec(
+        seed=2026,
+        shape=(size, size),
+        dialect="nina",
+        night=night,
+        timezone=TIMEZONE,
+        targets=(
+            TargetSpec("M42", ("L", "R"), n_lights=6, n_stars=300),
+            TargetSpec("NGC7000", ("L", "R"), n_lights=6, n_stars=300),
+        ),
+        flats_at="dawn",
+        pace=0.15,
+        truth=False,
+    )
 
 
 def run_demo(*, size: int = 512, out=sys.stdout) -> int:
@@ -51,15 +69,18 @@ def run_demo(*, size: int = 512, out=sys.stdout) -> int:
     root = Path(tempfile.mkdtemp(prefix="observd-demo-"))
     config = demo_config(root)
     (root / "camera").mkdir()
-    night = night_of(datetime.now(timezone.utc), TIMEZONE)
+    night = night_of(datetime.now(UTC), TIMEZONE)
     daemon = Daemon(config)
     daemon.start()
     loop = threading.Thread(target=daemon.serve, name="observd-daemon", daemon=True)
     loop.start()
     try:
         print(f"observd demo: daemon watching {config.paths.watch}", file=out)
-        print(f"simulated camera writing night {night} (biases, darks, 2 targets x 2 filters, dawn flats)…",
-              file=out, flush=True)
+        print(
+            f"simulated camera writing night {night} (biases, darks, 2 targets x 2 filters, dawn flats)…",
+            file=out,
+            flush=True,
+        )
         written = write_night(config.paths.watch, demo_spec(night, size))
         n_files = len(written["files"])
         print(f"camera done: {n_files} files; waiting for the daemon to reduce them…", file=out, flush=True)
@@ -79,10 +100,16 @@ def run_demo(*, size: int = 512, out=sys.stdout) -> int:
     products = report["products"]
     print(f"\n{len(products)} stacked product(s) in {time.monotonic() - started:.0f} s:", file=out)
     for p in products:
-        print(f"  {p['object']} [{p['filter']}] {p['n_combined']} frames: {p['path']}\n"
-              f"      preview: {p['preview_path']}", file=out)
-    print(f"\nEverything is in {root} (camera folder, masters, calibrated and aligned lights, stacks,\n"
-          f"catalog, status log); look at the previews, then remove it with: rm -rf {root}", file=out)
+        print(
+            f"  {p['object']} [{p['filter']}] {p['n_combined']} frames: {p['path']}\n"
+            f"      preview: {p['preview_path']}",
+            file=out,
+        )
+    print(
+        f"\nEverything is in {root} (camera folder, masters, calibrated and aligned lights, stacks,\n"
+        f"catalog, status log); look at the previews, then remove it with: rm -rf {root}",
+        file=out,
+    )
     return 0 if len(products) == 4 else 1
 
 

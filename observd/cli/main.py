@@ -11,11 +11,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from observd import __version__
-from observd.core.config import Config, ConfigError, load_config, to_toml
+from observd.adapters.config_file import load_config
+from observd.core.config import Config, ConfigError, to_toml
+from observd.core.invariants import install_fast_invariants
 from observd.jobs.pool import reuse_freed_memory
 
 log = logging.getLogger("observd")
@@ -41,6 +44,7 @@ def _reading(config: Config):
 
 def _open_catalog(config: Config, *, readonly: bool = False):
     from observd.adapters.catalog import Catalog
+
     try:
         return Catalog.open(config.paths.database, readonly=readonly)
     except FileNotFoundError as exc:
@@ -48,6 +52,7 @@ def _open_catalog(config: Config, *, readonly: bool = False):
 
 
 # -- commands ------------------------------------------------------------------------------------
+
 
 def cmd_config(args) -> int:
     config = _load(args)
@@ -59,34 +64,47 @@ def cmd_config(args) -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+    """The batch's progress on stderr as tqdm bars, shown only on a terminal: one while files are
+    catalogued, then one per reduction pass (each pass reports its own count of jobs)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.enabled = stream.isatty()
+    def __init__(self):
+        self._bar = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
-        if not self.enabled or total == 0:
-            return
-        width = 30
-        filled = int(width * done / total)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}")
-        if done == total:
-            self.stream.write("\n")
-        self.stream.flush()
+        from tqdm import tqdm
+
+        if self._bar is None or done == 1 or self._bar.total != total:
+            self.close()
+            self._bar = tqdm(total=total, unit="frame", disable=None, dynamic_ncols=True)
+        self._bar.set_postfix_str(label[:40], refresh=False)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def cmd_ingest(args) -> int:
     from observd.jobs.pool import start_fork_server, worker_pool
+
     config = _load(args)
-    start_fork_server()         # its imports overlap this process's next ones
+    start_fork_server()  # its imports overlap this process's next ones
     from observd.pipeline.batch import batch_nights, ingest, summary_table
     from observd.pipeline.reducer import Reducer
+
     catalog = _open_catalog(config)
     try:
-        with worker_pool(config, warm=False) as pool:     # warmed when the batch has new files
-            result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(),
-                            reducer=Reducer(config, catalog, pool=pool))
+        with worker_pool(config, warm=False) as pool:  # warmed when the batch has new files
+            result = ingest(
+                [Path(p) for p in args.paths],
+                catalog,
+                config,
+                progress=Progress(),
+                reducer=Reducer(config, catalog, pool=pool),
+            )
             print(summary_table(catalog, result))
             stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result), pool=pool)
     finally:
@@ -95,9 +113,10 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_masters(args) -> int:
+    from observd.cli.reports import format_masters, master_entry
     from observd.jobs.pool import worker_pool
     from observd.pipeline.reducer import Reducer
-    from observd.cli.reports import format_masters, master_entry
+
     config = _load(args)
     if args.rebuild:
         catalog = _open_catalog(config)
@@ -115,6 +134,7 @@ def cmd_masters(args) -> int:
 
 def cmd_frames(args) -> int:
     from observd.cli.reports import format_frames, frames_report
+
     config = _load(args)
     with _reading(config) as catalog:
         entries = frames_report(catalog, night=args.night, state=args.state)
@@ -123,22 +143,27 @@ def cmd_frames(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from observd.cli.reports import format_status, status_report
+    from observd.cli.reports import format_status, pending_groups, status_report
+
     config = _load(args)
     if not config.paths.database.exists():
         raise UsageError(f"no catalog at {config.paths.database} yet: start `observd run` or `observd ingest`")
-    from observd.core.master_plan import calibration_groups
     with _reading(config) as catalog:
         nights = catalog.nights()
         night = None if args.all else (args.night or (nights[-1] if nights else None))
-        report = status_report(catalog, night=night, status_log=str(config.paths.status_log),
-                               pending_groups=calibration_groups(catalog, config))
+        report = status_report(
+            catalog,
+            night=night,
+            status_log=str(config.paths.status_log),
+            pending_groups=pending_groups(catalog, config, now=time.time()),
+        )
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 
 
 def cmd_stack(args) -> int:
     from observd.jobs.pool import worker_pool
+
     config = _load(args)
     catalog = _open_catalog(config)
     try:
@@ -153,10 +178,12 @@ def cmd_stack(args) -> int:
         catalog.close()
 
 
-def _stack_nights(config: Config, catalog, nights: list[str], *, object: str | None = None,
-                  filter: str | None = None, pool=None) -> bool:
+def _stack_nights(
+    config: Config, catalog, nights: list[str], *, object: str | None = None, filter: str | None = None, pool=None
+) -> bool:
     """Build (or rebuild) the nights' stacks and print them; True if a product failed."""
     from observd.pipeline.stacking import StackError, stack_night
+
     failed = False
     for night in nights:
         try:
@@ -168,19 +195,25 @@ def _stack_nights(config: Config, catalog, nights: list[str], *, object: str | N
         if not products:
             print(f"{night}: no target/filter with at least {config.stack.min_frames} good aligned lights")
         for p in products:
-            print(f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
-                  f"  {p.path}\n  {p.preview_path}")
+            print(
+                f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
+                f"  {p.path}\n  {p.preview_path}"
+            )
     return failed
 
 
 def cmd_run(args) -> int:
     from observd.service.daemon import Daemon
+    from observd.service.status_log import journal_stderr
+
     config = _load(args)
-    return Daemon(config, Path(args.config) if args.config else None).run()
+    with journal_stderr():  # priority prefixes for journald on the daemon's log lines
+        return Daemon(config, Path(args.config) if args.config else None).run()
 
 
 def cmd_simulate(args) -> int:
-    from observd.sim.night import write_night
+    from observd.sim.writer import write_night
+
     spec = simulation_spec(args)
     out = Path(args.outdir)
     truth = write_night(out, spec, on_file=(lambda p: print(p)) if args.verbose else None)
@@ -190,26 +223,42 @@ def cmd_simulate(args) -> int:
 
 def simulation_spec(args):
     """Map `observd simulate` options onto a SimSpec."""
-    from observd.sim.night import SimSpec, TargetSpec
+    from observd.sim.spec import SimSpec, TargetSpec
+
     targets = []
     for item in args.target or ["M42:L:6"]:
         parts = item.split(":")
         if len(parts) != 3 or not parts[2].isdigit():
             raise UsageError(f"--target {item!r}: expected NAME:FILTER[,FILTER...]:N, e.g. M42:L,R:6")
-        targets.append(TargetSpec(name=parts[0], filters=tuple(parts[1].split(",")), n_lights=int(parts[2]),
-                                  exptime=args.exptime))
-    return SimSpec(seed=args.seed, shape=(args.size, args.size), dialect=args.dialect, night=args.night,
-                   timezone=args.timezone, n_bias=args.n_bias, n_dark=args.n_dark, n_flat=args.n_flat,
-                   flats_at=args.flats, targets=tuple(targets), pace=args.pace, chunked=args.chunked,
-                   temp_names=args.temp_names, truth=not args.no_truth)
+        targets.append(
+            TargetSpec(name=parts[0], filters=tuple(parts[1].split(",")), n_lights=int(parts[2]), exptime=args.exptime)
+        )
+    return SimSpec(
+        seed=args.seed,
+        shape=(args.size, args.size),
+        dialect=args.dialect,
+        night=args.night,
+        timezone=args.timezone,
+        n_bias=args.n_bias,
+        n_dark=args.n_dark,
+        n_flat=args.n_flat,
+        flats_at=args.flats,
+        targets=tuple(targets),
+        pace=args.pace,
+        chunked=args.chunked,
+        temp_names=args.temp_names,
+        truth=not args.no_truth,
+    )
 
 
 def cmd_demo(args) -> int:
     from observd.cli.demo import run_demo
+
     return run_demo(size=args.size)
 
 
 # -- parser --------------------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="observd", description="Unattended observatory data reduction.")
@@ -229,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("ingest", cmd_ingest, "process existing files and folders once through the pipeline")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--stack", action="store_true",
-                   help="then build (or rebuild) the stacks of every night these files belong to")
+    p.add_argument(
+        "--stack", action="store_true", help="then build (or rebuild) the stacks of every night these files belong to"
+    )
 
     p = command("frames", cmd_frames, "list catalogued files with their type, state and reason")
     p.add_argument("--night", metavar="YYYY-MM-DD")
@@ -261,8 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--night", default="2026-11-20", help="local date of the evening")
     p.add_argument("--timezone", default="Europe/Berlin")
-    p.add_argument("--target", action="append", metavar="NAME:FILTERS:N",
-                   help="a target, e.g. M42:L,R:6 (repeatable; default M42:L:6)")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME:FILTERS:N",
+        help="a target, e.g. M42:L,R:6 (repeatable; default M42:L:6)",
+    )
     p.add_argument("--exptime", type=float, default=60.0)
     p.add_argument("--n-bias", type=int, default=9)
     p.add_argument("--n-dark", type=int, default=7)
@@ -282,9 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    reuse_freed_memory()      # masters and stacks are built in this process
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    reuse_freed_memory()  # masters and stacks are built in this process
+    install_fast_invariants()  # and lights aligned, without a pool
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:
@@ -296,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the boundary: a one-line message, traceback only on request
         if args.debug:
             raise
-        print(f"observd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
+        print(f"observd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
         return 1
 
 

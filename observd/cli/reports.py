@@ -7,13 +7,28 @@ is a public interface: add keys, never rename or remove them.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from observd.adapters.catalog import Catalog
+from observd.core.config import Config
+from observd.core.frames import CALIBRATION_TYPES
+from observd.core.master_plan import calibration_groups
 
 FAILURE_STATES = ("failed", "rejected", "unknown", "unaligned")
-_FRAME_KEYS = ("name", "path", "version", "frame_type", "night", "date_obs", "object", "filter", "exptime",
-               "ccd_temp", "state", "reason")
+_FRAME_KEYS = (
+    "name",
+    "path",
+    "version",
+    "frame_type",
+    "night",
+    "date_obs",
+    "object",
+    "filter",
+    "exptime",
+    "ccd_temp",
+    "state",
+    "reason",
+)
 
 
 def frame_entry(row: dict) -> dict:
@@ -27,35 +42,76 @@ def frames_report(catalog: Catalog, *, night: str | None = None, state: str | No
 
 
 def master_entry(row: dict, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     created = datetime.fromisoformat(row["created"])
     return {
-        "id": row["id"], "type": row["type"], "group": row["group_key"], "version": row["version"],
-        "current": bool(row["current"]), "n_frames": row["n_frames"],
+        "id": row["id"],
+        "type": row["type"],
+        "group": row["group_key"],
+        "version": row["version"],
+        "current": bool(row["current"]),
+        "n_frames": row["n_frames"],
         "ccd_temp": {"mean": row["ccd_temp_mean"], "min": row["ccd_temp_min"], "max": row["ccd_temp_max"]},
-        "exptime": row["exptime"], "filter": row["filter"], "night": row["night"], "path": row["path"],
-        "created": row["created"], "age_hours": round((now - created).total_seconds() / 3600, 1),
-        "includes_bias": bool(row["includes_bias"]), "flag": row["flag"],
+        "exptime": row["exptime"],
+        "filter": row["filter"],
+        "night": row["night"],
+        "path": row["path"],
+        "created": row["created"],
+        "age_hours": round((now - created).total_seconds() / 3600, 1),
+        "includes_bias": bool(row["includes_bias"]),
+        "flag": row["flag"],
     }
 
 
 def product_entry(row: dict) -> dict:
-    return {k: row.get(k) for k in ("night", "object", "filter", "n_combined", "total_exptime", "path",
-                                    "preview_path", "thumbnail_path", "reference", "noise", "created")}
+    return {
+        k: row.get(k)
+        for k in (
+            "night",
+            "object",
+            "filter",
+            "n_combined",
+            "total_exptime",
+            "path",
+            "preview_path",
+            "thumbnail_path",
+            "reference",
+            "noise",
+            "created",
+        )
+    }
 
 
-def status_report(catalog: Catalog, *, night: str | None = None, status_log: str | None = None,
-                  pending_groups: list[dict] | None = None) -> dict:
+def pending_groups(catalog: Catalog, config: Config, *, now: float) -> list[dict]:
+    """Calibration groups with no master yet, and why (`calibration_groups` over the catalog)."""
+    masters = catalog.masters(current_only=True)
+    inputs = {m["id"]: set(catalog.master_input_ids(m["id"])) for m in masters}
+    return calibration_groups(catalog.files(types=CALIBRATION_TYPES), masters, inputs, config, now=now)
+
+
+def status_report(
+    catalog: Catalog,
+    *,
+    night: str | None = None,
+    status_log: str | None = None,
+    pending_groups: list[dict] | None = None,
+) -> dict:
     """The `observd status --json` document. `night=None` covers every night in the catalog."""
     per_night: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
     for row in catalog.counts(night):
         per_night[row["night"] or "undated"][row["frame_type"] or "none"][row["state"]] = row["n"]
-    nights = [{"night": n, "counts": {t: dict(s) for t, s in types.items()},
-               "total": sum(sum(s.values()) for s in types.values())} for n, types in sorted(per_night.items())]
+    nights = [
+        {
+            "night": n,
+            "counts": {t: dict(s) for t, s in types.items()},
+            "total": sum(sum(s.values()) for s in types.values()),
+        }
+        for n, types in sorted(per_night.items())
+    ]
     files = catalog.files(night=night)
     lights = [r for r in files if r["frame_type"] == "light" and r["fwhm"] is not None]
     return {
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "night": night,
         "status_log": status_log,
         "nights": nights,
@@ -93,16 +149,18 @@ def format_status(report: dict) -> str:
         out.append("\nNo files catalogued yet.")
     for night in report["nights"]:
         out.append(f"\nNight {night['night']}: {night['total']} files")
-        for kind in ("light", "bias", "dark", "flat", "unknown", "none"):
+        for kind in ("light", *CALIBRATION_TYPES, "unknown", "none"):
             states = night["counts"].get(kind)
             if states:
                 detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda x: -x[1]))
                 out.append(f"  {kind:<8} {sum(states.values()):>5}  ({detail})")
     q = report["quality"]
     if q["lights_measured"]:
-        out.append(f"\nQuality: FWHM median {q['fwhm_median']:.2f} px, best {q['fwhm_best']:.2f} px; "
-                   f"CCD-TEMP {q['ccd_temp_min']:+.1f}..{q['ccd_temp_max']:+.1f} °C; "
-                   f"{q['lights_bad']} light(s) judged bad")
+        out.append(
+            f"\nQuality: FWHM median {q['fwhm_median']:.2f} px, best {q['fwhm_best']:.2f} px; "
+            f"CCD-TEMP {q['ccd_temp_min']:+.1f}..{q['ccd_temp_max']:+.1f} °C; "
+            f"{q['lights_bad']} light(s) judged bad"
+        )
     if report["masters"]:
         out.append("\nMasters in use:")
         out.extend("  " + line for line in format_masters(report["masters"]).splitlines()[1:])
@@ -114,8 +172,10 @@ def format_status(report: dict) -> str:
     if report["products"]:
         out.append("\nProducts:")
         for p in report["products"]:
-            out.append(f"  {p['night']} {p['object']} [{p['filter']}] N={p['n_combined']} "
-                       f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}")
+            out.append(
+                f"  {p['night']} {p['object']} [{p['filter']}] N={p['n_combined']} "
+                f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}"
+            )
     return "\n".join(out)
 
 
@@ -126,8 +186,10 @@ def format_masters(entries: list[dict]) -> str:
         temp = f"{t:+6.1f} °C" if t is not None else "  no temp"
         state = "" if m["current"] else " (superseded)"
         flag = f"  FLAGGED: {m['flag']}" if m["flag"] else ""
-        lines.append(f"{m['type']:<5} v{m['version']:<7} {m['n_frames']:<4} {temp} {m['age_hours']:>6.1f} h  "
-                     f"{m['group']}{state}{flag}\n{'':>38}{m['path']}")
+        lines.append(
+            f"{m['type']:<5} v{m['version']:<7} {m['n_frames']:<4} {temp} {m['age_hours']:>6.1f} h  "
+            f"{m['group']}{state}{flag}\n{'':>38}{m['path']}"
+        )
     return "\n".join(lines)
 
 
@@ -147,6 +209,8 @@ def format_frames(entries: list[dict]) -> str:
     for e in entries:
         exp = f"{e['exptime']:g}" if e["exptime"] is not None else "-"
         temp = f"{e['ccd_temp']:+.1f}" if e["ccd_temp"] is not None else "-"
-        lines.append(f"{(e['name'] or '')[:40]:<40} {e['type'] or '-':<7} {e['night'] or '-':<10} {exp:>7} "
-                     f"{(e['filter'] or '-')[:7]:<7} {temp:>6} {e['state']:<10} {e['reason'] or ''}")
+        lines.append(
+            f"{(e['name'] or '')[:40]:<40} {e['type'] or '-':<7} {e['night'] or '-':<10} {exp:>7} "
+            f"{(e['filter'] or '-')[:7]:<7} {temp:>6} {e['state']:<10} {e['reason'] or ''}"
+        )
     return "\n".join(lines)

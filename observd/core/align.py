@@ -22,13 +22,12 @@ Images are multiplied by the Jacobian of the mapping so that a star's summed flu
 when the scale differs from 1.
 
 Asterism invariants: astroalign's own are built in Python; `observd.core.invariants` computes the
-same arrays ~50x faster and is installed in their place (`LIBRARY_INVARIANTS`).
+same arrays much faster, and each process installs it in their place when it starts
+(`install_fast_invariants`: the CLI and the worker pool's initialiser).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,7 +35,6 @@ import astroalign
 import cv2
 import numpy as np
 
-from observd.core.invariants import generate_invariants
 from observd.core.measure import Stars
 
 MATCH_RADIUS = 2.0
@@ -50,23 +48,7 @@ REJECT_SIGMA = 3.0
 """The outlier-rejection pass drops pairs whose residual exceeds this many (robust) RMS."""
 
 KINDS = ("data", "uncertainty", "mask")
-ORDERS = (1, 3, 5)   # odd B-spline orders: their support is symmetric, which the mask needs
-
-
-LIBRARY_INVARIANTS = inspect.unwrap(astroalign._generate_invariants) if hasattr(astroalign, "_generate_invariants") \
-    else None
-"""astroalign's own asterism invariants: `observd.core.invariants` replaces it (same arrays, ~50x
-faster) and is tested against it. It is a private function of astroalign 2.x; were a release
-to drop it, `find_transform` would simply keep its own cost."""
-
-
-@functools.wraps(LIBRARY_INVARIANTS or generate_invariants)
-def _fast_invariants(sources):
-    return generate_invariants(sources, astroalign.NUM_NEAREST_NEIGHBORS)
-
-
-if LIBRARY_INVARIANTS is not None and hasattr(astroalign, "NUM_NEAREST_NEIGHBORS"):
-    astroalign._generate_invariants = _fast_invariants
+ORDERS = (1, 3, 5)  # odd B-spline orders: their support is symmetric, which the mask needs
 
 
 class AlignError(Exception):
@@ -75,24 +57,28 @@ class AlignError(Exception):
 
 @dataclass(frozen=True)
 class Transform:
-    matrix: np.ndarray      # 3x3, frame (x, y, 1) -> reference (x, y, 1)
-    rms: float              # residual RMS of matched stars after the fit (px)
+    matrix: np.ndarray  # 3x3, frame (x, y, 1) -> reference (x, y, 1)
+    rms: float  # residual RMS of matched stars after the fit (px)
     n_matches: int
-    rotation_deg: float     # of the nearest similarity (counter-clockwise in x, y)
-    scale: float            # sqrt(|det|): reference px per frame px
+    rotation_deg: float  # of the nearest similarity (counter-clockwise in x, y)
+    scale: float  # sqrt(|det|): reference px per frame px
     shift: tuple[float, float]  # where the frame's pixel (0, 0) lands in the reference
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray, rms: float, n_matches: int) -> Transform:
         a = matrix[:2, :2]
         rotation = np.degrees(np.arctan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]))
-        return cls(matrix=matrix, rms=float(rms), n_matches=int(n_matches),
-                   rotation_deg=float(rotation), scale=float(np.sqrt(abs(np.linalg.det(a)))),
-                   shift=(float(matrix[0, 2]), float(matrix[1, 2])))
+        return cls(
+            matrix=matrix,
+            rms=float(rms),
+            n_matches=int(n_matches),
+            rotation_deg=float(rotation),
+            scale=float(np.sqrt(abs(np.linalg.det(a)))),
+            shift=(float(matrix[0, 2]), float(matrix[1, 2])),
+        )
 
 
-def find_transform(stars: Stars, ref: Stars, *, max_control_points: int = 50,
-                   min_matches: int = 4) -> Transform:
+def find_transform(stars: Stars, ref: Stars, *, max_control_points: int = 50, min_matches: int = 4) -> Transform:
     """Transform mapping the frame's pixel coordinates onto the reference's.
 
     Raises
@@ -113,14 +99,15 @@ def find_transform(stars: Stars, ref: Stars, *, max_control_points: int = 50,
             f"no star pattern in common between the frame ({len(src)} stars) and the "
             f"reference ({len(dst)} stars): another field, or too few stars in common"
         ) from exc
-    except ValueError as exc:   # astroalign: fewer than 3 usable control points
+    except ValueError as exc:  # astroalign: fewer than 3 usable control points
         raise AlignError(f"too few stars to match asterisms: {exc}") from exc
     return _refine(initial.params, src, dst, min_matches)
 
 
 def _refine(initial: np.ndarray, src: np.ndarray, dst: np.ndarray, min_matches: int) -> Transform:
     """Least-squares fit on all star pairs within MATCH_RADIUS, one rejection pass."""
-    from scipy.spatial import cKDTree          # here, not at the top: see observd.jobs.pool._PRELOAD
+    from scipy.spatial import cKDTree  # here, not at the top: see observd.jobs.pool._PRELOAD
+
     dist, idx = cKDTree(dst).query(_apply(initial, src), distance_upper_bound=MATCH_RADIUS)
     pairs = np.flatnonzero(np.isfinite(dist))
     # A reference star claimed by two frame stars keeps the closer one.
@@ -138,7 +125,7 @@ def _refine(initial: np.ndarray, src: np.ndarray, dst: np.ndarray, min_matches: 
         raise AlignError(f"only {keep.sum()} stars matched consistently (need {min_matches})")
     matrix = _fit(s[keep], d[keep])
     resid = np.hypot(*(_apply(matrix, s[keep]) - d[keep]).T)
-    return Transform.from_matrix(matrix, np.sqrt(np.mean(resid ** 2)), keep.sum())
+    return Transform.from_matrix(matrix, np.sqrt(np.mean(resid**2)), keep.sum())
 
 
 def _fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -152,8 +139,7 @@ def _fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         m[:2, :] = np.linalg.lstsq(design, dst, rcond=None)[0].T
         return m
     # x' = a x - b y + tx ; y' = b x + a y + ty
-    design = np.vstack([np.column_stack([x, -y, ones, zeros]),
-                        np.column_stack([y, x, zeros, ones])])
+    design = np.vstack([np.column_stack([x, -y, ones, zeros]), np.column_stack([y, x, zeros, ones])])
     a, b, tx, ty = np.linalg.lstsq(design, np.concatenate([dst[:, 0], dst[:, 1]]), rcond=None)[0]
     m[:2, :] = [[a, -b, tx], [b, a, ty]]
     return m
@@ -163,8 +149,15 @@ def _apply(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int, int], *,
-                    kind: str = "data", order: int = 3, engine: str = "opencv") -> np.ndarray:
+def apply_transform(
+    data: np.ndarray,
+    transform: Transform,
+    out_shape: tuple[int, int],
+    *,
+    kind: str = "data",
+    order: int = 3,
+    engine: str = "opencv",
+) -> np.ndarray:
     """Resample a frame's plane onto the reference grid (`out_shape`, rows x columns).
 
     kind='data': float32, B-spline of `order`, NaN outside the frame's footprint. NaN (or
@@ -178,9 +171,9 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
         shift (50 % for bilinear); keeping the input level is conservative and roughly
         offsets the noise correlation between neighbouring output pixels, which a stack's
         per-pixel error ignores.
-    kind='mask': bool, True = bad (2-D, or a (planes, rows, cols) stack warped together). A reference pixel is bad when any input pixel within
-        the support of the data's interpolation of `order` (4x4 for cubic, 2x2 for
-        bilinear) is bad, and outside the footprint. Pass the order used for the data.
+    kind='mask': bool, True = bad (2-D, or a (planes, rows, cols) stack warped together). A reference
+        pixel is bad when any input pixel within the support of the data's interpolation of `order`
+        (4x4 for cubic, 2x2 for bilinear) is bad, and outside the footprint. Pass the order used for the data.
     Data and uncertainty are scaled by the Jacobian (1 / scale^2) to preserve flux.
 
     engine='opencv' (default, orders 1 and 3): `cv2.warpAffine`, ~15x faster than scipy on a
@@ -192,19 +185,20 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
-    inverse = np.linalg.inv(transform.matrix)        # reference (x, y) -> frame (x, y)
+    inverse = np.linalg.inv(transform.matrix)  # reference (x, y) -> frame (x, y)
     if engine == "opencv" and order in (1, 3):
         return _warp_opencv(data, inverse, out_shape, kind, order)
     # imported here: only this path needs scipy.ndimage, ~0.2 s of every process's start-up
     from scipy import ndimage
+
     # ndimage works in (row, column) = (y, x): swap both axes of the linear part.
     matrix, offset = inverse[:2, :2][::-1, ::-1], inverse[:2, 2][::-1]
     jacobian = abs(np.linalg.det(inverse[:2, :2]))
-    resample = dict(matrix=matrix, offset=offset, output_shape=tuple(out_shape),
-                    output=np.float32, mode="constant")
+    resample = dict(matrix=matrix, offset=offset, output_shape=tuple(out_shape), output=np.float32, mode="constant")
     if kind == "mask" and np.ndim(data) == 3:
-        return np.stack([apply_transform(plane, transform, out_shape, kind="mask", order=order, engine=engine)
-                         for plane in data])
+        return np.stack(
+            [apply_transform(plane, transform, out_shape, kind="mask", order=order, engine=engine) for plane in data]
+        )
     if kind == "mask":
         # The support of an order-k B-spline at p is floor(p)-(k-1)/2 .. floor(p)+(k+1)/2;
         # bilinear resampling of the bad pixels grown by (k-1)/2 reaches exactly that.
@@ -217,8 +211,7 @@ def apply_transform(data: np.ndarray, transform: Transform, out_shape: tuple[int
     holes = ~np.isfinite(image)
     if holes.any():
         image = np.where(holes, _fill_value(image, holes), image)
-    out = ndimage.affine_transform(image, order=order if kind == "data" else 1, cval=np.nan,
-                                   **resample)
+    out = ndimage.affine_transform(image, order=order if kind == "data" else 1, cval=np.nan, **resample)
     out *= np.float32(jacobian)
     return out
 
@@ -232,11 +225,12 @@ def _fill_value(image: np.ndarray, holes: np.ndarray) -> float:
     return float(np.median(sample)) if sample.size else 0.0
 
 
-def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], kind: str,
-                 order: int) -> np.ndarray:
+def _warp_opencv(
+    data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], kind: str, order: int
+) -> np.ndarray:
     """The fast path of `apply_transform`, with the same footprint: OpenCV's border handling
     is replaced by an exact test of where each output pixel falls in the frame."""
-    size = (int(out_shape[1]), int(out_shape[0]))            # OpenCV wants (width, height)
+    size = (int(out_shape[1]), int(out_shape[0]))  # OpenCV wants (width, height)
     flags = cv2.WARP_INVERSE_MAP
     outside = _outside(inverse.tobytes(), tuple(out_shape), tuple(np.shape(data))[-2:])
     if kind == "mask":
@@ -252,8 +246,9 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
         grow = (order - 1) // 2
         if grow and planes.any():
             planes = cv2.dilate(planes, np.ones((2 * grow + 1,) * 2, np.uint8))
-        out = cv2.warpAffine(planes, inverse[:2], size, flags=flags | cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).reshape(tuple(out_shape) + (-1,))
+        out = cv2.warpAffine(
+            planes, inverse[:2], size, flags=flags | cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ).reshape(tuple(out_shape) + (-1,))
         out = np.moveaxis(out > 0, -1, 0) | outside
         return out if bad.ndim == 3 else out[0]
     image = np.asarray(data, dtype=np.float32)
@@ -261,8 +256,9 @@ def _warp_opencv(data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, in
     if holes.any():
         image = np.where(holes, _fill_value(image, holes), image)
     interpolation = cv2.INTER_CUBIC if kind == "data" and order == 3 else cv2.INTER_LINEAR
-    out = cv2.warpAffine(np.ascontiguousarray(image), inverse[:2], size, flags=flags | interpolation,
-                         borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(image), inverse[:2], size, flags=flags | interpolation, borderMode=cv2.BORDER_REPLICATE
+    )
     out *= np.float32(abs(np.linalg.det(inverse[:2, :2])))
     out[outside] = np.nan
     return out
@@ -285,14 +281,19 @@ def _sparse_mask(bad: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int
     forward = np.linalg.inv(inverse)
     # every output pixel that can qualify lies in a box around the bad pixel's image
     half = radius * np.abs(forward[:2, :2]).sum(axis=1)
-    dx, dy = np.meshgrid(np.arange(-int(half[0]) - 1, int(half[0]) + 2),
-                         np.arange(-int(half[1]) - 1, int(half[1]) + 2))
+    dx, dy = np.meshgrid(np.arange(-int(half[0]) - 1, int(half[0]) + 2), np.arange(-int(half[1]) - 1, int(half[1]) + 2))
     cx = np.floor(forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2]).astype(np.intp)[:, None] + dx.ravel()
     cy = np.floor(forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2]).astype(np.intp)[:, None] + dy.ravel()
     sx = inverse[0, 0] * cx + inverse[0, 1] * cy + inverse[0, 2]
     sy = inverse[1, 0] * cx + inverse[1, 1] * cy + inverse[1, 2]
-    hit = ((np.abs(sx - xs[:, None]) < radius) & (np.abs(sy - ys[:, None]) < radius)
-           & (cx >= 0) & (cx < out_shape[1]) & (cy >= 0) & (cy < out_shape[0]))
+    hit = (
+        (np.abs(sx - xs[:, None]) < radius)
+        & (np.abs(sy - ys[:, None]) < radius)
+        & (cx >= 0)
+        & (cx < out_shape[1])
+        & (cy >= 0)
+        & (cy < out_shape[0])
+    )
     out[cy[hit], cx[hit]] = True
     return out
 
@@ -311,8 +312,8 @@ def _outside(inverse_bytes: bytes, out_shape: tuple[int, int], in_shape: tuple[i
     lo = np.full(rows, -np.inf)
     hi = np.full(rows, np.inf)
     for (a, b, c), size in ((inverse[0], in_shape[1]), (inverse[1], in_shape[0])):
-        base = b * y + c                               # source coordinate at output column 0
-        if abs(a) < 1e-12:                             # independent of the column: all or nothing
+        base = b * y + c  # source coordinate at output column 0
+        if abs(a) < 1e-12:  # independent of the column: all or nothing
             dead = (base < -eps) | (base > size - 1 + eps)
             lo[dead], hi[dead] = np.inf, -np.inf
             continue

@@ -16,8 +16,8 @@ import numpy as np
 
 # MASK extension bits written with calibrated and aligned lights. Stacking ignores only
 # MASK_BAD pixels: a saturated star core is clipped but real, and must not become a hole.
-MASK_BAD = 1          # bad pixel of a master (hot, dead), non-finite, or outside the footprint
-MASK_SATURATED = 2    # at the raw saturation level
+MASK_BAD = 1  # bad pixel of a master (hot, dead), non-finite, or outside the footprint
+MASK_SATURATED = 2  # at the raw saturation level
 
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
@@ -73,6 +73,7 @@ class Plane:
 
     Masters are stored full-frame (overscan-subtracted, untrimmed), so one master serves
     lights whatever TRIMSEC they carry; `trimmed` cuts it to the light's section."""
+
     data: np.ndarray
     uncertainty: np.ndarray | None = None
     mask: np.ndarray | None = None
@@ -110,25 +111,26 @@ class Plane:
         return None if self.mask is None else self.mask.astype(bool)
 
     @cached_property
-    def _trimmed_planes(self) -> dict[str, "Plane"]:
+    def _trimmed_planes(self) -> dict[str, Plane]:
         return {}
 
-    def trimmed(self, trimsec: str | None) -> "Plane":
+    def trimmed(self, trimsec: str | None) -> Plane:
         """This plane cut to `trimsec`; kept, so its own cached planes serve every later light."""
         if not trimsec:
             return self
         if trimsec not in self._trimmed_planes:
-            self._trimmed_planes[trimsec] = Plane(trim(self.data, trimsec), trim(self.uncertainty, trimsec),
-                                                  trim(self.mask, trimsec))
+            self._trimmed_planes[trimsec] = Plane(
+                trim(self.data, trimsec), trim(self.uncertainty, trimsec), trim(self.mask, trimsec)
+            )
         return self._trimmed_planes[trimsec]
 
 
 @dataclass(frozen=True)
 class Calibrated:
-    data: np.ndarray                      # float32, ADU
-    uncertainty: np.ndarray | None        # float32 std-dev in ADU, when gain and read noise are known
-    mask: np.ndarray                      # bool: masters' bad pixels, saturated pixels, non-finite results
-    saturated: np.ndarray | None = None   # bool: good pixels at the raw saturation level (also in `mask`)
+    data: np.ndarray  # float32, ADU
+    uncertainty: np.ndarray | None  # float32 std-dev in ADU, when gain and read noise are known
+    mask: np.ndarray  # bool: masters' bad pixels, saturated pixels, non-finite results
+    saturated: np.ndarray | None = None  # bool: good pixels at the raw saturation level (also in `mask`)
 
     def bitmask(self) -> np.ndarray:
         """The MASK extension: MASK_BAD | MASK_SATURATED bits, uint8."""
@@ -145,10 +147,19 @@ class Calibrated:
         return float(np.nanmin(self.data[self.saturated]))
 
 
-def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None = None, dark_scale: float = 1.0,
-              flat: Plane | None = None, gain: float | None = None, read_noise: float | None = None,
-              saturation: float | None = None, biassec: str | None = None, trimsec: str | None = None
-              ) -> Calibrated:
+def calibrate(
+    raw: np.ndarray,
+    *,
+    bias: Plane | None = None,
+    dark: Plane | None = None,
+    dark_scale: float = 1.0,
+    flat: Plane | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+    saturation: float | None = None,
+    biassec: str | None = None,
+    trimsec: str | None = None,
+) -> Calibrated:
     """Calibrate one light. `raw` in ADU as read; masters full-frame like the raw (trimmed here)."""
     saturated = trim(raw >= saturation, trimsec) if saturation is not None else None
     data = overscan_and_trim(raw, biassec, trimsec)
@@ -169,7 +180,7 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
             if bias is not None and bias.variance is not None:
                 variance += bias.variance
             if dark is not None and dark.variance is not None:
-                variance += np.float32(dark_scale ** 2) * dark.variance
+                variance += np.float32(dark_scale**2) * dark.variance
         if flat is not None:
             data /= flat.normalised
             if variance is not None:
@@ -184,7 +195,7 @@ def calibrate(raw: np.ndarray, *, bias: Plane | None = None, dark: Plane | None 
             known_bad |= plane.bad
     mask = known_bad | ~np.isfinite(data)
     if saturated is not None:
-        saturated = saturated & ~known_bad    # saturated hot pixels are the dark's business, not stars'
+        saturated = saturated & ~known_bad  # saturated hot pixels are the dark's business, not stars'
         mask |= saturated
     uncertainty = None if variance is None else np.sqrt(variance).astype(np.float32)
     return Calibrated(data.astype(np.float32, copy=False), uncertainty, mask, saturated)

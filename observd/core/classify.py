@@ -1,9 +1,10 @@
 """Header -> FrameInfo: frame type and normalised values, whatever the camera program.
 
-`classify` is pure (no I/O): it reads a header already loaded by the FITS adapter, the file
-name, the site's rules and time zone. It never raises on odd header content: a value that
-cannot be read becomes None, and a frame whose type cannot be told is 'unknown' with a
-reason that says what was looked at, so an observer can fix it with a `[classify]` rule.
+`classify` is pure (no I/O): it reads the header cards the FITS adapter has already turned
+into plain values (`HeaderCards`), the file name, the site's rules and time zone. It never
+raises on odd header content: a value that cannot be read becomes None, and a frame whose
+type cannot be told is 'unknown' with a reason that says what was looked at, so an
+observer can fix it with a `[classify]` rule.
 
 Type precedence: configured keywords, then `dialects.TYPE_KEYWORDS` in order; the first
 keyword whose value is recognised decides, and disagreeing keywords are named in
@@ -16,24 +17,22 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import PurePath
 from types import MappingProxyType
 from typing import TypeVar
 
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
-
 from observd.core import dialects as d
+from observd.core.cards import HeaderCards
 from observd.core.frames import FRAME_TYPES, FrameInfo
 from observd.core.obstime import combine, from_jd, from_mjd, night_of, parse_date_obs, parse_time_of_day
 
-__all__ = ["ClassifyRules", "classify", "night_of"]
+__all__ = ["ClassifyRules", "classify"]
 
-_KINDS = tuple(t for t in FRAME_TYPES if t != "unknown")    # what a rule may name
+_KINDS = tuple(t for t in FRAME_TYPES if t != "unknown")  # what a rule may name
 _T = TypeVar("_T")
 
 
@@ -48,7 +47,8 @@ def _normalise_type_value(value: object) -> str:
 class ClassifyRules:
     """Site additions to the dialect table (the `[classify]` config section).
 
-    keywords: extra type keywords, tried before the built-in ones.
+    keywords: extra type keywords, tried before the built-in ones (a HIERARCH keyword with
+        or without its prefix, as FITS header lookups take it).
     values: extra value -> 'light'|'bias'|'dark'|'flat', compared like built-in values
         (case, spaces, '_' and '-' ignored); they also override the built-in meaning.
     filename_patterns: fnmatch glob on the base name (case-insensitive) -> type, tried
@@ -64,10 +64,14 @@ class ClassifyRules:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keywords", tuple(k.strip().upper() for k in self.keywords))
-        object.__setattr__(self, "values", _kind_table(
-            {_normalise_type_value(k): v for k, v in self.values.items()}, "values"))
-        object.__setattr__(self, "filename_patterns", _kind_table(
-            {k.lower(): v for k, v in self.filename_patterns.items()}, "filename_patterns"))
+        object.__setattr__(
+            self, "values", _kind_table({_normalise_type_value(k): v for k, v in self.values.items()}, "values")
+        )
+        object.__setattr__(
+            self,
+            "filename_patterns",
+            _kind_table({k.lower(): v for k, v in self.filename_patterns.items()}, "filename_patterns"),
+        )
 
     def __hash__(self) -> int:
         return hash((self.keywords, tuple(self.values.items()), tuple(self.filename_patterns.items())))
@@ -83,56 +87,58 @@ def _kind_table(table: dict[str, str], name: str) -> Mapping[str, str]:
     return MappingProxyType(checked)
 
 
-def classify(header: fits.Header, filename: str, rules: ClassifyRules = ClassifyRules(),
-             timezone: str = "UTC", hdu_index: int = 0) -> FrameInfo:
+def classify(
+    cards: HeaderCards, filename: str, rules: ClassifyRules = ClassifyRules(), timezone: str = "UTC", hdu_index: int = 0
+) -> FrameInfo:
     """The normalised view of one raw frame's header.
 
     Raises:
         zoneinfo.ZoneInfoNotFoundError: `timezone` is not a zone name (a configuration
             error; header content never makes this raise).
     """
-    frame_type, type_source, reason = _frame_type(header, filename, rules)
-    naxis1, naxis2, saturation = _shape_and_saturation(header)
-    xbin, ybin = _binning(header)
-    gain_setting, egain = _gain(header)
-    date_obs = _observation_time(header)
+    frame_type, type_source, reason = _frame_type(cards, filename, rules)
+    naxis1, naxis2, saturation = _shape_and_saturation(cards)
+    xbin, ybin = _binning(cards)
+    gain_setting, egain = _gain(cards)
+    date_obs = _observation_time(cards)
     return FrameInfo(
         frame_type=frame_type,
         type_source=type_source,
         reason=reason,
-        exptime=_exptime(header),
-        ccd_temp=_first(header, d.CCD_TEMP_KEYS, _celsius),
-        set_temp=_first(header, d.SET_TEMP_KEYS, _celsius),
-        filter=_filter(header),
+        exptime=_exptime(cards),
+        ccd_temp=_first(cards, d.CCD_TEMP_KEYS, _celsius),
+        set_temp=_first(cards, d.SET_TEMP_KEYS, _celsius),
+        filter=_filter(cards),
         xbin=xbin,
         ybin=ybin,
         naxis1=naxis1,
         naxis2=naxis2,
         gain_setting=gain_setting,
-        offset=_first(header, d.OFFSET_KEYS, _number),
-        readout_mode=_first(header, d.READOUT_KEYS, _text),
+        offset=_first(cards, d.OFFSET_KEYS, _number),
+        readout_mode=_first(cards, d.READOUT_KEYS, _text),
         egain=egain,
-        rdnoise=_first(header, d.RDNOISE_KEYS, _positive),
+        rdnoise=_first(cards, d.RDNOISE_KEYS, _positive),
         saturation=saturation,
-        instrument=_text(header, "INSTRUME"),
-        telescope=_text(header, "TELESCOP"),
-        object=_text(header, "OBJECT"),
+        instrument=_text(cards, "INSTRUME"),
+        telescope=_text(cards, "TELESCOP"),
+        object=_text(cards, "OBJECT"),
         date_obs=date_obs,
         night=night_of(date_obs, timezone) if date_obs else None,
-        biassec=_text(header, "BIASSEC"),
-        trimsec=_text(header, "TRIMSEC"),
+        biassec=_text(cards, "BIASSEC"),
+        trimsec=_text(cards, "TRIMSEC"),
         hdu_index=hdu_index,
     )
 
 
 # --- frame type --------------------------------------------------------------------------
 
-def _frame_type(header: fits.Header, filename: str, rules: ClassifyRules) -> tuple[str, str, str | None]:
+
+def _frame_type(cards: HeaderCards, filename: str, rules: ClassifyRules) -> tuple[str, str, str | None]:
     """(frame_type, type_source, reason)."""
     keywords = rules.keywords + tuple(k for k in d.TYPE_KEYWORDS if k not in rules.keywords)
-    seen = []                                   # (evidence, kind or 'master' or None)
+    seen = []  # (evidence, kind or 'master' or None)
     for keyword in keywords:
-        value = _raw(header, keyword)
+        value = _raw(cards, _card_keyword(keyword))
         if value is None or str(value).strip() == "":
             continue
         shown = value.strip() if isinstance(value, str) else value
@@ -143,17 +149,32 @@ def _frame_type(header: fits.Header, filename: str, rules: ClassifyRules) -> tup
         others = [e for e, k in decided[1:] if k != kind]
         source = evidence + (f" (takes precedence over {', '.join(others)})" if others else "")
         if kind == "master":
-            return ("unknown", source, f"{evidence} is already a master calibration made by another "
-                    "program; observd builds its own masters from raw frames")
+            return (
+                "unknown",
+                source,
+                f"{evidence} is already a master calibration made by another "
+                "program; observd builds its own masters from raw frames",
+            )
         return kind, source, None
     if seen:
         shown = ", ".join(evidence for evidence, _ in seen)
         return ("unknown", shown, f"{shown}: not a known frame type (map it with [classify] values)")
-    by_name = _kind_from_filename(os.path.basename(filename), rules)
+    by_name = _kind_from_filename(PurePath(filename).name, rules)
     if isinstance(by_name, tuple):
         return by_name[0], by_name[1], None
-    return ("unknown", "none", f"no frame-type keyword ({', '.join(keywords)}) and "
-            f"the file name {os.path.basename(filename)!r} {by_name}")
+    return (
+        "unknown",
+        "none",
+        f"no frame-type keyword ({', '.join(keywords)}) and the file name {PurePath(filename).name!r} {by_name}",
+    )
+
+
+def _card_keyword(keyword: str) -> str:
+    """The `HeaderCards` key of a configured keyword: 'HIERARCH ESO DPR TYPE' -> 'ESO DPR TYPE'.
+
+    The rule keeps the name as written, so `type_source` shows what the observer configured.
+    """
+    return keyword[9:].strip() if len(keyword) > 9 and keyword.startswith("HIERARCH ") else keyword
 
 
 def _kind_of_value(keyword: str, value: object, rules: ClassifyRules) -> str | None:
@@ -177,7 +198,7 @@ def _kind_from_filename(name: str, rules: ClassifyRules) -> tuple[str, str] | st
             return kind, f"file name {name!r} matches configured pattern {pattern!r}"
     for prefix, kind in d.FILENAME_PREFIXES:
         if lower.startswith(prefix):
-            return kind, f"file name prefix {name[:len(prefix)]!r}"
+            return kind, f"file name prefix {name[: len(prefix)]!r}"
     words = [w for w in re.findall(r"[a-z]+", lower) if w in d.FILENAME_WORDS]
     kinds = {d.FILENAME_WORDS[w] for w in words}
     if len(kinds) == 1:
@@ -189,27 +210,22 @@ def _kind_from_filename(name: str, rules: ClassifyRules) -> tuple[str, str] | st
 
 # --- values ------------------------------------------------------------------------------
 
-def _raw(header: fits.Header, key: str) -> object | None:
-    """The card's value, None when absent, undefined or unreadable."""
-    try:
-        value = header.get(key)
-    except (KeyError, IndexError, ValueError, TypeError, VerifyError):
-        return None
-    return None if isinstance(value, fits.card.Undefined) else value
+_ABSENT = (None, "")
 
 
-def _comment(header: fits.Header, key: str) -> str:
-    try:
-        return str(header.comments[key])
-    except (KeyError, IndexError, ValueError, TypeError, VerifyError):
-        return ""
+def _raw(cards: HeaderCards, key: str) -> object | None:
+    """The card's value, None when absent, undefined or unreadable (see `HeaderCards`)."""
+    return cards.get(key, _ABSENT)[0]
 
 
-def _first(header: fits.Header, keys: tuple[str, ...],
-           parse: Callable[[fits.Header, str], _T | None]) -> _T | None:
+def _comment(cards: HeaderCards, key: str) -> str:
+    return cards.get(key, _ABSENT)[1]
+
+
+def _first(cards: HeaderCards, keys: tuple[str, ...], parse: Callable[[HeaderCards, str], _T | None]) -> _T | None:
     """The first key in precedence order whose value parses."""
     for key in keys:
-        value = parse(header, key)
+        value = parse(cards, key)
         if value is not None:
             return value
     return None
@@ -236,23 +252,23 @@ def _to_float(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _number(header: fits.Header, key: str) -> float | None:
-    return _to_float(_raw(header, key))
+def _number(cards: HeaderCards, key: str) -> float | None:
+    return _to_float(_raw(cards, key))
 
 
-def _positive(header: fits.Header, key: str) -> float | None:
-    value = _number(header, key)
+def _positive(cards: HeaderCards, key: str) -> float | None:
+    value = _number(cards, key)
     return value if value is not None and value > 0 else None
 
 
-def _whole(header: fits.Header, key: str) -> int | None:
+def _whole(cards: HeaderCards, key: str) -> int | None:
     """A positive whole number (axis lengths, binning)."""
-    value = _number(header, key)
+    value = _number(cards, key)
     return int(value) if value is not None and value >= 1 and value.is_integer() else None
 
 
-def _text(header: fits.Header, key: str) -> str | None:
-    value = _raw(header, key)
+def _text(cards: HeaderCards, key: str) -> str | None:
+    value = _raw(cards, key)
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -261,70 +277,73 @@ def _text(header: fits.Header, key: str) -> str | None:
     return text or None
 
 
-def _exptime(header: fits.Header) -> float | None:
+def _exptime(cards: HeaderCards) -> float | None:
     for key in d.EXPTIME_KEYS:
-        value = _number(header, key)
+        value = _number(cards, key)
         if value is None or value < 0:
             continue
-        if re.search(d.MILLISECOND_COMMENT, _comment(header, key), re.IGNORECASE):
+        if re.search(d.MILLISECOND_COMMENT, _comment(cards, key), re.IGNORECASE):
             value /= 1000.0
         return value
     return None
 
 
-def _celsius(header: fits.Header, key: str) -> float | None:
+def _celsius(cards: HeaderCards, key: str) -> float | None:
     """Temperature in deg C; Kelvin when the comment says so or the value is above KELVIN_ABOVE.
 
     A Kelvin value <= 0 is a 'no data' placeholder (MicroObservatory writes -1), and
     anything below absolute zero is one too.
     """
-    value = _number(header, key)
+    value = _number(cards, key)
     if value is None:
         return None
-    comment = _comment(header, key)
-    kelvin = (value > d.KELVIN_ABOVE or re.search(d.KELVIN_COMMENT, comment, re.IGNORECASE)
-              or re.search(d.KELVIN_UNIT_COMMENT, comment))
+    comment = _comment(cards, key)
+    kelvin = (
+        value > d.KELVIN_ABOVE
+        or re.search(d.KELVIN_COMMENT, comment, re.IGNORECASE)
+        or re.search(d.KELVIN_UNIT_COMMENT, comment)
+    )
     if kelvin:
         return round(value - 273.15, 6) if value > 0 else None
     return value if value >= -273.15 else None
 
 
-def _filter(header: fits.Header) -> str | None:
+def _filter(cards: HeaderCards) -> str | None:
     """Filter name, case kept; 'None', 'Empty', 'Open'... mean no filter (None)."""
-    summary = _first(header, d.FILTER_KEYS, _filter_name)
+    summary = _first(cards, d.FILTER_KEYS, _filter_name)
     if summary is not None:
         return summary
-    wheels = [n for n in (_filter_name(header, key) for key in d.WHEEL_FILTER_KEYS) if n is not None]
+    wheels = [n for n in (_filter_name(cards, key) for key in d.WHEEL_FILTER_KEYS) if n is not None]
     return "+".join(wheels) or None
 
 
-def _filter_name(header: fits.Header, key: str) -> str | None:
-    text = _text(header, key)
+def _filter_name(cards: HeaderCards, key: str) -> str | None:
+    text = _text(cards, key)
     return None if text is None or text.lower() in d.NO_FILTER_VALUES else text
 
 
-def _binning(header: fits.Header) -> tuple[int, int]:
+def _binning(cards: HeaderCards) -> tuple[int, int]:
     for xkey, ykey in d.BINNING_PAIRS:
-        x, y = _whole(header, xkey), _whole(header, ykey)
+        x, y = _whole(cards, xkey), _whole(cards, ykey)
         if x or y:
-            return (x or y, y or x)       # only one axis given: square binning
+            return (x or y, y or x)  # only one axis given: square binning
     for key in d.BINNING_COMBINED_KEYS:
-        parts = re.split(r"\s*[x×,\s]\s*", _text(header, key) or "", flags=re.IGNORECASE)
+        parts = re.split(r"\s*[x×,\s]\s*", _text(cards, key) or "", flags=re.IGNORECASE)
         factors = [_to_float(p) for p in parts if p]
         if 1 <= len(factors) <= 2 and all(f is not None and f >= 1 and f.is_integer() for f in factors):
             return (int(factors[0]), int(factors[-1]))
     return (1, 1)
 
 
-def _shape_and_saturation(header: fits.Header) -> tuple[int | None, int | None, float | None]:
+def _shape_and_saturation(cards: HeaderCards) -> tuple[int | None, int | None, float | None]:
     """(naxis1, naxis2, saturation); tile-compressed HDUs keep the image's in Z* keywords."""
-    prefix = "Z" if _raw(header, "ZIMAGE") is True else ""
-    naxis1, naxis2 = _whole(header, prefix + "NAXIS1"), _whole(header, prefix + "NAXIS2")
-    saturation = _first(header, d.SATURATION_KEYS, _positive)
+    prefix = "Z" if _raw(cards, "ZIMAGE") is True else ""
+    naxis1, naxis2 = _whole(cards, prefix + "NAXIS1"), _whole(cards, prefix + "NAXIS2")
+    saturation = _first(cards, d.SATURATION_KEYS, _positive)
     if saturation is None:
-        saturation = _integer_full_scale(_number(header, prefix + "BITPIX"),
-                                         _number(header, "BZERO") or 0.0,
-                                         _number(header, "BSCALE") or 1.0)
+        saturation = _integer_full_scale(
+            _number(cards, prefix + "BITPIX"), _number(cards, "BZERO") or 0.0, _number(cards, "BSCALE") or 1.0
+        )
     return naxis1, naxis2, saturation
 
 
@@ -339,7 +358,7 @@ def _integer_full_scale(bitpix: float | None, bzero: float, bscale: float) -> fl
     return bzero + bscale * stored_max
 
 
-def _gain(header: fits.Header) -> tuple[float | None, float | None]:
+def _gain(cards: HeaderCards) -> tuple[float | None, float | None]:
     """(gain_setting, egain).
 
     EGAIN is e-/ADU; CAM-GAIN/GAINRAW/LOG-GAIN are settings. GAIN is read as e-/ADU when its
@@ -347,12 +366,12 @@ def _gain(header: fits.Header) -> tuple[float | None, float | None]:
     number >= 0 (what N.I.N.A., ASIAIR, SharpCap write: 0, 100, 139), else as e-/ADU when it
     is a fraction in (0, EGAIN_MAX] (CCD-era 1.4, 2.6). Explicit keywords win over GAIN.
     """
-    egain = _first(header, d.EGAIN_KEYS, _positive)
-    setting = _first(header, d.GAIN_SETTING_KEYS, lambda h, k: _nonnegative(_number(h, k)))
-    gain = _number(header, d.GAIN_KEY)
+    egain = _first(cards, d.EGAIN_KEYS, _positive)
+    setting = _first(cards, d.GAIN_SETTING_KEYS, lambda c, k: _nonnegative(_number(c, k)))
+    gain = _number(cards, d.GAIN_KEY)
     if gain is None:
         return setting, egain
-    if re.search(d.ELECTRONS_PER_ADU_COMMENT, _comment(header, d.GAIN_KEY), re.IGNORECASE):
+    if re.search(d.ELECTRONS_PER_ADU_COMMENT, _comment(cards, d.GAIN_KEY), re.IGNORECASE):
         return setting, egain if egain is not None else (gain if gain > 0 else None)
     if gain >= 0 and gain.is_integer():
         return (setting if setting is not None else gain), egain
@@ -365,16 +384,16 @@ def _nonnegative(value: float | None) -> float | None:
     return value if value is not None and value >= 0 else None
 
 
-def _observation_time(header: fits.Header) -> datetime | None:
+def _observation_time(cards: HeaderCards) -> datetime | None:
     """Start of exposure in UTC: DATE-OBS, else its date + TIME-OBS/UT..., else MJD-OBS, JD."""
     day = None
     for key in d.DATE_KEYS:
-        parsed = parse_date_obs(_text(header, key))
+        parsed = parse_date_obs(_text(cards, key))
         if isinstance(parsed, datetime):
             return parsed
         day = day or parsed
     for key in d.TIME_KEYS:
-        text = _text(header, key)
+        text = _text(cards, key)
         parsed = parse_date_obs(text)
         if isinstance(parsed, datetime):
             return parsed
@@ -382,9 +401,9 @@ def _observation_time(header: fits.Header) -> datetime | None:
         if day is not None and time_of_day is not None:
             return combine(day, time_of_day)
     for key in d.MJD_KEYS:
-        if (when := from_mjd(_number(header, key))) is not None:
+        if (when := from_mjd(_number(cards, key))) is not None:
             return when
     for key in d.JD_KEYS:
-        if (when := from_jd(_number(header, key))) is not None:
+        if (when := from_jd(_number(cards, key))) is not None:
             return when
     return None

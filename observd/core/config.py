@@ -3,19 +3,21 @@
 Every key has a default, so an empty or missing file works. Unknown keys and wrong types
 are errors that name the file, the key, the value and what was expected, because an
 observer editing a config at 3 a.m. needs to know exactly which line to fix.
-Nothing below the CLI reads the file or the environment: sections are passed down.
+Nothing below the CLI reads the file or the environment: sections are passed down
+(`observd.adapters.config_file` reads the file).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from observd.core.frames import CALIBRATION_TYPES, DATA_TYPES
 
 
 class ConfigError(Exception):
@@ -24,98 +26,100 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class PathsConfig:
-    watch: Path = Path("incoming")          # the camera's output folder (read-only for observd)
-    output: Path = Path("observd-output")   # masters, calibrated/aligned lights, stacks, previews
-    database: Path = Path("observd-output/observd.db")   # the SQLite catalog (WAL mode)
+    watch: Path = Path("incoming")  # the camera's output folder (read-only for observd)
+    output: Path = Path("observd-output")  # masters, calibrated/aligned lights, stacks, previews
+    database: Path = Path("observd-output/observd.db")  # the SQLite catalog (WAL mode)
     status_log: Path = Path("observd-output/status.log")  # human-readable log, one line per event
 
 
 @dataclass(frozen=True)
 class SiteConfig:
-    timezone: str = "UTC"                   # IANA name; the night label flips at local noon
+    timezone: str = "UTC"  # IANA name; the night label flips at local noon
 
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    keywords: tuple[str, ...] = ()          # extra frame-type keywords, tried before the built-in ones
-    values: dict[str, str] = field(default_factory=dict)             # extra value -> bias|dark|flat|light
+    keywords: tuple[str, ...] = ()  # extra frame-type keywords, tried before the built-in ones
+    values: dict[str, str] = field(default_factory=dict)  # extra value -> bias|dark|flat|light
     filename_patterns: dict[str, str] = field(default_factory=dict)  # glob on file name -> type
 
 
 @dataclass(frozen=True)
 class MastersConfig:
-    min_bias: int = 7                       # eligible frames needed for a master bias
-    min_dark: int = 5                       # ... for a master dark
-    min_flat: int = 5                       # ... for a master flat
-    ignore_keys: tuple[str, ...] = ()       # grouping criteria to disregard, e.g. ["instrument"] if its name varies
-    temp_tolerance: float = 0.5             # deg C around SET-TEMP (or the group median)
-    settle_seconds: float = 120.0           # no new frame of the group for this long before building
-    max_age_days: float = 30.0              # masters older than this are not used for lights
-    method: str = "median"                  # median | mean, after rejection: bias and dark masters
-    flat_method: str = "mean"               # median | mean, flat masters: a flat's noise stays in every light (a median's is ~22% more)
-    rejection: str = "sigclip"              # sigclip | winsorized | minmax | none
-    sigma: float = 3.0                      # rejection threshold (low and high), in standard deviations
-    memory_limit_mb: int = 1024             # cap for band-by-band combination
-    saturation_fraction: float = 0.01       # frames with more pixels at full scale are excluded
-    flat_min_level: float = 0.05            # flat median as a fraction of full scale
-    flat_max_level: float = 0.80            # flats brighter than this fraction are excluded (non-linear)
-    dark_includes_bias: bool = False        # darks are not bias-subtracted (exact-exposure matching)
-    hot_pixel_sigma: float = 5.0            # dark pixels this far above the median are masked as hot
-    weak_pixel_level: float = 0.5           # flat pixels below this response are masked as dead/weak
-    change_sigma: float = 6.0               # a new version differing from the previous one
-    change_fraction: float = 0.05           # by > change_sigma in > this fraction of pixels is flagged
+    min_bias: int = 7  # eligible frames needed for a master bias
+    min_dark: int = 5  # ... for a master dark
+    min_flat: int = 5  # ... for a master flat
+    ignore_keys: tuple[str, ...] = ()  # grouping criteria to disregard, e.g. ["instrument"] if its name varies
+    temp_tolerance: float = 0.5  # deg C around SET-TEMP (or the group median)
+    settle_seconds: float = 120.0  # no new frame of the group for this long before building
+    max_age_days: float = 30.0  # masters older than this are not used for lights
+    method: str = "median"  # median | mean, after rejection: bias and dark masters
+    flat_method: str = (
+        "mean"  # median | mean, flat masters: a flat's noise stays in every light (a median's is ~22% more)
+    )
+    rejection: str = "sigclip"  # sigclip | winsorized | minmax | none
+    sigma: float = 3.0  # rejection threshold (low and high), in standard deviations
+    memory_limit_mb: int = 1024  # cap for band-by-band combination
+    saturation_fraction: float = 0.01  # frames with more pixels at full scale are excluded
+    flat_min_level: float = 0.05  # flat median as a fraction of full scale
+    flat_max_level: float = 0.80  # flats brighter than this fraction are excluded (non-linear)
+    dark_includes_bias: bool = False  # darks are not bias-subtracted (exact-exposure matching)
+    hot_pixel_sigma: float = 5.0  # dark pixels this far above the median are masked as hot
+    weak_pixel_level: float = 0.5  # flat pixels below this response are masked as dead/weak
+    change_sigma: float = 6.0  # a new version differing from the previous one
+    change_fraction: float = 0.05  # by > change_sigma in > this fraction of pixels is flagged
 
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    gain: float | None = None               # e-/ADU override (else header EGAIN/GAIN)
-    read_noise: float | None = None         # e- override (else header RDNOISE)
-    dark_scaling: str = "auto"              # auto (exact exposure preferred) | exact | scale
-    dark_fallback: bool = False             # use the nearest out-of-tolerance dark (with a warning) instead of waiting
-    require: tuple[str, ...] = ("bias", "dark", "flat")   # masters a light waits for; [] = uncalibrated mode
+    gain: float | None = None  # e-/ADU override (else header EGAIN/GAIN)
+    read_noise: float | None = None  # e- override (else header RDNOISE)
+    dark_scaling: str = "auto"  # auto (exact exposure preferred) | exact | scale
+    dark_fallback: bool = False  # use the nearest out-of-tolerance dark (with a warning) instead of waiting
+    require: tuple[str, ...] = CALIBRATION_TYPES  # masters a light waits for; [] = uncalibrated mode
 
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    threshold: float = 5.0                  # detection threshold in background sigma
-    min_star_fraction: float = 0.5          # fewer stars than this x the best frame: judged bad (clouds)
-    max_elongation: float = 1.6             # median a/b above this: judged bad (trailing, wind)
+    threshold: float = 5.0  # detection threshold in background sigma
+    min_star_fraction: float = 0.5  # fewer stars than this x the best frame: judged bad (clouds)
+    max_elongation: float = 1.6  # median a/b above this: judged bad (trailing, wind)
 
 
 @dataclass(frozen=True)
 class AlignConfig:
-    reference: str = ""                     # file name of a fixed reference light; "" = automatic
-    reference_min_frames: int = 3           # automatic reference: the best of N good frames (daemon: the first; batch: spread)
-    max_control_points: int = 50            # brightest stars used to find asterism matches
-    min_matches: int = 4                    # fewer matched stars: the frame is marked unaligned
+    reference: str = ""  # file name of a fixed reference light; "" = automatic
+    reference_min_frames: int = 3  # automatic reference: the best of N good frames (daemon: the first; batch: spread)
+    max_control_points: int = 50  # brightest stars used to find asterism matches
+    min_matches: int = 4  # fewer matched stars: the frame is marked unaligned
 
 
 @dataclass(frozen=True)
 class StackConfig:
-    at: str = "10:00"                       # local time at which the previous night is stacked
-    rejection: str = "sigclip"              # sigclip | winsorized | minmax | none
-    small_n: int = 6                        # winsorized clipping up to this many frames (always up to 11 at 3 sigma)
-    sigma: float = 3.0                      # rejection threshold, in standard deviations
-    weighting: str = "noise"                # noise (1/noise²) | noise_fwhm (1/(noise·FWHM)²) | equal
-    min_frames: int = 2                     # fewer good aligned frames: no stack for that target/filter
-    memory_limit_mb: int = 1024             # cap for band-by-band stacking
+    at: str = "10:00"  # local time at which the previous night is stacked
+    rejection: str = "sigclip"  # sigclip | winsorized | minmax | none
+    small_n: int = 6  # winsorized clipping up to this many frames (always up to 11 at 3 sigma)
+    sigma: float = 3.0  # rejection threshold, in standard deviations
+    weighting: str = "noise"  # noise (1/noise²) | noise_fwhm (1/(noise·FWHM)²) | equal
+    min_frames: int = 2  # fewer good aligned frames: no stack for that target/filter
+    memory_limit_mb: int = 1024  # cap for band-by-band stacking
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    polling: bool = False                   # PollingObserver for network shares (no inotify)
-    poll_interval: float = 2.0              # seconds between polls (polling mode and completeness re-checks)
-    settle_seconds: float = 2.0             # size+mtime stable this long when no close event arrives
-    ignore: tuple[str, ...] = ("*.tmp", "*.part", "*.partial", ".*", "*~")   # never treated as data
-    rescan_minutes: float = 10.0            # periodic full rescan that catches anything events missed
+    polling: bool = False  # PollingObserver for network shares (no inotify)
+    poll_interval: float = 2.0  # seconds between polls (polling mode and completeness re-checks)
+    settle_seconds: float = 2.0  # size+mtime stable this long when no close event arrives
+    ignore: tuple[str, ...] = ("*.tmp", "*.part", "*.partial", ".*", "*~")  # never treated as data
+    rescan_minutes: float = 10.0  # periodic full rescan that catches anything events missed
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    workers: int = 0                        # 0 = one per core
-    queue_size: int = 64                    # bounded work queue: a burst cannot exhaust memory
-    max_retries: int = 3                    # attempts per file before it stays failed
-    retry_backoff: float = 30.0             # seconds, doubled per attempt
+    workers: int = 0  # 0 = one per core
+    queue_size: int = 64  # bounded work queue: a burst cannot exhaust memory
+    max_retries: int = 3  # attempts per file before it stays failed
+    retry_backoff: float = 30.0  # seconds, doubled per attempt
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,9 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
-    source: str = "<defaults>"              # where this configuration came from
+    source: str = "<defaults>"  # where this configuration came from
 
-    def with_paths(self, **paths: Path) -> "Config":
+    def with_paths(self, **paths: Path) -> Config:
         """A copy with some [paths] replaced (the demo and tests use this)."""
         return dataclasses.replace(self, paths=dataclasses.replace(self.paths, **paths))
 
@@ -145,23 +149,6 @@ _CHOICES = {
     ("stack", "weighting"): ("noise", "noise_fwhm", "equal"),
     ("calibrate", "dark_scaling"): ("auto", "exact", "scale"),
 }
-_FRAME_TYPES = ("bias", "dark", "flat", "light")
-
-
-def load_config(path: Path | None) -> Config:
-    """Read `path` (None = embedded defaults). Relative paths are relative to the file's folder."""
-    if path is None:
-        return Config()
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_dict(raw, source=str(path), base=path.parent.resolve())
 
 
 def config_from_dict(raw: dict, *, source: str = "<dict>", base: Path | None = None) -> Config:
@@ -170,8 +157,10 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", base: Path | None = N
     hints = typing.get_type_hints(Config)
     for name, value in raw.items():
         if name == "source" or name not in hints:
-            raise ConfigError(f"{source}: unknown section [{name}]; expected one of "
-                              f"{', '.join(f.name for f in dataclasses.fields(Config) if f.name != 'source')}")
+            raise ConfigError(
+                f"{source}: unknown section [{name}]; expected one of "
+                f"{', '.join(f.name for f in dataclasses.fields(Config) if f.name != 'source')}"
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [{name}] must be a table, got {value!r}")
         sections[name] = _build_section(hints[name], name, value, source)
@@ -198,6 +187,7 @@ def _build_section(cls: type, section: str, values: dict, source: str):
 
 def _coerce(hint, value, where: str, source: str):
     """Check `value` against the dataclass field type; return it converted (lists -> tuples...)."""
+
     def fail(expected: str):
         raise ConfigError(f"{source}: {where} = {value!r}: expected {expected}")
 
@@ -240,8 +230,12 @@ def _coerce(hint, value, where: str, source: str):
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
-    resolved = {f.name: (base / getattr(config.paths, f.name)) if not getattr(config.paths, f.name).is_absolute()
-                else getattr(config.paths, f.name) for f in dataclasses.fields(PathsConfig)}
+    resolved = {
+        f.name: (base / getattr(config.paths, f.name))
+        if not getattr(config.paths, f.name).is_absolute()
+        else getattr(config.paths, f.name)
+        for f in dataclasses.fields(PathsConfig)
+    }
     return config.with_paths(**resolved)
 
 
@@ -250,30 +244,39 @@ def _check_semantics(config: Config) -> None:
     try:
         ZoneInfo(config.site.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{src}: [site] timezone = {config.site.timezone!r}: expected an IANA time zone "
-                          "name such as 'Europe/Berlin' or 'America/Chicago'") from None
+        raise ConfigError(
+            f"{src}: [site] timezone = {config.site.timezone!r}: expected an IANA time zone "
+            "name such as 'Europe/Berlin' or 'America/Chicago'"
+        ) from None
     try:
         stack_time(config.stack)
     except ValueError:
         raise ConfigError(f"{src}: [stack] at = {config.stack.at!r}: expected a local time HH:MM") from None
     for table in ("values", "filename_patterns"):
         for key, kind in getattr(config.classify, table).items():
-            if kind.lower() not in _FRAME_TYPES:
-                raise ConfigError(f"{src}: [classify.{table}] {key!r} = {kind!r}: expected one of "
-                                  f"{', '.join(_FRAME_TYPES)}")
+            if kind.lower() not in DATA_TYPES:
+                raise ConfigError(
+                    f"{src}: [classify.{table}] {key!r} = {kind!r}: expected one of {', '.join(DATA_TYPES)}"
+                )
     from observd.core.grouping import GROUP_CRITERIA
+
     criteria = sorted({c for names in GROUP_CRITERIA.values() for c in names})
     for key in config.masters.ignore_keys:
         if key not in criteria:
             raise ConfigError(f"{src}: [masters] ignore_keys contains {key!r}: expected some of {', '.join(criteria)}")
     for kind in config.calibrate.require:
-        if kind not in ("bias", "dark", "flat"):
+        if kind not in CALIBRATION_TYPES:
             raise ConfigError(f"{src}: [calibrate] require contains {kind!r}: expected bias, dark or flat")
-    for section, key in (("masters", "temp_tolerance"), ("masters", "settle_seconds"),
-                         ("watch", "settle_seconds"), ("watch", "rescan_minutes")):
+    for section, key in (
+        ("masters", "temp_tolerance"),
+        ("masters", "settle_seconds"),
+        ("watch", "settle_seconds"),
+        ("watch", "rescan_minutes"),
+    ):
         if getattr(getattr(config, section), key) < 0:
-            raise ConfigError(f"{src}: [{section}] {key} = {getattr(getattr(config, section), key)!r}: "
-                              "expected a number >= 0")
+            raise ConfigError(
+                f"{src}: [{section}] {key} = {getattr(getattr(config, section), key)!r}: expected a number >= 0"
+            )
     for key in ("min_bias", "min_dark", "min_flat"):
         if getattr(config.masters, key) < 1:
             raise ConfigError(f"{src}: [masters] {key} = {getattr(config.masters, key)!r}: expected an integer >= 1")

@@ -20,17 +20,36 @@ TYPE_KEYWORDS = ("IMAGETYP", "OBSTYPE", "FRAMETYP", "FRAME", "PICTTYPE")
 
 # Values are compared after `normalise_type_value` (lower case, no spaces, '_' or '-'), so
 # 'Light Frame', 'LIGHT_FRAME' and 'light-frame' are one entry.
-TYPE_VALUES = MappingProxyType({
-    "light": "light", "lightframe": "light", "lights": "light", "object": "light",
-    "science": "light", "sci": "light",
-    "bias": "bias", "biasframe": "bias", "zero": "bias", "offset": "bias",
-    "dark": "dark", "darkframe": "dark", "darkcurrent": "dark",
-    # A dark taken at the flats' exposure ("dark flat", "flat dark") is a dark for observd.
-    "darkflat": "dark", "flatdark": "dark",
-    "flat": "flat", "flatframe": "flat", "flatfield": "flat", "skyflat": "flat",
-    "domeflat": "flat", "twilight": "flat", "twilightflat": "flat", "twiflat": "flat",
-    "screenflat": "flat", "lampflat": "flat",
-})
+TYPE_VALUES = MappingProxyType(
+    {
+        "light": "light",
+        "lightframe": "light",
+        "lights": "light",
+        "object": "light",
+        "science": "light",
+        "sci": "light",
+        "bias": "bias",
+        "biasframe": "bias",
+        "zero": "bias",
+        "offset": "bias",
+        "dark": "dark",
+        "darkframe": "dark",
+        "darkcurrent": "dark",
+        # A dark taken at the flats' exposure ("dark flat", "flat dark") is a dark for observd.
+        "darkflat": "dark",
+        "flatdark": "dark",
+        "flat": "flat",
+        "flatframe": "flat",
+        "flatfield": "flat",
+        "skyflat": "flat",
+        "domeflat": "flat",
+        "twilight": "flat",
+        "twilightflat": "flat",
+        "twiflat": "flat",
+        "screenflat": "flat",
+        "lampflat": "flat",
+    }
+)
 
 # A value containing this word marks a product of another program's calibration ('Master
 # Dark' from MaxIm DL, Mira, PixInsight...). It is not raw data: averaging it with raw frames
@@ -38,27 +57,45 @@ TYPE_VALUES = MappingProxyType({
 MASTER_MARKER = "master"
 
 # TheSkyX/CCDSoft PICTTYPE: 0 unknown, 1 light, 2 bias, 3 dark, 4 flat.
-NUMERIC_TYPE_CODES = MappingProxyType({
-    "PICTTYPE": MappingProxyType({1: "light", 2: "bias", 3: "dark", 4: "flat"}),
-})
+NUMERIC_TYPE_CODES = MappingProxyType(
+    {
+        "PICTTYPE": MappingProxyType({1: "light", 2: "bias", 3: "dark", 4: "flat"}),
+    }
+)
 
 # --- file-name fallbacks (used only when the header names no type) -------------------------
 
 # ASIAIR, SharpCap, ASIImg, N.I.N.A. templates: '<Type>_...' at the start of the name,
 # compared case-insensitively; longest first so 'DarkFlat_' is not read as 'Dark_'.
 FILENAME_PREFIXES = (
-    ("darkflat_", "dark"), ("flatdark_", "dark"),
-    ("light_", "light"), ("bias_", "bias"), ("dark_", "dark"), ("flat_", "flat"),
+    ("darkflat_", "dark"),
+    ("flatdark_", "dark"),
+    ("light_", "light"),
+    ("bias_", "bias"),
+    ("dark_", "dark"),
+    ("flat_", "flat"),
 )
 
 # Whole alphabetic words of the file name (digits and punctuation separate words), so
 # 'bias001.fit' and 'M42-dark-300s.fits' match and 'darkroom.fits' or 'calib-001-bi.fit' do
 # not. Short codes such as MaxIm's '-bi'/'-d' are left out: '-d' is as likely a filter.
-FILENAME_WORDS = MappingProxyType({
-    "bias": "bias", "biases": "bias", "zero": "bias", "zeros": "bias",
-    "dark": "dark", "darks": "dark", "darkflat": "dark", "flatdark": "dark",
-    "flat": "flat", "flats": "flat", "flatfield": "flat", "skyflat": "flat", "domeflat": "flat",
-})
+FILENAME_WORDS = MappingProxyType(
+    {
+        "bias": "bias",
+        "biases": "bias",
+        "zero": "bias",
+        "zeros": "bias",
+        "dark": "dark",
+        "darks": "dark",
+        "darkflat": "dark",
+        "flatdark": "dark",
+        "flat": "flat",
+        "flats": "flat",
+        "flatfield": "flat",
+        "skyflat": "flat",
+        "domeflat": "flat",
+    }
+)
 
 # --- exposure ----------------------------------------------------------------------------
 
@@ -70,14 +107,24 @@ MILLISECOND_COMMENT = r"\b(ms|msec|millisec\w*)\b"
 
 # DEWTEM1/DEWTEMP last: some cameras (the Stone Edge STX-6303 set) report only the dewar
 # temperature, which then is the best sensor temperature there is.
-CCD_TEMP_KEYS = ("CCD-TEMP", "CCD_TEMP", "CCDTEMP", "DET-TEMP", "DETTEMP", "SENSTEMP",
-                 "TEMPERAT", "CAMTEMP", "DEWTEM1", "DEWTEMP")
+CCD_TEMP_KEYS = (
+    "CCD-TEMP",
+    "CCD_TEMP",
+    "CCDTEMP",
+    "DET-TEMP",
+    "DETTEMP",
+    "SENSTEMP",
+    "TEMPERAT",
+    "CAMTEMP",
+    "DEWTEM1",
+    "DEWTEMP",
+)
 SET_TEMP_KEYS = ("SET-TEMP", "SETTEMP", "SET_TEMP", "CCD-SET", "CCDSETP", "SETPOINT")
 # No sensor runs above 100 deg C, and deep-cooled CCDs run at 120-180 K: a larger value is
 # Kelvin. (Below it, only a comment saying so makes a value Kelvin.)
 KELVIN_ABOVE = 100.0
 KELVIN_COMMENT = r"\bkelvin\b"
-KELVIN_UNIT_COMMENT = r"\[K\]|\(K\)|\b(?i:deg(?:rees?)?\.?)\s*K\b|\b(?i:in)\s+K\b"     # capital K only
+KELVIN_UNIT_COMMENT = r"\[K\]|\(K\)|\b(?i:deg(?:rees?)?\.?)\s*K\b|\b(?i:in)\s+K\b"  # capital K only
 
 # --- filter ------------------------------------------------------------------------------
 
@@ -86,14 +133,12 @@ FILTER_KEYS = ("FILTER", "FILTNAME", "FILTNAM")
 WHEEL_FILTER_KEYS = ("FILTER1", "FILTER2", "FILTER3")
 # Values meaning "nothing in the beam". 'Open' is included (an open wheel slot is the same
 # light path as no wheel); 'Clear' and 'L' are real glass and stay filter names.
-NO_FILTER_VALUES = frozenset({"", "none", "empty", "open", "nofilter", "no filter", "n/a", "na",
-                              "-", "null"})
+NO_FILTER_VALUES = frozenset({"", "none", "empty", "open", "nofilter", "no filter", "n/a", "na", "-", "null"})
 
 # --- binning -----------------------------------------------------------------------------
 
-BINNING_PAIRS = (("XBINNING", "YBINNING"), ("XBIN", "YBIN"), ("BINX", "BINY"),
-                 ("CCDXBIN", "CCDYBIN"), ("HBIN", "VBIN"))
-BINNING_COMBINED_KEYS = ("CCDSUM", "BINNING")      # '2 2', '2x2', '2'
+BINNING_PAIRS = (("XBINNING", "YBINNING"), ("XBIN", "YBIN"), ("BINX", "BINY"), ("CCDXBIN", "CCDYBIN"), ("HBIN", "VBIN"))
+BINNING_COMBINED_KEYS = ("CCDSUM", "BINNING")  # '2 2', '2x2', '2'
 
 # --- camera settings and detector properties ---------------------------------------------
 

@@ -11,36 +11,38 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-FRAME_TYPES = ("bias", "dark", "flat", "light", "unknown")
+CALIBRATION_TYPES = ("bias", "dark", "flat")  # what masters are built from, in build order
+DATA_TYPES = CALIBRATION_TYPES + ("light",)  # what a header or a rule can name
+FRAME_TYPES = DATA_TYPES + ("unknown",)  # what the catalog records
 
 
 @dataclass(frozen=True)
 class FrameInfo:
-    frame_type: str                 # one of FRAME_TYPES
-    type_source: str                # why: "IMAGETYP='Light Frame'", "file name prefix 'Bias_'"...
-    reason: str | None = None       # why the type is 'unknown' (None otherwise)
-    exptime: float | None = None    # seconds
-    ccd_temp: float | None = None   # sensor temperature, deg C (Kelvin converted)
-    set_temp: float | None = None   # cooler set point, deg C
-    filter: str | None = None       # normalised filter name, None when absent
+    frame_type: str  # one of FRAME_TYPES
+    type_source: str  # why: "IMAGETYP='Light Frame'", "file name prefix 'Bias_'"...
+    reason: str | None = None  # why the type is 'unknown' (None otherwise)
+    exptime: float | None = None  # seconds
+    ccd_temp: float | None = None  # sensor temperature, deg C (Kelvin converted)
+    set_temp: float | None = None  # cooler set point, deg C
+    filter: str | None = None  # normalised filter name, None when absent
     xbin: int = 1
     ybin: int = 1
-    naxis1: int | None = None       # columns (x)
-    naxis2: int | None = None       # rows (y)
-    gain_setting: float | None = None   # camera gain *setting* (CMOS "GAIN" 0..600): a group key
-    offset: float | None = None         # camera offset/black level setting: a group key
-    readout_mode: str | None = None     # READOUTM / READMODE: a group key
-    egain: float | None = None      # electrons per ADU, when the header knows it
-    rdnoise: float | None = None    # read noise in electrons, when the header knows it
-    saturation: float | None = None # ADU level of saturation (SATURATE/DATAMAX), else from BITPIX
+    naxis1: int | None = None  # columns (x)
+    naxis2: int | None = None  # rows (y)
+    gain_setting: float | None = None  # camera gain *setting* (CMOS "GAIN" 0..600): a group key
+    offset: float | None = None  # camera offset/black level setting: a group key
+    readout_mode: str | None = None  # READOUTM / READMODE: a group key
+    egain: float | None = None  # electrons per ADU, when the header knows it
+    rdnoise: float | None = None  # read noise in electrons, when the header knows it
+    saturation: float | None = None  # ADU level of saturation (SATURATE/DATAMAX), else from BITPIX
     instrument: str | None = None
     telescope: str | None = None
     object: str | None = None
-    date_obs: datetime | None = None    # start of exposure, timezone-aware UTC
-    night: str | None = None        # 'YYYY-MM-DD': local date of the evening (noon boundary)
-    biassec: str | None = None      # FITS section strings, 1-based inclusive, as in the header
+    date_obs: datetime | None = None  # start of exposure, timezone-aware UTC
+    night: str | None = None  # 'YYYY-MM-DD': local date of the evening (noon boundary)
+    biassec: str | None = None  # FITS section strings, 1-based inclusive, as in the header
     trimsec: str | None = None
-    hdu_index: int = 0              # which HDU holds the image (multi-extension/compressed files)
+    hdu_index: int = 0  # which HDU holds the image (multi-extension/compressed files)
 
     @property
     def shape(self) -> tuple[int, int] | None:

@@ -31,7 +31,7 @@ def criterion(info, name: str) -> str:
         return f"bin{get('xbin') or 1}x{get('ybin') or 1}"
     value = get(name)
     if name == "set_temp" and value is None and get("ccd_temp") is not None:
-        return f"T~{round(get('ccd_temp')):+d}C"   # no set point: the measured temperature, to the degree
+        return f"T~{round(get('ccd_temp')):+d}C"  # no set point: the measured temperature, to the degree
     if value is None or value == "":
         return {"set_temp": "T?", "filter": "nofilter"}.get(name, "-")
     if name == "exptime":

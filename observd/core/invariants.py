@@ -6,20 +6,30 @@ vertices ordered by its sides, and its two side ratios. Its `_generate_invariant
 triangle by triangle in Python and removes duplicates with a quadratic list search: ~26 ms for
 a list of 50 control points, so ~50 ms of the ~90 ms a light's match cost (the frame's list and
 the reference's). `generate_invariants` returns the same arrays (same triangles, same order,
-same ratios to the bit) in ~0.5 ms; tests/test_invariants.py checks it against astroalign's.
+same ratios to the bit); tests/test_invariants.py checks it against astroalign's.
+`install_fast_invariants()` puts it in astroalign's place, once per process, where the process
+starts (the CLI, the worker pool's initialiser): an explicit step, not an import side effect.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
+import inspect
 from itertools import combinations
 
+import astroalign
 import numpy as np
 
-__all__ = ["generate_invariants"]
+__all__ = ["LIBRARY_INVARIANTS", "generate_invariants", "install_fast_invariants"]
+
+LIBRARY_INVARIANTS = (
+    inspect.unwrap(astroalign._generate_invariants) if hasattr(astroalign, "_generate_invariants") else None
+)
+"""astroalign's own asterism invariants, which `install_fast_invariants` replaces. A private function
+of astroalign 2.x: were a release to drop it, `find_transform` would simply keep its own cost."""
 
 
-@lru_cache(maxsize=None)
+@functools.cache
 def _triplets(k: int) -> np.ndarray:
     """The (i, j, l) index triplets of `itertools.combinations(range(k), 3)`, in its order."""
     return np.array(list(combinations(range(k), 3)), dtype=np.intp).reshape(-1, 3)
@@ -34,18 +44,19 @@ def generate_invariants(sources: np.ndarray, neighbours: int = 5) -> tuple[np.nd
     A triangle met from several of its stars is kept once, at its last occurrence, as astroalign
     keeps it. `neighbours`: astroalign's NUM_NEAREST_NEIGHBORS.
     """
-    from scipy.spatial import KDTree           # not at import time: see observd.jobs.pool._PRELOAD
+    from scipy.spatial import KDTree  # not at import time: see observd.jobs.pool._PRELOAD
+
     sources = np.asarray(sources, dtype=np.float64)
     knn = min(len(sources), neighbours)
     _, nearest = KDTree(sources).query(sources, knn)
     nearest = np.asarray(nearest, dtype=np.intp).reshape(len(sources), knn)
     # every star's triangles, star by star, in combinations' order: (n_stars * C(knn, 3), 3)
     vertices = nearest[:, _triplets(knn)].reshape(-1, 3)
-    points = sources[vertices]                                  # (m, 3, 2)
+    points = sources[vertices]  # (m, 3, 2)
     # side k joins vertex k and vertex k+1; it is opposite vertex k+2. Lengths as astroalign
     # takes them (np.linalg.norm), which both its vertex order and its ratios come from
     sides = _norm((points - np.roll(points, -1, axis=1)).reshape(-1, 2)).reshape(-1, 3)
-    order = np.argsort(sides, axis=1, kind="stable")            # L1, L2, L3 as side numbers
+    order = np.argsort(sides, axis=1, kind="stable")  # L1, L2, L3 as side numbers
     arranged = np.take_along_axis(vertices, (order[:, [2, 0, 1]] + 2) % 3, axis=1)
     lengths = np.take_along_axis(sides, order, axis=1)
     invariants = np.stack([lengths[:, 2] / lengths[:, 1], lengths[:, 1] / lengths[:, 0]], axis=1)
@@ -60,3 +71,15 @@ def _norm(d: np.ndarray) -> np.ndarray:
     batched matmul takes the same dot kernel (an elementwise x² + y² differs in the last bit
     for ~8 % of rows)."""
     return np.sqrt((d[:, None, :] @ d[:, :, None]).ravel())
+
+
+@functools.wraps(LIBRARY_INVARIANTS or generate_invariants)
+def _fast_invariants(sources):
+    return generate_invariants(sources, astroalign.NUM_NEAREST_NEIGHBORS)
+
+
+def install_fast_invariants() -> None:
+    """Make astroalign use `generate_invariants` in this process (idempotent; a no-op when the
+    installed astroalign has no such private function to replace)."""
+    if LIBRARY_INVARIANTS is not None and hasattr(astroalign, "NUM_NEAREST_NEIGHBORS"):
+        astroalign._generate_invariants = _fast_invariants

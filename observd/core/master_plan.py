@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from observd.core.config import Config
+from observd.core.frames import CALIBRATION_TYPES
 
-CALIBRATION_TYPES = ("bias", "dark", "flat")
 # states of calibration frames that are (re)considered for a master; 'excluded' frames are
 # reconsidered too when their exclusion came from the header (temperature), not the pixels.
 _CANDIDATE_STATES = ("classified", "combined", "excluded")
@@ -30,14 +30,13 @@ class GroupPlan:
     kind: str
     group_key: str
     eligible: tuple[dict, ...]
-    excluded: dict[int, str] = field(default_factory=dict)   # file id -> reason (header-level)
+    excluded: dict[int, str] = field(default_factory=dict)  # file id -> reason (header-level)
     ready: bool = False
-    message: str = ""            # for status: why there is no (new) master yet
+    message: str = ""  # for status: why there is no (new) master yet
 
 
 def min_frames(kind: str, config: Config) -> int:
-    return {"bias": config.masters.min_bias, "dark": config.masters.min_dark,
-            "flat": config.masters.min_flat}[kind]
+    return {"bias": config.masters.min_bias, "dark": config.masters.min_dark, "flat": config.masters.min_flat}[kind]
 
 
 def _set_point(rows: list[dict]) -> tuple[float | None, str]:
@@ -50,8 +49,16 @@ def _set_point(rows: list[dict]) -> tuple[float | None, str]:
     return None, ""
 
 
-def plan_group(kind: str, group_key: str, rows: list[dict], current_inputs: set[int] | None, config: Config,
-               *, now: float, final: bool) -> GroupPlan:
+def plan_group(
+    kind: str,
+    group_key: str,
+    rows: list[dict],
+    current_inputs: set[int] | None,
+    config: Config,
+    *,
+    now: float,
+    final: bool,
+) -> GroupPlan:
     """Eligibility and readiness of one group. `current_inputs`: file ids of the current master."""
     tol = config.masters.temp_tolerance
     target, basis = _set_point(rows)
@@ -63,22 +70,31 @@ def plan_group(kind: str, group_key: str, rows: list[dict], current_inputs: set[
         if target is not None and temp is None:
             excluded[row["id"]] = "no CCD-TEMP in header while the group has a temperature"
         elif target is not None and abs(temp - target) > tol:
-            excluded[row["id"]] = (f"CCD-TEMP {temp:+.2f} °C is {abs(temp - target):.2f} °C from the "
-                                   f"{basis} {target:+.2f} °C (tolerance {tol} °C)")
+            excluded[row["id"]] = (
+                f"CCD-TEMP {temp:+.2f} °C is {abs(temp - target):.2f} °C from the "
+                f"{basis} {target:+.2f} °C (tolerance {tol} °C)"
+            )
         else:
             eligible.append(row)
     need = min_frames(kind, config)
     ids = {r["id"] for r in eligible}
     if len(eligible) < need:
-        return GroupPlan(kind, group_key, tuple(eligible), excluded, False,
-                         f"{len(eligible)} eligible frame(s), needs {need}")
+        return GroupPlan(
+            kind, group_key, tuple(eligible), excluded, False, f"{len(eligible)} eligible frame(s), needs {need}"
+        )
     if current_inputs is not None and ids <= current_inputs:
         return GroupPlan(kind, group_key, tuple(eligible), excluded, False, "master up to date")
     newest = max(_arrival(r) for r in eligible)
     wait = config.masters.settle_seconds - (now - newest)
     if not final and wait > 0:
-        return GroupPlan(kind, group_key, tuple(eligible), excluded, False,
-                         f"{len(eligible)} eligible frames; waiting {wait:.0f} s for the set to settle")
+        return GroupPlan(
+            kind,
+            group_key,
+            tuple(eligible),
+            excluded,
+            False,
+            f"{len(eligible)} eligible frames; waiting {wait:.0f} s for the set to settle",
+        )
     return GroupPlan(kind, group_key, tuple(eligible), excluded, True, "ready")
 
 
@@ -86,9 +102,17 @@ def _arrival(row: dict) -> float:
     return datetime.fromisoformat(row["first_seen"]).timestamp()
 
 
-def plan_masters(frames: list[dict], masters: list[dict], master_inputs: dict[int, set[int]], config: Config,
-                 *, now: float, final: bool, kinds: tuple[str, ...] = CALIBRATION_TYPES,
-                 force: bool = False) -> list[GroupPlan]:
+def plan_masters(
+    frames: list[dict],
+    masters: list[dict],
+    master_inputs: dict[int, set[int]],
+    config: Config,
+    *,
+    now: float,
+    final: bool,
+    kinds: tuple[str, ...] = CALIBRATION_TYPES,
+    force: bool = False,
+) -> list[GroupPlan]:
     """One GroupPlan per calibration group present in `frames` (current catalog rows).
 
     `force` (observd masters --rebuild) ignores whether the current master is up to date.
@@ -105,14 +129,20 @@ def plan_masters(frames: list[dict], masters: list[dict], master_inputs: dict[in
     return plans
 
 
-def calibration_groups(catalog, config: Config) -> list[dict]:
-    """Groups with no current master, and why: the status report's `calibration_groups`."""
-    import time
-    frames = catalog.files(types=CALIBRATION_TYPES)
-    masters = catalog.masters(current_only=True)
-    inputs = {m["id"]: set(catalog.master_input_ids(m["id"])) for m in masters}
+def calibration_groups(
+    frames: list[dict], masters: list[dict], master_inputs: dict[int, set[int]], config: Config, *, now: float
+) -> list[dict]:
+    """Groups with no current master, and why: the status report's `calibration_groups`.
+    `masters`: the current masters."""
     have = {m["group_key"] for m in masters}
-    return [{"type": p.kind, "group": p.group_key, "eligible": len(p.eligible),
-             "needed": min_frames(p.kind, config), "message": p.message}
-            for p in plan_masters(frames, masters, inputs, config, now=time.time(), final=False)
-            if p.group_key not in have]
+    return [
+        {
+            "type": p.kind,
+            "group": p.group_key,
+            "eligible": len(p.eligible),
+            "needed": min_frames(p.kind, config),
+            "message": p.message,
+        }
+        for p in plan_masters(frames, masters, master_inputs, config, now=now, final=False)
+        if p.group_key not in have
+    ]

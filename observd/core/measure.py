@@ -63,6 +63,7 @@ size, about sigma): the enclosed flux then misses < 0.1 % of a Gaussian star."""
 @dataclass(frozen=True)
 class Stars:
     """Detected sources, brightest first; x = column, y = row, 0-based pixel centres."""
+
     x: np.ndarray
     y: np.ndarray
     flux: np.ndarray
@@ -73,19 +74,25 @@ class Stars:
 
 @dataclass(frozen=True)
 class Measurement:
-    background: float           # median sky level (ADU)
-    noise: float                # background RMS (ADU)
-    n_stars: int                # all detections above threshold (not capped by max_stars)
-    fwhm: float | None          # median FWHM of bright unsaturated isolated roundish stars (px)
-    elongation: float | None    # median a/b of bright unsaturated isolated stars
-    n_saturated: int            # stars with saturated pixels
+    background: float  # median sky level (ADU)
+    noise: float  # background RMS (ADU)
+    n_stars: int  # all detections above threshold (not capped by max_stars)
+    fwhm: float | None  # median FWHM of bright unsaturated isolated roundish stars (px)
+    elongation: float | None  # median a/b of bright unsaturated isolated stars
+    n_saturated: int  # stars with saturated pixels
 
 
 _NO_STARS = Stars(np.empty(0), np.empty(0), np.empty(0))
 
 
-def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: float | None = None,
-            threshold: float = 5.0, max_stars: int = 200) -> tuple[Measurement, Stars]:
+def measure(
+    data: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    saturation: float | None = None,
+    threshold: float = 5.0,
+    max_stars: int = 200,
+) -> tuple[Measurement, Stars]:
     """Measure a frame and return its brightest `max_stars` stars for alignment.
 
     NaN/inf pixels and `mask` (True = bad) are ignored. `saturation` is the ADU level at
@@ -93,7 +100,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     the star list but excluded from FWHM and elongation. A frame without usable sky
     (all bad, or constant) gives n_stars=0 and fwhm/elongation None.
     """
-    image = np.ascontiguousarray(data, dtype=np.float32)   # native byte order, as SEP needs
+    image = np.ascontiguousarray(data, dtype=np.float32)  # native byte order, as SEP needs
     bad = ~np.isfinite(image)
     if mask is not None:
         bad |= np.asarray(mask, dtype=bool)
@@ -101,7 +108,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
         return Measurement(float("nan"), float("nan"), 0, None, None, 0), _NO_STARS
     bad = bad if bad.any() else None
 
-    if _blank(image, bad):      # SEP would report an RMS of 1
+    if _blank(image, bad):  # SEP would report an RMS of 1
         valid = image if bad is None else image[~bad]
         return Measurement(float(valid.flat[0]), 0.0, 0, None, None, 0), _NO_STARS
     residual, background, noise = _subtract_background(image, bad)
@@ -115,7 +122,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     if saturation is not None and len(objects):
         iy = np.clip(np.round(objects["y"]).astype(int), 0, image.shape[0] - 1)
         ix = np.clip(np.round(objects["x"]).astype(int), 0, image.shape[1] - 1)
-        sky = image[iy, ix] - residual[iy, ix]      # the background there (NaN on a bad pixel)
+        sky = image[iy, ix] - residual[iy, ix]  # the background there (NaN on a bad pixel)
         with np.errstate(invalid="ignore"):
             saturated = objects["peak"] + sky >= saturation
         n_saturated = int(saturated.sum())
@@ -136,14 +143,17 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     # Shape stars: bright, not saturated, not deblended/truncated, aperture clean, no
     # detection within two measuring radii (a neighbour would inflate the half-light radius).
     if len(objects) > 1:
-        from scipy.spatial import cKDTree      # here, not at the top: see observd.jobs.pool._PRELOAD
+        from scipy.spatial import cKDTree  # here, not at the top: see observd.jobs.pool._PRELOAD
+
         dist, _ = cKDTree(np.column_stack([objects["x"], objects["y"]])).query(
-            np.column_stack([top["x"], top["y"]]), k=2)
+            np.column_stack([top["x"], top["y"]]), k=2
+        )
         isolated = dist[:, 1] > 2.0 * rmax
     else:
         isolated = np.ones(1, dtype=bool)
-    clean = (~saturated[:max_stars] & isolated & (top["flag"] == 0) & (r_flags == 0) & (top["b"] > 0)
-             & np.isfinite(r_half))
+    clean = (
+        ~saturated[:max_stars] & isolated & (top["flag"] == 0) & (r_flags == 0) & (top["b"] > 0) & np.isfinite(r_half)
+    )
     good = clean & (top["peak"] >= SHAPE_MIN_SNR * noise)
     if not good.any():
         # a trail spreads every star's light along its length, so in a trailed frame even the
@@ -152,7 +162,7 @@ def measure(data: np.ndarray, *, mask: np.ndarray | None = None, saturation: flo
     elong = top["a"][good] / top["b"][good]
     elongation = float(np.median(elong)) if len(elong) else None
     fwhm = None
-    if elongation is not None and elongation <= ROUND_LIMIT:     # not a trailed frame
+    if elongation is not None and elongation <= ROUND_LIMIT:  # not a trailed frame
         round_ = np.flatnonzero(good)[elong <= ROUND_LIMIT]
         fwhms = [_core_fwhm(residual, x[i], y[i], r_half[i]) for i in round_]
         fwhm = float(np.nanmedian(fwhms)) if np.isfinite(fwhms).any() else None
@@ -165,12 +175,18 @@ def _subtract_background(image: np.ndarray, bad: np.ndarray | None) -> tuple[np.
     step = BACKGROUND_STEP
     mesh = 64 // step
     sample = np.ascontiguousarray(image[::step, ::step])
-    bkg = sep.Background(sample, mask=None if bad is None else np.ascontiguousarray(bad[::step, ::step]),
-                         bw=mesh, bh=mesh)
+    bkg = sep.Background(
+        sample, mask=None if bad is None else np.ascontiguousarray(bad[::step, ::step]), bw=mesh, bh=mesh
+    )
     # full-resolution pixel (x, y) is at (x/step, y/step) of the sample's map
     to_sample = np.array([[1.0 / step, 0.0, 0.0], [0.0, 1.0 / step, 0.0]])
-    back = cv2.warpAffine(bkg.back(), to_sample, (image.shape[1], image.shape[0]),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    back = cv2.warpAffine(
+        bkg.back(),
+        to_sample,
+        (image.shape[1], image.shape[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return np.subtract(image, back, out=back), float(bkg.globalback), float(bkg.globalrms)
 
 
@@ -190,8 +206,8 @@ def _core_fwhm(residual: np.ndarray, x: float, y: float, r_half: float) -> float
     ix, iy = int(round(x)), int(round(y))
     if ix < h or iy < h or ix + h >= residual.shape[1] or iy + h >= residual.shape[0]:
         return float("nan")
-    stamp = residual[iy - h:iy + h + 1, ix - h:ix + h + 1]
-    rows, cols = np.mgrid[iy - h:iy + h + 1, ix - h:ix + h + 1]
+    stamp = residual[iy - h : iy + h + 1, ix - h : ix + h + 1]
+    rows, cols = np.mgrid[iy - h : iy + h + 1, ix - h : ix + h + 1]
     core = stamp > 0.5 * stamp.max()
     v = stamp[core].astype(np.float64)
     r2 = (cols[core] - x) ** 2 + (rows[core] - y) ** 2
@@ -203,8 +219,9 @@ def _core_fwhm(residual: np.ndarray, x: float, y: float, r_half: float) -> float
     return float(FWHM_PER_SIGMA * np.sqrt(-0.5 / slope)) if slope < 0 else float("nan")
 
 
-def judge(m: Measurement, best_n_stars: int, *, min_star_fraction: float = 0.5,
-          max_elongation: float = 1.6) -> str | None:
+def judge(
+    m: Measurement, best_n_stars: int, *, min_star_fraction: float = 0.5, max_elongation: float = 1.6
+) -> str | None:
     """Why a measured light should not be stacked, or None when it is good.
 
     Star count is judged against the night's best frame of the same target (clouds and
@@ -215,8 +232,7 @@ def judge(m: Measurement, best_n_stars: int, *, min_star_fraction: float = 0.5,
         return "no stars detected: clouds, dome closed or lost focus?"
     if best_n_stars > 0 and m.n_stars < min_star_fraction * best_n_stars:
         percent = 100.0 * m.n_stars / best_n_stars
-        return (f"{m.n_stars} stars, {percent:.0f}% of the night's best frame "
-                f"({best_n_stars}): clouds?")
+        return f"{m.n_stars} stars, {percent:.0f}% of the night's best frame ({best_n_stars}): clouds?"
     if m.elongation is not None and m.elongation > max_elongation:
         return f"stars elongated {m.elongation:.1f} (limit {max_elongation:g}): trailing?"
     return None

@@ -21,13 +21,13 @@ _MJD_RANGE = (15020.0, 88069.0)
 _TIME = r"(?P<h>\d{1,2}):(?P<mi>\d{1,2})(?::(?P<s>\d{1,2})(?:[.,](?P<f>\d+))?)?"
 _ZONE = r"(?P<z>Z|UTC|UT|GMT|[+-]\d{2}(?::?\d{2})?)"
 _ISO = re.compile(
-    rf"^(?P<y>\d{{4}})[-/](?P<mo>\d{{1,2}})[-/](?P<d>\d{{1,2}})(?:[T ]{_TIME})?\s*{_ZONE}?$",
-    re.IGNORECASE)
+    rf"^(?P<y>\d{{4}})[-/](?P<mo>\d{{1,2}})[-/](?P<d>\d{{1,2}})(?:[T ]{_TIME})?\s*{_ZONE}?$", re.IGNORECASE
+)
 # The FITS standard's pre-2000 form 'DD/MM/YY' (MaxIm DL still wrote it in 2018 as DATE).
 _OLD_DATE = re.compile(r"^(?P<d>\d{1,2})/(?P<mo>\d{1,2})/(?P<y>\d{2}|\d{4})$")
 _TIME_OF_DAY = re.compile(
-    r"^(?P<h>\d{1,2})[: ](?P<mi>\d{1,2})(?:[: ](?P<s>\d{1,2})(?:[.,](?P<f>\d+))?)?\s*(?:Z|UTC?)?$",
-    re.IGNORECASE)
+    r"^(?P<h>\d{1,2})[: ](?P<mi>\d{1,2})(?:[: ](?P<s>\d{1,2})(?:[.,](?P<f>\d+))?)?\s*(?:Z|UTC?)?$", re.IGNORECASE
+)
 
 
 def parse_date_obs(text: object) -> datetime | date | None:
@@ -100,7 +100,6 @@ def night_of(utc: datetime, timezone: str) -> str:
     return evening.isoformat()
 
 
-
 def _date(year: int, month: int, day: int) -> date | None:
     try:
         return date(year, month, day)
@@ -111,7 +110,7 @@ def _date(year: int, month: int, day: int) -> date | None:
 def _clock(hours: str, minutes: str, seconds: str | None, fraction: str | None) -> timedelta | None:
     """Time since midnight; the fraction rounded half-up to the microsecond (carry included)."""
     h, mi, s = int(hours), int(minutes), int(seconds or 0)
-    if h > 23 or mi > 59 or s > 60:            # 60: a leap second, kept as the next second
+    if h > 23 or mi > 59 or s > 60:  # 60: a leap second, kept as the next second
         return None
     tenths_of_us = int((fraction or "")[:7].ljust(7, "0"))
     return timedelta(hours=h, minutes=mi, seconds=s, microseconds=(tenths_of_us + 5) // 10)

@@ -7,7 +7,6 @@ night uses the same few.
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
 from observd import __version__
+from observd.adapters.fits_files import image_hdus, read_image_and_header, read_planes, write_atomic
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate
-from observd.adapters.fits_files import image_hdus, read_image, read_planes, write_atomic
 from observd.core.measure import Measurement, Stars, judge, measure
 
 
@@ -35,6 +33,7 @@ class MasterUse:
 @dataclass(frozen=True)
 class Reference:
     """The night/target reference frame's star list (cached in the catalog) and shape."""
+
     file_id: int
     name: str
     shape: tuple[int, int]
@@ -65,8 +64,8 @@ class LightJob:
     threshold: float = 5.0
     min_star_fraction: float = 0.5
     max_elongation: float = 1.6
-    best_n_stars: int = 0                 # the night's best so far for this target (before this frame)
-    reference: Reference | None = None    # align now when known
+    best_n_stars: int = 0  # the night's best so far for this target (before this frame)
+    reference: Reference | None = None  # align now when known
     max_control_points: int = 50
     min_matches: int = 4
     notes: tuple[str, ...] = ()
@@ -79,7 +78,7 @@ class LightResult:
     measurement: Measurement
     stars: tuple[tuple[float, float, float], ...]
     bad_reason: str | None
-    aligned: "AlignResult | None" = None
+    aligned: AlignResult | None = None
 
 
 @dataclass(frozen=True)
@@ -115,19 +114,27 @@ def _plane(use: MasterUse | None) -> Plane | None:
 
 
 def reduce_light(job: LightJob) -> LightResult:
-    raw = read_image(Path(job.path), job.hdu)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        header = fits.getheader(job.path, job.hdu)
-    cal = calibrate(raw, bias=_plane(job.bias), dark=_plane(job.dark), dark_scale=job.dark_scale,
-                    flat=_plane(job.flat), gain=job.gain, read_noise=job.read_noise, saturation=job.saturation,
-                    biassec=job.biassec, trimsec=job.trimsec)
+    raw, header = read_image_and_header(Path(job.path), job.hdu)
+    cal = calibrate(
+        raw,
+        bias=_plane(job.bias),
+        dark=_plane(job.dark),
+        dark_scale=job.dark_scale,
+        flat=_plane(job.flat),
+        gain=job.gain,
+        read_noise=job.read_noise,
+        saturation=job.saturation,
+        biassec=job.biassec,
+        trimsec=job.trimsec,
+    )
     # saturated pixels stay visible to detection (they are star cores) but mark their stars
     bits = cal.bitmask()
-    m, stars = measure(cal.data, mask=(bits & MASK_BAD) != 0, saturation=cal.saturation_level,
-                       threshold=job.threshold, max_stars=200)
-    bad = judge(m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction,
-                max_elongation=job.max_elongation)
+    m, stars = measure(
+        cal.data, mask=(bits & MASK_BAD) != 0, saturation=cal.saturation_level, threshold=job.threshold, max_stars=200
+    )
+    bad = judge(
+        m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction, max_elongation=job.max_elongation
+    )
     out_header = provenance_header(header, job, m)
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
@@ -135,12 +142,25 @@ def reduce_light(job: LightJob) -> LightResult:
     # aligned; image_hdus hands the writer big-endian copies, so the planes stay untouched.
     with ThreadPoolExecutor(max_workers=1) as io:
         # aligned now, it is not read again: its pages leave the cache (`write_with`)
-        written = io.submit(write_atomic, Path(job.calibrated_path),
-                            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits),
-                            cache=job.reference is None or bad is not None)
+        written = io.submit(
+            write_atomic,
+            Path(job.calibrated_path),
+            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits),
+            cache=job.reference is None or bad is not None,
+        )
         if job.reference is not None and bad is None:
-            aligned = _align(job.file_id, cal.data, cal.uncertainty, bits, out_header, stars, job.reference,
-                             job.aligned_path, job.max_control_points, job.min_matches)
+            aligned = _align(
+                job.file_id,
+                cal.data,
+                cal.uncertainty,
+                bits,
+                out_header,
+                stars,
+                job.reference,
+                job.aligned_path,
+                job.max_control_points,
+                job.min_matches,
+            )
         written.result()
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned)
 
@@ -148,20 +168,44 @@ def reduce_light(job: LightJob) -> LightResult:
 def align_calibrated(job: AlignJob) -> AlignResult:
     planes = read_planes(Path(job.calibrated_path))
     bits = planes.mask if planes.mask is not None else np.zeros(planes.data.shape, np.uint8)
-    stars = Stars(*(np.asarray(c, dtype=float) for c in zip(*job.stars))) if job.stars else \
-        Stars(np.empty(0), np.empty(0), np.empty(0))
-    return _align(job.file_id, planes.data, planes.uncertainty, bits, planes.header, stars, job.reference,
-                  job.aligned_path, job.max_control_points, job.min_matches)
+    stars = (
+        Stars(*(np.asarray(c, dtype=float) for c in zip(*job.stars)))
+        if job.stars
+        else Stars(np.empty(0), np.empty(0), np.empty(0))
+    )
+    return _align(
+        job.file_id,
+        planes.data,
+        planes.uncertainty,
+        bits,
+        planes.header,
+        stars,
+        job.reference,
+        job.aligned_path,
+        job.max_control_points,
+        job.min_matches,
+    )
 
 
-def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref: Reference, out_path: str,
-           max_control_points: int, min_matches: int) -> AlignResult:
+def _align(
+    file_id: int,
+    data,
+    unc,
+    bits,
+    header: fits.Header,
+    stars: Stars,
+    ref: Reference,
+    out_path: str,
+    max_control_points: int,
+    min_matches: int,
+) -> AlignResult:
     try:
         if file_id == ref.file_id:
             transform = Transform.from_matrix(np.eye(3), 0.0, len(stars))
         else:
-            transform = find_transform(stars, ref.stars(), max_control_points=max_control_points,
-                                       min_matches=min_matches)
+            transform = find_transform(
+                stars, ref.stars(), max_control_points=max_control_points, min_matches=min_matches
+            )
     except AlignError as exc:
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
@@ -169,29 +213,56 @@ def _align(file_id: int, data, unc, bits, header: fits.Header, stars: Stars, ref
     bad = (bits & MASK_BAD) != 0
     aligned = apply_transform(np.where(bad, np.float32(np.nan), data), transform, shape, kind="data")
     aligned_unc = apply_transform(unc, transform, shape, kind="uncertainty") if unc is not None else None
-    bad_out, saturated_out = apply_transform(np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape,
-                                             kind="mask")
+    bad_out, saturated_out = apply_transform(
+        np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"
+    )
     aligned_mask = bad_out.astype(np.uint8) * MASK_BAD | (saturated_out & ~bad_out).astype(np.uint8) * MASK_SATURATED
     h = header.copy()
     h["ALIGNREF"] = (ref.name, "reference frame of this night and target")
     h["ALIGNRMS"] = (round(transform.rms, 4), "[px] residual RMS of matched stars")
     h["ALIGNNM"] = (transform.n_matches, "stars matched")
     h["ALIGNROT"] = (round(transform.rotation_deg, 4), "[deg] rotation frame -> reference")
-    h.add_history(f"observd {__version__}: aligned to {ref.name} ({transform.n_matches} stars, "
-                  f"rms {transform.rms:.3f} px, rotation {transform.rotation_deg:.2f} deg)")
+    h.add_history(
+        f"observd {__version__}: aligned to {ref.name} ({transform.n_matches} stars, "
+        f"rms {transform.rms:.3f} px, rotation {transform.rotation_deg:.2f} deg)"
+    )
     # The stack reads it again, but from disk: keeping every aligned frame of the night in the
     # page cache costs more (new pages for each output) than reading them back once (A/B)
     write_atomic(Path(out_path), image_hdus(aligned, h, uncertainty=aligned_unc, mask=aligned_mask), cache=False)
-    return AlignResult(file_id, out_path, tuple(map(tuple, np.asarray(transform.matrix).tolist())), transform.rms,
-                       transform.n_matches, transform.rotation_deg)
+    return AlignResult(
+        file_id,
+        out_path,
+        tuple(map(tuple, np.asarray(transform.matrix).tolist())),
+        transform.rms,
+        transform.n_matches,
+        transform.rotation_deg,
+    )
 
 
 def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) -> fits.Header:
     """The raw header's descriptive cards, plus what observd did (HISTORY) and measured."""
     h = fits.Header()
     for card in raw_header.cards:
-        if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE",
-                            "BIASSEC", "TRIMSEC", "DATASEC", "CHECKSUM", "DATASUM", "END") or not card.keyword:
+        if (
+            card.keyword
+            in (
+                "SIMPLE",
+                "BITPIX",
+                "NAXIS",
+                "NAXIS1",
+                "NAXIS2",
+                "EXTEND",
+                "BZERO",
+                "BSCALE",
+                "BIASSEC",
+                "TRIMSEC",
+                "DATASEC",
+                "CHECKSUM",
+                "DATASUM",
+                "END",
+            )
+            or not card.keyword
+        ):
             continue
         try:
             h.append(card)
@@ -205,8 +276,11 @@ def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) ->
         steps.append(f"overscan {job.biassec} subtracted")
     if job.trimsec:
         steps.append(f"trimmed to {job.trimsec}")
-    for use, text in ((job.bias, "bias subtracted"), (job.dark, f"dark subtracted x{job.dark_scale:.4g}"),
-                      (job.flat, "flat-fielded")):
+    for use, text in (
+        (job.bias, "bias subtracted"),
+        (job.dark, f"dark subtracted x{job.dark_scale:.4g}"),
+        (job.flat, "flat-fielded"),
+    ):
         if use is not None:
             h[f"{use.kind.upper()[:4]}MAST"] = (Path(use.path).name, f"master {use.kind} v{use.version}")
             steps.append(f"{text}: {Path(use.path).name} (v{use.version})")

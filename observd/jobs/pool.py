@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 
 from observd.core.config import Config
+from observd.core.invariants import install_fast_invariants
 
 
 def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
@@ -32,10 +33,11 @@ def start_fork_server() -> None:
     Cheap to waste: a command that finds no work leaves the server idle, and it exits with
     its parent."""
     from multiprocessing import forkserver
+
     _context()
     try:
         forkserver.ensure_running()
-    except OSError:      # the pool will meet the same problem and report it with the jobs it fails
+    except OSError:  # the pool will meet the same problem and report it with the jobs it fails
         pass
 
 
@@ -99,16 +101,18 @@ def _start_workers(pool: Executor, workers: int) -> None:
     try:
         for future in [pool.submit(os.getpid) for _ in range(workers)]:
             future.result()
-    except Exception:      # the pool was shut down first, or a worker could not start: the jobs will say
+    except Exception:  # the pool was shut down first, or a worker could not start: the jobs will say
         pass
 
 
 def _single_threaded_worker() -> None:
-    """Parallelism comes from the worker processes: OpenCV's own thread pool inside each of them
-    would only oversubscribe the cores."""
+    """A worker's process set-up. Parallelism comes from the worker processes: OpenCV's own thread
+    pool inside each of them would only oversubscribe the cores."""
     import cv2
+
     cv2.setNumThreads(1)
     reuse_freed_memory()
+    install_fast_invariants()
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

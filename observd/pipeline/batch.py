@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
-from observd.core.config import Config
 from observd.adapters.fits_files import sha256_file
+from observd.adapters.watcher import is_candidate, scan
+from observd.core.config import Config
 from observd.pipeline.intake import Seen, catalogue, classify_rules, known_unchanged
 from observd.pipeline.reducer import Reducer
-from observd.adapters.watcher import WatchSettings, is_candidate, scan
 
 
 @dataclass
 class BatchResult:
     seen: list[Seen] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)     # not FITS by name (.txt, .tmp, dotfiles...)
-    missing: list[str] = field(default_factory=list)     # command-line paths that do not exist
-    errors: list[str] = field(default_factory=list)      # internal errors (bugs): make the exit code non-zero
+    ignored: list[str] = field(default_factory=list)  # not FITS by name (.txt, .tmp, dotfiles...)
+    missing: list[str] = field(default_factory=list)  # command-line paths that do not exist
+    errors: list[str] = field(default_factory=list)  # internal errors (bugs): make the exit code non-zero
 
     @property
     def failed(self) -> bool:
@@ -37,13 +37,13 @@ class BatchResult:
 
 def collect(paths: Iterable[Path], config: Config) -> tuple[list[Path], list[str], list[str]]:
     """Files to catalogue (recursively, sorted), names ignored, paths missing."""
-    settings = watch_settings(config)
+    settings = config.watch
     files: list[Path] = []
     ignored: list[str] = []
     missing: list[str] = []
     for path in map(Path, paths):
         if path.is_dir() and is_candidate(path, settings):
-            files.append(path)        # a folder named like a FITS file: recorded as rejected, with why
+            files.append(path)  # a folder named like a FITS file: recorded as rejected, with why
         elif path.is_dir():
             files.extend(scan(path, settings))
             files.extend(d for d in sorted(path.rglob("*")) if d.is_dir() and is_candidate(d, settings, root=path))
@@ -57,15 +57,14 @@ def collect(paths: Iterable[Path], config: Config) -> tuple[list[Path], list[str
     return files, ignored, missing
 
 
-def watch_settings(config: Config) -> WatchSettings:
-    w = config.watch
-    return WatchSettings(polling=w.polling, poll_interval=w.poll_interval, settle_seconds=w.settle_seconds,
-                         ignore=w.ignore)
-
-
-def ingest(paths: Iterable[Path], catalog: Catalog, config: Config, *,
-           progress: Callable[[int, int, str], None] | None = None,
-           reducer: Reducer | None = None) -> BatchResult:
+def ingest(
+    paths: Iterable[Path],
+    catalog: Catalog,
+    config: Config,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    reducer: Reducer | None = None,
+) -> BatchResult:
     files, ignored, missing = collect(paths, config)
     result = BatchResult(ignored=ignored, missing=missing)
     known = catalog.known_stats()
@@ -74,10 +73,11 @@ def ingest(paths: Iterable[Path], catalog: Catalog, config: Config, *,
     with HashAhead(files, known) as hashes:
         for index, path in enumerate(files, start=1):
             try:
-                result.seen.append(catalogue(path, catalog, config, rules=rules, known=known, final=True,
-                                             digest=hashes.digest))
+                result.seen.append(
+                    catalogue(path, catalog, config, rules=rules, known=known, final=True, digest=hashes.digest)
+                )
                 if result.seen[-1].new:
-                    reducer.warm_up()      # new content means work: start the workers while cataloguing goes on
+                    reducer.warm_up()  # new content means work: start the workers while cataloguing goes on
             except Exception as exc:  # a bug must not stop the batch; it is reported and fails the exit code
                 result.errors.append(f"{path}: {exc}")
                 catalog.event("error", "internal-error", traceback.format_exc(), str(path))
@@ -150,11 +150,16 @@ def summary_table(catalog: Catalog, result: BatchResult) -> str:
     width = max([8] + [len(s) for s in states])
     lines = [f"{'type':<8} " + " ".join(f"{s:>{width}}" for s in states) + f" {'total':>6}"]
     for t in types:
-        lines.append(f"{t:<8} " + " ".join(f"{counts.get((t, s), 0):>{width}}" for s in states)
-                     + f" {sum(counts.get((t, s), 0) for s in states):>6}")
+        lines.append(
+            f"{t:<8} "
+            + " ".join(f"{counts.get((t, s), 0):>{width}}" for s in states)
+            + f" {sum(counts.get((t, s), 0) for s in states):>6}"
+        )
     skipped = sum(1 for s in result.seen if not s.new)
-    lines.append(f"{len(ids)} file(s) catalogued ({skipped} already known, unchanged)"
-                 + (f", {len(result.ignored)} ignored (not FITS by name)" if result.ignored else ""))
+    lines.append(
+        f"{len(ids)} file(s) catalogued ({skipped} already known, unchanged)"
+        + (f", {len(result.ignored)} ignored (not FITS by name)" if result.ignored else "")
+    )
     for path in result.missing:
         lines.append(f"error: {path}: no such file or folder")
     for err in result.errors:

@@ -15,21 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
-from observd.core.classify import ClassifyRules, classify
-from observd.adapters.fully_written import check_fits_size
-from observd.core.config import Config
 from observd.adapters.fits_files import FitsReadError, read_image_header, sha256_file
+from observd.adapters.fully_written import check_fits_size
+from observd.core.classify import ClassifyRules, classify
+from observd.core.config import Config
 from observd.core.grouping import group_key
 
 
 @dataclass(frozen=True)
 class Seen:
     """What happened to one path."""
+
     path: str
     file_id: int | None
     state: str
     reason: str | None = None
-    new: bool = True                # False: already catalogued with this content, nothing to do
+    new: bool = True  # False: already catalogued with this content, nothing to do
     frame_type: str | None = None
 
 
@@ -38,9 +39,16 @@ def classify_rules(config: Config) -> ClassifyRules:
     return ClassifyRules(keywords=c.keywords, values=c.values, filename_patterns=c.filename_patterns)
 
 
-def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRules | None = None,
-              known: dict[str, tuple[int, int, str, int]] | None = None, final: bool = True,
-              digest: Callable[[Path], str] | None = None) -> Seen:
+def catalogue(
+    path: Path,
+    catalog: Catalog,
+    config: Config,
+    *,
+    rules: ClassifyRules | None = None,
+    known: dict[str, tuple[int, int, str, int]] | None = None,
+    final: bool = True,
+    digest: Callable[[Path], str] | None = None,
+) -> Seen:
     """Record `path` in the catalog and return what became of it.
 
     `known` is `catalog.known_stats()` taken once per batch (the fast path). With
@@ -62,8 +70,9 @@ def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRu
     check = check_fits_size(Path(key))
     if not check.complete:
         state = "rejected" if final else "pending"
-        file_id, _ = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None,
-                                         state=state, reason=check.reason)
+        file_id, _ = catalog.record_file(
+            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None, state=state, reason=check.reason
+        )
         return Seen(key, file_id, state, check.reason)
     try:
         sha256 = (digest or sha256_file)(Path(key))
@@ -71,15 +80,28 @@ def catalogue(path: Path, catalog: Catalog, config: Config, *, rules: ClassifyRu
     except OSError as exc:
         return _record_unreadable(catalog, key, _os_reason(exc), st)
     except FitsReadError as exc:
-        file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256,
-                                           state="rejected", reason=str(exc))
+        file_id, new = catalog.record_file(
+            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256, state="rejected", reason=str(exc)
+        )
         return Seen(key, file_id, "rejected", str(exc), new)
 
-    info = classify(image.header, Path(key).name, rules or classify_rules(config),
-                    timezone=config.site.timezone, hdu_index=image.hdu_index)
+    info = classify(
+        image.cards,
+        Path(key).name,
+        rules or classify_rules(config),
+        timezone=config.site.timezone,
+        hdu_index=image.hdu_index,
+    )
     state = "unknown" if info.frame_type == "unknown" else "classified"
-    file_id, new = catalog.record_file(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256,
-                                       state=state, info=info, group_key=group_key(info, config.masters.ignore_keys))
+    file_id, new = catalog.record_file(
+        path=key,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=sha256,
+        state=state,
+        info=info,
+        group_key=group_key(info, config.masters.ignore_keys),
+    )
     row = catalog.file(file_id)
     return Seen(key, file_id, row["state"], row["reason"], new, info.frame_type)
 
@@ -90,8 +112,14 @@ def known_unchanged(key: str, st: os.stat_result, known: dict[str, tuple[int, in
 
 
 def _record_unreadable(catalog: Catalog, key: str, reason: str, st: os.stat_result | None = None) -> Seen:
-    file_id, _ = catalog.record_file(path=key, size=st.st_size if st else 0, mtime_ns=st.st_mtime_ns if st else 0,
-                                     sha256=None, state="rejected", reason=reason)
+    file_id, _ = catalog.record_file(
+        path=key,
+        size=st.st_size if st else 0,
+        mtime_ns=st.st_mtime_ns if st else 0,
+        sha256=None,
+        state="rejected",
+        reason=reason,
+    )
     return Seen(key, file_id, "rejected", reason)
 
 

@@ -41,7 +41,6 @@ its (night, object, filter); rebuilding replaces the files and the current row.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,20 +48,28 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
 from observd import __version__
-from observd.core.calibrate import MASK_BAD
 from observd.adapters.catalog import Catalog
-from observd.core.combine import FitsSource, MaskedOffset, combine
-from observd.core.config import Config
 from observd.adapters.fits_files import image_hdus, write_atomic
+from observd.adapters.fits_rows import FitsSource, MaskedOffset, mask_hdu
+from observd.core.calibrate import MASK_BAD
+from observd.core.config import Config
+from observd.core.layout import slug
 from observd.core.measure import measure
 from observd.jobs.pool import call, offload, outcome, worker_count
-from observd.pipeline.reducer import slug
+from observd.jobs.shares import combine_in_pool
 
-__all__ = ["StackProduct", "StackGroup", "StackError", "plan_stacks", "frame_weights", "rejection_for",
-           "stack_frames", "stack_night"]
+__all__ = [
+    "StackProduct",
+    "StackGroup",
+    "StackError",
+    "plan_stacks",
+    "frame_weights",
+    "rejection_for",
+    "stack_frames",
+    "stack_night",
+]
 
 
 class StackError(Exception):
@@ -87,11 +94,12 @@ class StackProduct:
 @dataclass(frozen=True)
 class StackGroup:
     """The frames of one product, in time order, and how they are combined."""
+
     night: str
     object: str | None
     filter: str | None
-    rows: tuple[dict, ...]          # catalog rows of the aligned lights
-    reference: dict | None          # the night/target alignment reference row (maybe another filter)
+    rows: tuple[dict, ...]  # catalog rows of the aligned lights
+    reference: dict | None  # the night/target alignment reference row (maybe another filter)
 
     @property
     def paths(self) -> list[Path]:
@@ -114,8 +122,16 @@ class StackGroup:
 
 # ------------------------------------------------------------------------------------ pure core
 
-def plan_stacks(rows: Sequence[dict], references: dict[int, dict], *, night: str, min_frames: int,
-                object: str | None = None, filter: str | None = None) -> list[StackGroup]:
+
+def plan_stacks(
+    rows: Sequence[dict],
+    references: dict[int, dict],
+    *,
+    night: str,
+    min_frames: int,
+    object: str | None = None,
+    filter: str | None = None,
+) -> list[StackGroup]:
     """Group a night's light rows into products: aligned frames only, ≥ `min_frames` per group.
 
     `references` maps file id -> row for the alignment references the rows point at.
@@ -124,8 +140,11 @@ def plan_stacks(rows: Sequence[dict], references: dict[int, dict], *, night: str
     for row in rows:
         if row["frame_type"] != "light" or row["state"] != "aligned" or not row["aligned_path"]:
             continue
-        if row["night"] != night or (object is not None and row["object"] != object) \
-                or (filter is not None and row["filter"] != filter):
+        if (
+            row["night"] != night
+            or (object is not None and row["object"] != object)
+            or (filter is not None and row["filter"] != filter)
+        ):
             continue
         groups.setdefault((row["object"], row["filter"]), []).append(row)
     plans = []
@@ -142,8 +161,9 @@ WEIGHTINGS = {"noise": "1/noise^2", "noise_fwhm": "1/(noise*FWHM)^2", "equal": "
 """Each `[stack] weighting` and the formula the product's HISTORY gives for it."""
 
 
-def frame_weights(noises: Sequence[float | None], fwhms: Sequence[float | None] | None = None, *,
-                  weighting: str = "noise") -> np.ndarray:
+def frame_weights(
+    noises: Sequence[float | None], fwhms: Sequence[float | None] | None = None, *, weighting: str = "noise"
+) -> np.ndarray:
     """The frames' weights, normalised to sum 1 (module docstring: ``[stack] weighting``).
 
     "noise": 1/noise²; "noise_fwhm": 1/(noise·FWHM)² (`fwhms` needed); "equal": 1. A frame
@@ -196,8 +216,16 @@ def format_exposure(seconds: float) -> str:
     return f"{hours} h {rest:02d} min"
 
 
-def stack_header(group: StackGroup, *, rejection: str, sigma: float, weighting: str, weights: np.ndarray,
-                 noise: float, fwhm: float | None) -> fits.Header:
+def stack_header(
+    group: StackGroup,
+    *,
+    rejection: str,
+    sigma: float,
+    weighting: str,
+    weights: np.ndarray,
+    noise: float,
+    fwhm: float | None,
+) -> fits.Header:
     """Provenance of a product: inputs, exposure, reference, how it was combined."""
     first = group.rows[0]
     h = fits.Header()
@@ -219,30 +247,35 @@ def stack_header(group: StackGroup, *, rejection: str, sigma: float, weighting: 
     h["OBSERVD"] = (__version__, "observd version")
     for i, row in enumerate(group.rows[:999], start=1):
         h[f"IMCMB{i:03d}"] = row["name"]
-    h.add_history(f"observd {__version__}: weighted mean of {len(group.rows)} aligned lights, "
-                  f"weights {WEIGHTINGS[weighting]} ({weights.min():.3f}..{weights.max():.3f} of total)")
-    h.add_history(f"observd {__version__}: each frame's background shifted to "
-                  f"{group.background_level():.2f} adu (additive normalisation)")
-    h.add_history(f"observd {__version__}: rejection {rejection} at {sigma:g} sigma (median centre); "
-                  "masked and out-of-footprint pixels ignored")
+    h.add_history(
+        f"observd {__version__}: weighted mean of {len(group.rows)} aligned lights, "
+        f"weights {WEIGHTINGS[weighting]} ({weights.min():.3f}..{weights.max():.3f} of total)"
+    )
+    h.add_history(
+        f"observd {__version__}: each frame's background shifted to "
+        f"{group.background_level():.2f} adu (additive normalisation)"
+    )
+    h.add_history(
+        f"observd {__version__}: rejection {rejection} at {sigma:g} sigma (median centre); "
+        "masked and out-of-footprint pixels ignored"
+    )
     return h
 
 
 # ------------------------------------------------------------------------------------ I/O
 
-def _mask_hdu(path: Path) -> int | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            for index, hdu in enumerate(hdul):
-                if index and hdu.name == "MASK":
-                    return index
-    return None
 
-
-def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: str, sigma: float,
-                 memory_limit: int, workers: int | None, offsets: Sequence[float] | None = None,
-                 executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stack_frames(
+    paths: Sequence[Path],
+    *,
+    weights: Sequence[float],
+    rejection: str,
+    sigma: float,
+    memory_limit: int,
+    workers: int | None,
+    offsets: Sequence[float] | None = None,
+    executor: Executor | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
 
     Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
@@ -253,16 +286,32 @@ def stack_frames(paths: Sequence[Path], *, weights: Sequence[float], rejection: 
         raise ValueError("one offset per frame expected")
     sources = []
     for path, offset in zip(map(Path, paths), offsets):
-        mask_index = _mask_hdu(path)
+        mask_index = mask_hdu(path)
         mask = FitsSource(path, hdu=mask_index) if mask_index is not None else None
         sources.append(FitsSource(path, hdu=0, prepare=MaskedOffset(mask, MASK_BAD, float(offset))))
-    result = combine(sources, method="mean", rejection=rejection, sigma_low=sigma, sigma_high=sigma,
-                     weights=weights, memory_limit=memory_limit, workers=workers, executor=executor)
+    result = combine_in_pool(
+        sources,
+        executor=executor,
+        workers=workers,
+        memory_limit=memory_limit,
+        method="mean",
+        rejection=rejection,
+        sigma_low=sigma,
+        sigma_high=sigma,
+        weights=weights,
+    )
     return result.data, result.uncertainty, result.count
 
 
-def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | None = None,
-                filter: str | None = None, pool: Executor | None = None) -> list[StackProduct]:
+def stack_night(
+    config: Config,
+    catalog: Catalog,
+    night: str,
+    *,
+    object: str | None = None,
+    filter: str | None = None,
+    pool: Executor | None = None,
+) -> list[StackProduct]:
     """Build (or rebuild) the night's products; record them; mark the night stacked.
 
     `pool`: worker processes that share out the combination (threads are used without one).
@@ -273,25 +322,44 @@ def stack_night(config: Config, catalog: Catalog, night: str, *, object: str | N
     rows = catalog.files(night=night, types=("light",))
     ref_ids = {r["reference_id"] for r in rows if r["reference_id"] is not None}
     references = {i: row for i in ref_ids if (row := catalog.file(i)) is not None}
-    groups = plan_stacks(rows, references, night=night, min_frames=config.stack.min_frames,
-                         object=object, filter=filter)
+    groups = plan_stacks(
+        rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter
+    )
     products, failures = [], []
     for group in groups:
         try:
             product = _build(config, group, pool)
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
-            catalog.event("error", "stack-failed", f"stack {group.object} {group.filter} of {night} failed: "
-                          f"{type(exc).__name__}: {exc}")
+            catalog.event(
+                "error",
+                "stack-failed",
+                f"stack {group.object} {group.filter} of {night} failed: {type(exc).__name__}: {exc}",
+            )
             continue
-        catalog.add_product({"night": product.night, "object": product.object, "filter": product.filter,
-                             "path": str(product.path), "preview_path": str(product.preview_path),
-                             "thumbnail_path": str(product.thumbnail_path), "n_combined": product.n_combined,
-                             "total_exptime": product.total_exptime, "reference": product.reference,
-                             "noise": product.noise}, product.input_ids)
-        catalog.event("info", "stack", f"stack {product.object} {product.filter} of {night}: "
-                      f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
-                      f"noise {product.noise:.3g} adu", str(product.path))
+        catalog.add_product(
+            {
+                "night": product.night,
+                "object": product.object,
+                "filter": product.filter,
+                "path": str(product.path),
+                "preview_path": str(product.preview_path),
+                "thumbnail_path": str(product.thumbnail_path),
+                "n_combined": product.n_combined,
+                "total_exptime": product.total_exptime,
+                "reference": product.reference,
+                "noise": product.noise,
+            },
+            product.input_ids,
+        )
+        catalog.event(
+            "info",
+            "stack",
+            f"stack {product.object} {product.filter} of {night}: "
+            f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
+            f"noise {product.noise:.3g} adu",
+            str(product.path),
+        )
         products.append(product)
     if failures:
         raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
@@ -316,12 +384,18 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     c = config.stack
     n = len(group.rows)
     rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
-    weights = frame_weights([r["noise"] for r in group.rows], [r["fwhm"] for r in group.rows],
-                            weighting=c.weighting)
+    weights = frame_weights([r["noise"] for r in group.rows], [r["fwhm"] for r in group.rows], weighting=c.weighting)
     workers = worker_count(config)
-    data, unc, count = stack_frames(group.paths, weights=weights, rejection=rejection, sigma=c.sigma,
-                                    memory_limit=c.memory_limit_mb << 20, workers=workers,
-                                    offsets=group.offsets(), executor=pool)
+    data, unc, count = stack_frames(
+        group.paths,
+        weights=weights,
+        rejection=rejection,
+        sigma=c.sigma,
+        memory_limit=c.memory_limit_mb << 20,
+        workers=workers,
+        offsets=group.offsets(),
+        executor=pool,
+    )
     stem = f"{slug(group.object, 'unknown')}_{slug(group.filter, 'nofilter')}"
     folder = config.paths.output / group.night / "stacks"
     title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
@@ -337,11 +411,29 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         measured = offload(pool, measure, data, mask=empty)
         unc = _floor_uncertainty(unc, count, group.rows)
         quality, _ = outcome(measured, measure, data, mask=empty)
-        header = stack_header(group, rejection=rejection, sigma=c.sigma, weighting=c.weighting, weights=weights,
-                              noise=quality.noise, fwhm=quality.fwhm)
-        path = write_atomic(folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty),
-                            cache=False)       # observd does not read it again
+        header = stack_header(
+            group,
+            rejection=rejection,
+            sigma=c.sigma,
+            weighting=c.weighting,
+            weights=weights,
+            noise=quality.noise,
+            fwhm=quality.fwhm,
+        )
+        path = write_atomic(
+            folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty), cache=False
+        )  # observd does not read it again
         preview, thumb = outcome(pictures, *pictures_job)
-    return StackProduct(group.night, group.object, group.filter, path, preview, thumb, n, group.total_exptime,
-                        (group.reference or {}).get("name"), float(quality.noise),
-                        tuple(r["id"] for r in group.rows))
+    return StackProduct(
+        group.night,
+        group.object,
+        group.filter,
+        path,
+        preview,
+        thumb,
+        n,
+        group.total_exptime,
+        (group.reference or {}).get("name"),
+        float(quality.noise),
+        tuple(r["id"] for r in group.rows),
+    )

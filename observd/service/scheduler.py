@@ -1,26 +1,15 @@
-"""When the nightly stacks are built: the pure "which nights are due" rule and its scheduler.
-
-A night is labelled by the local date of its evening ('YYYY-MM-DD'). Its stacks are built once,
-at local time `at` on the following date, when all its frames have arrived. Correctness does
-not rest on the timer: every run asks `nights_due` (fed by the catalog's ledger of stacked
-nights) what is due *now*, so a run after downtime catches up every missed night, and a run
-that finds nothing due does nothing. The timer only decides when to ask.
-
-Wall-clock times that do not exist or exist twice on DST days are resolved as zoneinfo does
-(fold=0): the first occurrence of a repeated time, and the pre-transition offset for a skipped
-one (02:30 on the spring-forward day is 03:30 summer time).
+"""The timer of the nightly stacks: an APScheduler job that asks `core.nights` what is due.
 
 Why the timer is `NightlyTrigger` (an APScheduler trigger built on `next_run`) and not
-APScheduler 3.11.3's CronTrigger, whose daily schedules were measured wrong on DST days
-(Europe/Berlin, 2026), the issue family #529/#606/#1021/#1036:
+APScheduler 3.11.3's CronTrigger, whose daily schedules are wrong on DST days (Europe/Berlin;
+the issue family #529/#606/#1021/#1036):
 - hour=0 fires on 2026-03-29 00:00 and next on 03-31 00:00, skipping the first midnight after
   spring-forward: the day is stepped by 24 absolute hours across a 23-hour day;
 - a time inside the repeated autumn hour (02:30 on 2026-10-25) fires twice;
 - given that fire as a *UTC* previous_fire_time, `get_next_fire_time` returns the same
   instant again, so `Job._get_run_times` would loop forever.
-`next_run` computes each date's instant directly, so there is one fire per local date.
 `run_now` is serialised by a lock, so a catch-up, the timer and a manual `observd stack` never
-stack the same night concurrently; the ledger makes an extra run harmless anyway.
+stack the same night concurrently; the catalog's ledger makes an extra run harmless anyway.
 """
 
 from __future__ import annotations
@@ -28,48 +17,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-__all__ = ["NightlyScheduler", "NightlyTrigger", "next_run", "nights_due", "stacking_time"]
+from observd.core.nights import next_run
+
+__all__ = ["NightlyScheduler", "NightlyTrigger"]
 
 log = logging.getLogger(__name__)
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _JOB_ID = "nightly-stacks"
-
-
-def stacking_time(night: str, *, timezone: str, at: dt.time) -> dt.datetime:
-    """The UTC instant at which `night` becomes due: local date night+1 at wall time `at`."""
-    day = dt.date.fromisoformat(night) + dt.timedelta(days=1)
-    return _local_instant(day, at, ZoneInfo(timezone))
-
-
-def nights_due(now_utc: dt.datetime, *, timezone: str, at: dt.time,
-               nights_with_lights: Iterable[str], stacked: Container[str]) -> list[str]:
-    """Nights whose stacking time has passed at `now_utc` and that are not stacked, oldest first.
-
-    Raises ValueError for a naive `now_utc` or a label that is not 'YYYY-MM-DD'.
-    """
-    _require_aware(now_utc)
-    return sorted(
-        night for night in set(nights_with_lights)
-        if night not in stacked and stacking_time(night, timezone=timezone, at=at) <= now_utc
-    )
-
-
-def next_run(now_utc: dt.datetime, *, timezone: str, at: dt.time) -> dt.datetime:
-    """The first local `at` strictly after `now_utc`, as UTC; exactly one per local date."""
-    _require_aware(now_utc)
-    zone = ZoneInfo(timezone)
-    today = now_utc.astimezone(zone).date()
-    candidate = _local_instant(today, at, zone)
-    if candidate > now_utc:     # compared in UTC, so a repeated hour cannot match twice
-        return candidate
-    return _local_instant(today + dt.timedelta(days=1), at, zone)   # always after now
 
 
 class NightlyTrigger(BaseTrigger):
@@ -79,8 +40,7 @@ class NightlyTrigger(BaseTrigger):
         self.timezone = ZoneInfo(timezone)
         self.at = at
 
-    def get_next_fire_time(self, previous_fire_time: dt.datetime | None,
-                           now: dt.datetime) -> dt.datetime:
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime:
         # APScheduler's contract: the first fire after the previous one (even if already past,
         # so missed fires can be counted and coalesced), else the first one after now.
         after = previous_fire_time or now
@@ -101,9 +61,15 @@ class NightlyScheduler:
     the delay, because running late is harmless and skipping would postpone a night by a day.
     """
 
-    def __init__(self, *, timezone: str, at: dt.time, due: Callable[[], list[str]],
-                 stack_night: Callable[[str], None],
-                 clock: Callable[[], dt.datetime] | None = None):
+    def __init__(
+        self,
+        *,
+        timezone: str,
+        at: dt.time,
+        due: Callable[[], list[str]],
+        stack_night: Callable[[str], None],
+        clock: Callable[[], dt.datetime] | None = None,
+    ):
         self.timezone = timezone
         self.at = at
         self.trigger = NightlyTrigger(timezone=timezone, at=at)
@@ -116,14 +82,22 @@ class NightlyScheduler:
     def start(self) -> None:
         """Start the timer; the first run (the catch-up) happens at once, in the background."""
         self._scheduler.add_job(
-            self.run_now, self.trigger, id=_JOB_ID, name="nightly stacks",
-            next_run_time=self._clock().astimezone(self.trigger.timezone),   # the catch-up
-            coalesce=True, max_instances=1, misfire_grace_time=None,
+            self.run_now,
+            self.trigger,
+            id=_JOB_ID,
+            name="nightly stacks",
+            next_run_time=self._clock().astimezone(self.trigger.timezone),  # the catch-up
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
         )
         self._scheduler.start()
-        log.info("nightly stacks: catch-up now, then daily at %s %s (next %s UTC)",
-                 self.at.isoformat(), self.timezone,
-                 next_run(self._clock(), timezone=self.timezone, at=self.at).isoformat())
+        log.info(
+            "nightly stacks: catch-up now, then daily at %s %s (next %s UTC)",
+            self.at.isoformat(),
+            self.timezone,
+            next_run(self._clock(), timezone=self.timezone, at=self.at).isoformat(),
+        )
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the timer (if started); with `wait`, let a running stack finish first."""
@@ -150,13 +124,3 @@ class NightlyScheduler:
                     else:
                         stacked.append(night)
             return stacked
-
-
-def _local_instant(day: dt.date, at: dt.time, zone: ZoneInfo) -> dt.datetime:
-    # fold=0: first occurrence of a repeated time, pre-transition offset for a skipped one.
-    return dt.datetime.combine(day, at.replace(tzinfo=None, fold=0), tzinfo=zone).astimezone(_UTC)
-
-
-def _require_aware(moment: dt.datetime) -> None:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"expected a timezone-aware datetime, got naive {moment.isoformat()}")

@@ -29,8 +29,7 @@ class Notifier:
     """
 
     def __init__(self, socket_path: str | None = None):
-        self._address = _address(socket_path if socket_path is not None
-                                 else os.environ.get("NOTIFY_SOCKET"))
+        self._address = _address(socket_path if socket_path is not None else os.environ.get("NOTIFY_SOCKET"))
         self._watchdog_usec = os.environ.get("WATCHDOG_USEC")
         self._watchdog_pid = os.environ.get("WATCHDOG_PID")
 
@@ -77,7 +76,7 @@ def _address(path: str | None) -> str | bytes | None:
     if not path:
         return None
     if path.startswith("@"):
-        return b"\0" + path[1:].encode()        # abstract namespace
+        return b"\0" + path[1:].encode()  # abstract namespace
     if not path.startswith("/"):
         log.debug("NOTIFY_SOCKET %r is not a unix socket path; notifications disabled", path)
         return None

@@ -30,8 +30,8 @@ from pathlib import Path
 
 __all__ = ["StatusLog", "status_line", "JournalFormatter", "journal_wanted", "journal_stderr"]
 
-MAX_BYTES = 5 << 20     # per status log file before it is rotated
-BACKUPS = 5             # rotated files kept: status.log.1 ... status.log.5
+MAX_BYTES = 5 << 20  # per status log file before it is rotated
+BACKUPS = 5  # rotated files kept: status.log.1 ... status.log.5
 
 
 def status_line(when: datetime, path: str | None, message: str) -> str:
@@ -50,8 +50,9 @@ class StatusLog:
     def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES, backups: int = BACKUPS):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = logging.handlers.RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups,
-                                                              encoding="utf-8")
+        self._handler = logging.handlers.RotatingFileHandler(
+            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         # A logger outside the logging tree: status lines must not reach the root's stderr
         # handler, which already shows the same events from the modules that raised them.
@@ -101,7 +102,7 @@ def journal_wanted(stream=None, environ: Mapping[str, str] | None = None) -> boo
         return True
     try:
         return not stream.isatty()
-    except (AttributeError, ValueError):     # closed or fake stream: not a terminal
+    except (AttributeError, ValueError):  # closed or fake stream: not a terminal
         return True
 
 

@@ -1,7 +1,7 @@
 """Image synthesis for the simulated camera: the sensor, the optics and the sky.
 
 Everything here is pure numpy: arrays in, arrays out, randomness only from the
-`numpy.random.Generator` the caller passes, so `observd.sim.night` decides which seeded
+`numpy.random.Generator` the caller passes, so `observd.sim.writer` decides which seeded
 stream feeds what and the files come out byte-identical for the same seed.
 
 Units: images are built in electrons (e-) and converted to ADU at readout with the
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ADU_MAX = 65535                 # 16-bit unsigned readout: saturation level in ADU
-MOFFAT_BETA = 3.0               # typical seeing-limited wing shape (2.5..4.7 in practice)
-PSF_SUBSAMPLE = 3               # 3x3 samples per pixel integrate a FWHM>=2.5 px PSF to <1e-3
-DARK_DOUBLING_C = 6.0           # dark current doubles every 6 degC (silicon rule of thumb)
+ADU_MAX = 65535  # 16-bit unsigned readout: saturation level in ADU
+MOFFAT_BETA = 3.0  # typical seeing-limited wing shape (2.5..4.7 in practice)
+PSF_SUBSAMPLE = 3  # 3x3 samples per pixel integrate a FWHM>=2.5 px PSF to <1e-3
+DARK_DOUBLING_C = 6.0  # dark current doubles every 6 degC (silicon rule of thumb)
 HOT_PIXEL_RATE = (100.0, 3000.0)  # e-/s range of hot pixels at the set point (log-uniform)
 
 
@@ -29,11 +29,11 @@ HOT_PIXEL_RATE = (100.0, 3000.0)  # e-/s range of hot pixels at the set point (l
 class Sensor:
     """The fixed properties of one camera for a whole night."""
 
-    level: float                # ADU, the electronic offset (what an overscan strip reads)
-    bias: np.ndarray            # ADU, `level` + fixed 2-D pattern (float32)
-    dark_e: np.ndarray          # e-/s per pixel at `ref_temp`, hot pixels included (float32)
-    hot_pixels: np.ndarray      # (n, 2) int array of [x, y] pixel coordinates
-    ref_temp: float             # degC at which `dark_e` holds
+    level: float  # ADU, the electronic offset (what an overscan strip reads)
+    bias: np.ndarray  # ADU, `level` + fixed 2-D pattern (float32)
+    dark_e: np.ndarray  # e-/s per pixel at `ref_temp`, hot pixels included (float32)
+    hot_pixels: np.ndarray  # (n, 2) int array of [x, y] pixel coordinates
+    ref_temp: float  # degC at which `dark_e` holds
 
     def dark_rate(self, temp: float) -> np.ndarray:
         """Dark current map (e-/s) at sensor temperature `temp` (degC)."""
@@ -41,8 +41,15 @@ class Sensor:
         return (self.dark_e * np.float32(factor)).astype(np.float32)
 
 
-def make_sensor(shape: tuple[int, int], *, bias_level: float, dark_current: float,
-                hot_pixel_fraction: float, ref_temp: float, rng: np.random.Generator) -> Sensor:
+def make_sensor(
+    shape: tuple[int, int],
+    *,
+    bias_level: float,
+    dark_current: float,
+    hot_pixel_fraction: float,
+    ref_temp: float,
+    rng: np.random.Generator,
+) -> Sensor:
     """Bias pattern (column structure + gradient + corner glow, a few ADU) and dark map.
 
     The dark map is lognormal around `dark_current` (pixel-to-pixel spread ~25 %) plus
@@ -53,29 +60,28 @@ def make_sensor(shape: tuple[int, int], *, bias_level: float, dark_current: floa
     x = np.linspace(-1.0, 1.0, cols, dtype=np.float32)[None, :]
     columns = rng.normal(0.0, 1.5, cols).astype(np.float32)[None, :]
     gradient = rng.uniform(1.5, 3.0) * x + rng.uniform(-1.5, 1.5) * y
-    glow = 4.0 * np.exp(-((x - 1.0) ** 2 + (y + 1.0) ** 2) / 0.08)   # amplifier corner
+    glow = 4.0 * np.exp(-((x - 1.0) ** 2 + (y + 1.0) ** 2) / 0.08)  # amplifier corner
     bias = (bias_level + columns + gradient + glow).astype(np.float32)
 
     sigma = 0.25
-    dark = dark_current * rng.lognormal(-sigma**2 / 2, sigma, shape)
+    dark = dark_current * rng.lognormal(-(sigma**2) / 2, sigma, shape)
     n_hot = int(round(hot_pixel_fraction * rows * cols))
     flat_idx = rng.choice(rows * cols, size=n_hot, replace=False)
     lo, hi = np.log(HOT_PIXEL_RATE)
     dark.flat[flat_idx] = np.exp(rng.uniform(lo, hi, n_hot))
     hy, hx = np.divmod(np.sort(flat_idx), cols)
     hot = np.stack([hx, hy], axis=1).astype(np.int64)
-    return Sensor(level=bias_level, bias=bias, dark_e=dark.astype(np.float32), hot_pixels=hot,
-                  ref_temp=ref_temp)
+    return Sensor(level=bias_level, bias=bias, dark_e=dark.astype(np.float32), hot_pixels=hot, ref_temp=ref_temp)
 
 
 @dataclass(frozen=True)
 class Optics:
     """What is common to every filter's flat: vignetting centre and dust on the window."""
 
-    vignetting: float                       # fractional falloff at the farthest corner
-    centre: tuple[float, float]             # (x, y) of the optical axis
+    vignetting: float  # fractional falloff at the farthest corner
+    centre: tuple[float, float]  # (x, y) of the optical axis
     donuts: tuple[tuple[float, float, float, float, float], ...]  # x, y, r_out, r_in/r_out, depth
-    prnu: np.ndarray                        # pixel response non-uniformity, mean ~1
+    prnu: np.ndarray  # pixel response non-uniformity, mean ~1
 
 
 def make_optics(shape: tuple[int, int], rng: np.random.Generator) -> Optics:
@@ -83,9 +89,15 @@ def make_optics(shape: tuple[int, int], rng: np.random.Generator) -> Optics:
     centre = (cols / 2 + rng.uniform(-0.05, 0.05) * cols, rows / 2 + rng.uniform(-0.05, 0.05) * rows)
     n_donuts = max(3, int(round(4 * np.sqrt(rows * cols) / 512)))
     donuts = tuple(
-        (float(rng.uniform(0, cols)), float(rng.uniform(0, rows)), float(rng.uniform(8, 25)),
-         float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.02, 0.05)))
-        for _ in range(n_donuts))
+        (
+            float(rng.uniform(0, cols)),
+            float(rng.uniform(0, rows)),
+            float(rng.uniform(8, 25)),
+            float(rng.uniform(0.4, 0.6)),
+            float(rng.uniform(0.02, 0.05)),
+        )
+        for _ in range(n_donuts)
+    )
     prnu = rng.normal(1.0, 0.01, shape).astype(np.float32)
     return Optics(vignetting=float(rng.uniform(0.15, 0.25)), centre=centre, donuts=donuts, prnu=prnu)
 
@@ -112,7 +124,7 @@ def make_flat(shape: tuple[int, int], optics: Optics, rng: np.random.Generator) 
             continue
         yy, xx = np.ogrid[y0:y1, x0:x1]
         r = np.hypot(xx - dx, yy - dy)
-        edge = 1.5     # soft edges: the shadow of an out-of-focus speck
+        edge = 1.5  # soft edges: the shadow of an out-of-focus speck
         ring = _smoothstep((r - ratio * r_out) / edge) * _smoothstep((r_out - r) / edge)
         flat[y0:y1, x0:x1] *= (1.0 - depth * ring).astype(np.float32)
     flat *= optics.prnu * rng.normal(1.0, 0.002, shape).astype(np.float32)
@@ -127,15 +139,16 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
 def psf_peak_fraction(fwhm: float) -> float:
     """Fraction of a star's flux in its brightest pixel (centred), for flux-range choices."""
     alpha = _moffat_alpha(fwhm)
-    return (MOFFAT_BETA - 1) / (np.pi * alpha**2) * 0.85   # 0.85: pixel integration, centred
+    return (MOFFAT_BETA - 1) / (np.pi * alpha**2) * 0.85  # 0.85: pixel integration, centred
 
 
 def _moffat_alpha(fwhm: float) -> float:
     return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / MOFFAT_BETA) - 1.0))
 
 
-def make_catalog(shape: tuple[int, int], n: int, *, f_min: float, f_sat: float, margin: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def make_catalog(
+    shape: tuple[int, int], n: int, *, f_min: float, f_sat: float, margin: float, rng: np.random.Generator
+) -> np.ndarray:
     """Star catalogue in sky-frame pixels: (n, 3) array of x, y, flux (ADU), brightest first.
 
     Fluxes follow a power law (many faint, few bright: N(>F) ~ F^-0.8) between `f_min`
@@ -154,8 +167,14 @@ def make_catalog(shape: tuple[int, int], n: int, *, f_min: float, f_sat: float, 
     return cat[np.argsort(-cat[:, 2], kind="stable")]
 
 
-def render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
-                 fwhm: float, trail: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def render_stars(
+    shape: tuple[int, int],
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    fwhm: float,
+    trail: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """Stars as pixel-integrated Moffat profiles (total `flux` each), float32 image.
 
     A trailed frame (`trail` = total (dx, dy) motion during the exposure) spreads each
@@ -176,13 +195,13 @@ def render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.
         return np.zeros(shape, np.float32)
 
     ix, iy = np.rint(px).astype(np.int64), np.rint(py).astype(np.int64)
-    sub = PSF_SUBSAMPLE if n_pts == 1 else 1       # a trail already integrates along its length
+    sub = PSF_SUBSAMPLE if n_pts == 1 else 1  # a trail already integrates along its length
     off = (np.arange((2 * radius + 1) * sub) + 0.5) / sub - radius - 0.5
-    dx = off[None, :] - (px - ix)[:, None]                    # (n, m) sample minus star centre
+    dx = off[None, :] - (px - ix)[:, None]  # (n, m) sample minus star centre
     dy = off[None, :] - (py - iy)[:, None]
     alpha = _moffat_alpha(fwhm)
     prof = (1.0 + (dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / alpha**2) ** (-MOFFAT_BETA)
-    norm = (MOFFAT_BETA - 1) / (np.pi * alpha**2) / sub**2    # analytic total flux = 1
+    norm = (MOFFAT_BETA - 1) / (np.pi * alpha**2) / sub**2  # analytic total flux = 1
     size = 2 * radius + 1
     stamps = prof.reshape(-1, size, sub, size, sub).sum(axis=(2, 4)) * (norm * pf)[:, None, None]
 
@@ -195,8 +214,7 @@ def render_stars(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.
     return img.reshape(shape).astype(np.float32)
 
 
-def cosmic_rays(shape: tuple[int, int], n: int, gain: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def cosmic_rays(shape: tuple[int, int], n: int, gain: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`n` cosmic-ray hits of 1-3 adjacent pixels: (pixels (m, 2) as [x, y], values in ADU).
 
     Sharp (no PSF) and deposited after the optics, so never multiplied by the flat.
@@ -217,9 +235,15 @@ def cosmic_rays(shape: tuple[int, int], n: int, gain: float,
     return pix, values
 
 
-def read_out(electrons: np.ndarray, sensor: Sensor, read_noise_e: float, gain: float,
-             rng: np.random.Generator, extra_adu: tuple[np.ndarray, np.ndarray] | None = None,
-             overscan: int = 0) -> np.ndarray:
+def read_out(
+    electrons: np.ndarray,
+    sensor: Sensor,
+    read_noise_e: float,
+    gain: float,
+    rng: np.random.Generator,
+    extra_adu: tuple[np.ndarray, np.ndarray] | None = None,
+    overscan: int = 0,
+) -> np.ndarray:
     """Photon noise, ADC conversion, bias, read noise, saturation: the uint16 raw image.
 
     `electrons` is the expected charge (light + dark current); Poisson noise is drawn here.

@@ -1,4 +1,4 @@
-"""Nightly stacking schedule: due nights, next run, catch-up, DST days, failures, APScheduler."""
+"""The nightly stacks' timer (service.scheduler): catch-up, DST days, failures, APScheduler."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from observd.service.scheduler import NightlyScheduler, NightlyTrigger, next_run, nights_due
+from observd.core.nights import next_run, nights_due
+from observd.service.scheduler import NightlyScheduler, NightlyTrigger
 
 TZ = "Europe/Berlin"
 BERLIN = ZoneInfo(TZ)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 TEN = dt.time(10, 0)
 
 
@@ -46,77 +47,28 @@ class Site:
         self.clock, self.at, self.failing = clock, at, set(failing)
 
     def due(self) -> list[str]:
-        return nights_due(self.clock(), timezone=TZ, at=self.at,
-                          nights_with_lights=self.nights, stacked=self.ledger)
+        return nights_due(self.clock(), timezone=TZ, at=self.at, nights_with_lights=self.nights, stacked=self.ledger)
 
     def stack_night(self, night: str) -> None:
         self.calls.append((night, self.clock()))
         if night in self.failing:
             raise RuntimeError(f"no aligned frames for {night}")
-        self.ledger.add(night)          # the caller of stack_night records success
+        self.ledger.add(night)  # the caller of stack_night records success
 
     def scheduler(self) -> NightlyScheduler:
-        return NightlyScheduler(timezone=TZ, at=self.at, due=self.due,
-                                stack_night=self.stack_night, clock=self.clock)
-
-
-# --- nights_due -------------------------------------------------------------------------
-
-def test_a_night_is_due_at_at_on_the_next_local_date():
-    # 2026-05-11 10:00 CEST (UTC+2) = 08:00 UTC
-    kw = dict(timezone=TZ, at=TEN, nights_with_lights=["2026-05-10"], stacked=set())
-    assert nights_due(utc(2026, 5, 11, 7, 59, 59), **kw) == []
-    assert nights_due(utc(2026, 5, 11, 8, 0), **kw) == ["2026-05-10"]
-
-
-def test_due_nights_are_unstacked_deduplicated_and_oldest_first():
-    lights = ["2026-05-09", "2026-05-07", "2026-05-10", "2026-05-08", "2026-05-09", "2026-05-11"]
-    due = nights_due(utc(2026, 5, 11, 12, 0), timezone=TZ, at=TEN,
-                     nights_with_lights=iter(lights), stacked={"2026-05-08"})
-    assert due == ["2026-05-07", "2026-05-09", "2026-05-10"]
-
-
-def test_the_site_timezone_not_utc_decides():
-    # Chile (UTC-4 in May): night 2026-05-10 is due at 2026-05-11 10:00 local = 14:00 UTC
-    kw = dict(timezone="America/Santiago", at=TEN, nights_with_lights=["2026-05-10"], stacked=())
-    assert nights_due(utc(2026, 5, 11, 13, 59), **kw) == []
-    assert nights_due(utc(2026, 5, 11, 14, 0), **kw) == ["2026-05-10"]
-
-
-def test_naive_now_is_rejected():
-    with pytest.raises(ValueError, match="timezone-aware"):
-        nights_due(dt.datetime(2026, 5, 11, 12), timezone=TZ, at=TEN,
-                   nights_with_lights=[], stacked=())
-
-
-# --- next_run -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("now, at, expected", [
-    (utc(2026, 5, 11, 7, 0), TEN, utc(2026, 5, 11, 8, 0)),                  # CEST
-    (utc(2026, 5, 11, 8, 0), TEN, utc(2026, 5, 12, 8, 0)),                  # strictly after
-    (utc(2026, 1, 15, 12, 0), TEN, utc(2026, 1, 16, 9, 0)),                 # CET
-    (utc(2026, 3, 28, 12, 0), TEN, utc(2026, 3, 29, 8, 0)),                 # spring-forward day
-    (utc(2026, 10, 24, 12, 0), TEN, utc(2026, 10, 25, 9, 0)),               # fall-back day
-    # 02:30 does not exist on 2026-03-29: pre-transition offset, i.e. 03:30 CEST = 01:30 UTC
-    (utc(2026, 3, 28, 12, 0), dt.time(2, 30), utc(2026, 3, 29, 1, 30)),
-    # 02:30 happens twice on 2026-10-25: the first (CEST, 00:30 UTC), then the next day
-    (utc(2026, 10, 24, 12, 0), dt.time(2, 30), utc(2026, 10, 25, 0, 30)),
-    (utc(2026, 10, 25, 0, 30), dt.time(2, 30), utc(2026, 10, 26, 1, 30)),
-    (utc(2026, 10, 25, 1, 15), dt.time(2, 30), utc(2026, 10, 26, 1, 30)),  # 02:15 CET, 2nd pass
-])
-def test_next_run(now, at, expected):
-    assert next_run(now, timezone=TZ, at=at) == expected
+        return NightlyScheduler(timezone=TZ, at=self.at, due=self.due, stack_night=self.stack_night, clock=self.clock)
 
 
 # --- the APScheduler trigger ----------------------------------------------------------------
+
 
 def test_trigger_uses_the_site_timezone_and_fires_at_the_expected_utc_instant():
     trigger = NightlyTrigger(timezone=TZ, at=TEN)
     assert trigger.timezone == BERLIN
     now = utc(2026, 3, 28, 12, 0).astimezone(BERLIN)
     first = trigger.get_next_fire_time(None, now)
-    assert first == utc(2026, 3, 29, 8, 0)                       # 10:00 CEST
-    assert first.tzinfo == BERLIN                                # the scheduler's own zone
+    assert first == utc(2026, 3, 29, 8, 0)  # 10:00 CEST
+    assert first.tzinfo == BERLIN  # the scheduler's own zone
     # after a fire: the next date, even when asked late (so missed fires can be counted)
     assert trigger.get_next_fire_time(first, utc(2026, 4, 2, 12)) == utc(2026, 3, 30, 8, 0)
 
@@ -134,11 +86,12 @@ def test_trigger_fires_once_per_local_date_for_a_year(at):
     assert [d.date() for d in local] == days
     skipped = {dt.date(2026, 3, 29)} if at == dt.time(2, 30) else set()
     assert all(d.time() == at for d in local if d.date() not in skipped)
-    if skipped:                               # 02:30 does not exist that day: 03:30 CEST
+    if skipped:  # 02:30 does not exist that day: 03:30 CEST
         assert fires[87] == utc(2026, 3, 29, 1, 30)
 
 
 # --- NightlyScheduler with a fake clock ---------------------------------------------------
+
 
 def simulate(site: Site, sched: NightlyScheduler, until: dt.datetime) -> list[dt.datetime]:
     """Fire run_now at every fire time of the scheduler's trigger up to `until`."""
@@ -150,26 +103,33 @@ def simulate(site: Site, sched: NightlyScheduler, until: dt.datetime) -> list[dt
     return fires
 
 
-@pytest.mark.parametrize("first_night, at", [
-    ("2026-05-04", TEN),
-    ("2026-03-25", TEN), ("2026-03-25", dt.time(2, 30)),     # spring forward 2026-03-29
-    ("2026-03-25", dt.time(0, 0)),
-    ("2026-10-21", TEN), ("2026-10-21", dt.time(2, 30)),     # fall back 2026-10-25
-    ("2026-10-21", dt.time(2, 0)), ("2026-10-21", dt.time(0, 0)),
-])
+@pytest.mark.parametrize(
+    "first_night, at",
+    [
+        ("2026-05-04", TEN),
+        ("2026-03-25", TEN),
+        ("2026-03-25", dt.time(2, 30)),  # spring forward 2026-03-29
+        ("2026-03-25", dt.time(0, 0)),
+        ("2026-10-21", TEN),
+        ("2026-10-21", dt.time(2, 30)),  # fall back 2026-10-25
+        ("2026-10-21", dt.time(2, 0)),
+        ("2026-10-21", dt.time(0, 0)),
+    ],
+)
 def test_one_stack_per_night_over_simulated_days(first_night, at):
     nights = night_labels(first_night, 8)
-    clock = FakeClock(dt.datetime.combine(dt.date.fromisoformat(first_night), dt.time(18, 0),
-                                          tzinfo=BERLIN).astimezone(UTC))
-    site = Site([n for n in nights if n != nights[3]], clock, at=at)   # one night clouded out
+    clock = FakeClock(
+        dt.datetime.combine(dt.date.fromisoformat(first_night), dt.time(18, 0), tzinfo=BERLIN).astimezone(UTC)
+    )
+    site = Site([n for n in nights if n != nights[3]], clock, at=at)  # one night clouded out
     sched = site.scheduler()
-    sched.run_now()                                                    # start-up: nothing due yet
+    sched.run_now()  # start-up: nothing due yet
     fires = simulate(site, sched, until=clock.now + dt.timedelta(days=8))
 
-    assert len(fires) == 8                      # one fire per local date
+    assert len(fires) == 8  # one fire per local date
     counts = Counter(night for night, _ in site.calls)
     assert set(counts) == site.nights and set(counts.values()) == {1}
-    for night, when in site.calls:   # stacked on the next local date, at (or just after) `at`
+    for night, when in site.calls:  # stacked on the next local date, at (or just after) `at`
         local = when.astimezone(BERLIN)
         assert local.date() == dt.date.fromisoformat(night) + dt.timedelta(days=1)
         assert when == next_run(when - dt.timedelta(seconds=1), timezone=TZ, at=at)
@@ -179,13 +139,13 @@ def test_one_stack_per_night_over_simulated_days(first_night, at):
 
 def test_catch_up_after_downtime_stacks_every_missed_night_once_and_survives_restarts():
     nights = night_labels("2026-06-01", 6)
-    clock = FakeClock(utc(2026, 6, 2, 8, 0))                 # 10:00 CEST after night 1
+    clock = FakeClock(utc(2026, 6, 2, 8, 0))  # 10:00 CEST after night 1
     site = Site(nights, clock)
     assert site.scheduler().run_now() == ["2026-06-01"]
 
-    clock.now = utc(2026, 6, 6, 15, 0)                       # daemon was down for four days
-    assert site.scheduler().run_now() == nights[1:5]          # a new instance: a restart
-    assert site.scheduler().run_now() == []                   # restarted again the same day
+    clock.now = utc(2026, 6, 6, 15, 0)  # daemon was down for four days
+    assert site.scheduler().run_now() == nights[1:5]  # a new instance: a restart
+    assert site.scheduler().run_now() == []  # restarted again the same day
     clock.now = utc(2026, 6, 7, 8, 0)
     assert site.scheduler().run_now() == ["2026-06-06"]
     assert Counter(n for n, _ in site.calls) == Counter(nights)
@@ -198,22 +158,21 @@ def test_a_failing_night_is_logged_and_the_others_still_stack(caplog):
     with caplog.at_level(logging.ERROR, logger="observd.service.scheduler"):
         assert site.scheduler().run_now() == ["2026-06-01", "2026-06-03", "2026-06-04"]
     assert "2026-06-02" in caplog.text and "no aligned frames" in caplog.text
-    assert [n for n, _ in site.calls].count("2026-06-02") == 1   # not retried in the same run
+    assert [n for n, _ in site.calls].count("2026-06-02") == 1  # not retried in the same run
 
-    site.failing.clear()                                          # fixed: next run retries it
+    site.failing.clear()  # fixed: next run retries it
     assert site.scheduler().run_now() == ["2026-06-02"]
 
 
 def test_a_night_that_becomes_due_during_a_long_catch_up_is_stacked_in_the_same_run():
-    clock = FakeClock(utc(2026, 6, 5, 7, 0))                      # 09:00 CEST: 06-04 not due yet
+    clock = FakeClock(utc(2026, 6, 5, 7, 0))  # 09:00 CEST: 06-04 not due yet
     site = Site(night_labels("2026-06-01", 4), clock)
 
     def slow_stack(night):
         site.stack_night(night)
-        clock.now += dt.timedelta(minutes=30)                     # each stack takes half an hour
+        clock.now += dt.timedelta(minutes=30)  # each stack takes half an hour
 
-    sched = NightlyScheduler(timezone=TZ, at=TEN, due=site.due, stack_night=slow_stack,
-                             clock=clock)
+    sched = NightlyScheduler(timezone=TZ, at=TEN, due=site.due, stack_night=slow_stack, clock=clock)
     assert sched.run_now() == night_labels("2026-06-01", 4)
 
 
@@ -234,7 +193,7 @@ def test_concurrent_runs_never_stack_a_night_twice():
     assert entered.wait(5)
     second = threading.Thread(target=lambda: results.append(sched.run_now()))
     second.start()
-    time.sleep(0.2)                # let the second run reach the lock (or, without one, a night)
+    time.sleep(0.2)  # let the second run reach the lock (or, without one, a night)
     release.set()
     first.join(5)
     second.join(5)
@@ -254,20 +213,22 @@ def test_start_runs_the_catch_up_in_the_background_and_schedules_the_next_night(
         done.set()
 
     sched = NightlyScheduler(
-        timezone=TZ, at=TEN, stack_night=stack_night,
-        due=lambda: nights_due(dt.datetime.now(UTC), timezone=TZ, at=TEN,
-                               nights_with_lights=[missed], stacked=ledger))
+        timezone=TZ,
+        at=TEN,
+        stack_night=stack_night,
+        due=lambda: nights_due(dt.datetime.now(UTC), timezone=TZ, at=TEN, nights_with_lights=[missed], stacked=ledger),
+    )
     sched.start()
     try:
         assert done.wait(10)
-        job = sched._scheduler.get_job("nightly-stacks")   # peek: the options the brief requires
+        job = sched._scheduler.get_job("nightly-stacks")  # peek: the options the brief requires
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
         deadline = time.monotonic() + 5
-        while job.next_run_time <= now and time.monotonic() < deadline:   # rescheduled yet?
+        while job.next_run_time <= now and time.monotonic() < deadline:  # rescheduled yet?
             time.sleep(0.01)
             job = sched._scheduler.get_job("nightly-stacks")
         assert job.next_run_time == next_run(dt.datetime.now(UTC), timezone=TZ, at=TEN)
     finally:
         sched.shutdown()
     assert ledger == {missed}
-    sched.shutdown()                                         # a second shutdown is harmless
+    sched.shutdown()  # a second shutdown is harmless

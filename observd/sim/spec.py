@@ -1,0 +1,115 @@
+"""What a simulated night is made of: `SimSpec` and its targets (SPEC §6), and the seed.
+
+A spec is validated when it is built, so a bad option fails at the command line rather
+than half-way through writing a night. The same spec gives byte-identical files: no
+wall-clock value enters a header, and every random draw comes from
+``seeded(spec.seed, STREAM, index...)``, one stream per purpose (sensor, optics, flats,
+star catalogues, seeing, plan, each frame's noise), so the camera and the star fields stay
+the same when only the plan changes. A new random quantity takes a new stream number
+(appended, never inserted), or every existing night would change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from observd.sim.dialects import DIALECTS
+
+FLAT_TIMES = ("dawn", "dusk")
+
+# Flat exposure per filter (s): narrowband filters pass far less twilight.
+FLAT_EXPTIME = {"L": 1.0, "R": 2.0, "G": 2.0, "B": 3.0, "Ha": 20.0, "OIII": 20.0, "SII": 20.0}
+FLAT_EXPTIME_OTHER = 2.0
+
+# Independent random streams: seeded(seed, STREAM, index...).
+SENSOR, OPTICS, FLAT, CATALOG, SEEING, PLAN, FRAME = range(7)
+
+
+def seeded(*key: int) -> np.random.Generator:
+    """The generator of one stream, e.g. ``seeded(spec.seed, FRAME, frame.index)``."""
+    return np.random.default_rng([*key])
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str = "M42"  # OBJECT
+    filters: tuple[str, ...] = ("L",)
+    n_lights: int = 6  # per filter
+    exptime: float = 60.0
+    n_stars: int = 150
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    seed: int = 1
+    shape: tuple[int, int] = (512, 512)  # (rows, cols) of the data section
+    dialect: str = "nina"  # one of DIALECTS
+    night: str = "2026-11-20"  # local date of the evening
+    timezone: str = "Europe/Berlin"  # site timezone; DATE-OBS written in UTC
+    instrument: str = "SimCam 4000"
+    telescope: str = "SimScope 80/480"
+    n_bias: int = 9
+    n_dark: int = 7  # per (exposure, temperature)
+    dark_exptimes: tuple[float, ...] | None = None  # None = the lights' exposure times
+    dark_temps: tuple[float, ...] = (-10.0,)
+    n_flat: int = 7  # per filter
+    flats_at: str = "dawn"  # 'dawn' (after lights) or 'dusk' (before)
+    targets: tuple[TargetSpec, ...] = (TargetSpec(),)
+    ccd_temp: float = -10.0  # set point; frames jitter +-0.1 degC around it
+    gain: float = 1.5  # e-/ADU
+    gain_setting: int = 100  # CMOS GAIN setting written by nina/asiair
+    offset_setting: int = 50  # CMOS OFFSET setting written by nina/asiair
+    read_noise: float = 8.0  # e-
+    bias_level: float = 1000.0  # ADU
+    dark_current: float = 0.05  # e-/s/pixel at ccd_temp (doubles every 6 degC)
+    hot_pixel_fraction: float = 2e-4
+    sky: float = 200.0  # e-/s/pixel at flat = 1 (a suburban sky)
+    drift: float = 0.7  # px per light (linear drift + random walk)
+    field_rotation: float = 0.02  # degrees per light
+    meridian_flip: bool = True  # second half of each target's lights rotated 180 deg
+    n_clouded: int = 1  # per target: transparency 0.1-0.2, brighter sky
+    n_trailed: int = 1  # per target: stars trailed over 10-15 px
+    cosmic_rays: int = 20  # per 512x512 light (scaled with area)
+    overscan: int = 0  # overscan columns on the right (adds BIASSEC/TRIMSEC)
+    pace: float = 0.0  # seconds between files (wall clock)
+    chunked: bool = False  # write each file in 4 chunks with pauses
+    chunk_delay: float = 0.05
+    temp_names: bool = False  # write 'name.tmp' then rename (like N.I.N.A./SGP)
+    truth: bool = True  # write truth.json + truth.npz in OUTDIR
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.dialect not in DIALECTS:
+            problems.append(f"dialect {self.dialect!r} is not one of {DIALECTS}")
+        if self.flats_at not in FLAT_TIMES:
+            problems.append(f"flats_at {self.flats_at!r} is not one of {FLAT_TIMES}")
+        if len(self.shape) != 2 or min(self.shape) < 16:
+            problems.append(f"shape {self.shape!r} must be (rows, cols), each >= 16")
+        if not self.targets:
+            problems.append("targets is empty")
+        if len({t.name for t in self.targets}) != len(self.targets):
+            problems.append("target names must be unique")
+        if self.gain <= 0 or self.read_noise < 0 or self.overscan < 0:
+            problems.append("gain must be > 0, read_noise and overscan >= 0")
+        try:
+            date.fromisoformat(self.night)
+            ZoneInfo(self.timezone)
+        except (ValueError, KeyError) as exc:
+            problems.append(f"night/timezone: {exc}")
+        if problems:
+            raise ValueError("invalid SimSpec: " + "; ".join(problems))
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """Every filter used by a target, in order of first use (one flat set each)."""
+        return tuple(dict.fromkeys(f for t in self.targets for f in t.filters))
+
+    @property
+    def dark_exposures(self) -> tuple[float, ...]:
+        if self.dark_exptimes is not None:
+            return tuple(self.dark_exptimes)
+        return tuple(dict.fromkeys(t.exptime for t in self.targets))
