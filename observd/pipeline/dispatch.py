@@ -11,6 +11,42 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, wait
+from dataclasses import dataclass
+
+from observd.adapters.catalog import Catalog
+from observd.core.config import Config
+from observd.pipeline.events import Events
+
+Fail = Callable[[int, str, BaseException | str, str], None]  # (file id, path, error, traceback)
+
+
+@dataclass
+class StageContext:
+    """What the reducer's stages work with; one object, so that a new configuration (a reload) or
+    new workers (after a crash) reach every stage at once."""
+
+    config: Config
+    catalog: Catalog
+    events: Events
+    fail: Fail
+    pool: Executor | None
+    clock: Callable[[], float]
+    should_stop: Callable[[], bool]
+
+
+class Stage:
+    """One of the reducer's stages: its `step()` is a pass over the catalog, in `context`."""
+
+    def __init__(self, context: StageContext):
+        self.context = context
+
+    config = property(lambda self: self.context.config)
+    catalog = property(lambda self: self.context.catalog)
+    events = property(lambda self: self.context.events)
+    pool = property(lambda self: self.context.pool)
+
+    def fail(self, file_id: int, path: str, error: BaseException | str, tb: str = "") -> None:
+        self.context.fail(file_id, path, error, tb)
 
 
 class WorkerDied(Exception):

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 
-from observd.adapters.catalog import Catalog, dumps
+from observd.adapters.catalog import dumps
 from observd.adapters.fits_files import image_shape
-from observd.core.config import Config
 from observd.core.layout import light_paths
 from observd.core.master_choice import Selection, select_masters
 from observd.core.measure import judge
@@ -31,32 +29,13 @@ from observd.jobs.light_job import (
     reduce_light,
 )
 from observd.jobs.pool import worker_count
-from observd.pipeline.dispatch import Failure, run_jobs
-from observd.pipeline.events import Events
+from observd.pipeline.dispatch import Failure, Stage, run_jobs
 
 Progress = Callable[[int, int, str], None]
-Fail = Callable[[int, str, BaseException | str, str], None]  # (file id, path, error, traceback)
 
 
-class LightStage:
+class LightStage(Stage):
     """Builds, runs and records light jobs; `step()` is one pass."""
-
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        events: Events,
-        fail: Fail,
-        *,
-        pool: Executor | None,
-        should_stop: Callable[[], bool],
-    ):
-        self.config = config
-        self.catalog = catalog
-        self.events = events
-        self.fail = fail
-        self.pool = pool
-        self.should_stop = should_stop
 
     def step(self, *, final: bool, progress: Progress | None = None) -> int:
         """One pass over the catalog's lights; returns the number of jobs run."""
@@ -65,7 +44,9 @@ class LightStage:
         align_jobs = self._align_jobs(rows, references, final)  # may choose new references
         tasks = [(reduce_light, job) for job in self._light_jobs(rows, references, final)]
         tasks += [(align_calibrated, job) for job in align_jobs]
-        outcomes = run_jobs(self.pool, tasks, window=self.config.daemon.queue_size, should_stop=self.should_stop)
+        outcomes = run_jobs(
+            self.pool, tasks, window=self.config.daemon.queue_size, should_stop=self.context.should_stop
+        )
         for n, (job, outcome) in enumerate(outcomes, start=1):
             if isinstance(job, LightJob):
                 self._record_light(job, outcome)

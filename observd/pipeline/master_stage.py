@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from observd.adapters.catalog import Catalog
-from observd.core.config import Config
 from observd.core.frames import CALIBRATION_TYPES
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
@@ -31,30 +28,11 @@ from observd.jobs.master_job import (
     finish_master,
 )
 from observd.jobs.pool import worker_count
-from observd.pipeline.events import Events
-
-Fail = Callable[[int, str, BaseException | str, str], None]  # (file id, path, error, traceback)
+from observd.pipeline.dispatch import Stage
 
 
-class MasterStage:
+class MasterStage(Stage):
     """Plans, builds and records masters; `step()` is one pass."""
-
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        events: Events,
-        fail: Fail,
-        *,
-        pool: Executor | None,
-        clock: Callable[[], float],
-    ):
-        self.config = config
-        self.catalog = catalog
-        self.events = events
-        self.fail = fail
-        self.pool = pool
-        self.clock = clock
 
     def step(self, *, final: bool, force: bool = False) -> int:
         """Build every ready group's master; returns the number of groups acted on."""
@@ -70,7 +48,7 @@ class MasterStage:
                     masters,
                     inputs,
                     self.config,
-                    now=self.clock(),
+                    now=self.context.clock(),
                     final=final,
                     force=force,
                 )

@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from observd.adapters.catalog import Catalog
 from observd.core.config import Config
 from observd.jobs.pool import warm_up, worker_count
+from observd.pipeline.dispatch import StageContext
 from observd.pipeline.events import Events
 from observd.pipeline.light_stage import LightStage, Progress
 from observd.pipeline.master_stage import MasterStage
@@ -46,25 +47,26 @@ class Reducer:
         self.clock = clock
         self.events = events or Events(catalog, log)
         self.should_stop = should_stop
-        self._masters = MasterStage(config, catalog, self.events, self.fail, pool=pool, clock=clock)
-        self._lights = LightStage(config, catalog, self.events, self.fail, pool=pool, should_stop=should_stop)
+        self._context = StageContext(config, catalog, self.events, self.fail, pool, clock, should_stop)
+        self._masters = MasterStage(self._context)
+        self._lights = LightStage(self._context)
         self._warmed = False
 
     @property
     def config(self) -> Config:
-        return self._masters.config
+        return self._context.config
 
     @config.setter
     def config(self, config: Config) -> None:
-        self._masters.config = self._lights.config = config
+        self._context.config = config
 
     @property
     def pool(self) -> Executor | None:
-        return self._masters.pool
+        return self._context.pool
 
     @pool.setter
     def pool(self, pool: Executor | None) -> None:
-        self._masters.pool = self._lights.pool = pool
+        self._context.pool = pool
 
     def warm_up(self) -> None:
         """Start the pool's workers now, in the background (a no-op without a pool or once started)."""
