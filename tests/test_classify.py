@@ -404,7 +404,6 @@ def test_filter_keyword_wins_over_wheels_unless_empty():
 def test_binning(cards, expected):
     result = classify(header(**cards), "x.fits")
     assert (result.xbin, result.ybin) == expected
-    assert result.binning == f"{expected[0]}x{expected[1]}"
 
 
 def test_shape_and_saturation_from_bitpix_and_bzero():

@@ -21,7 +21,6 @@ from observd.adapters.fits_files import (
     read_planes,
     sha256_file,
     write_atomic,
-    write_bytes_atomic,
     write_with,
 )
 
@@ -117,7 +116,7 @@ def test_the_data_is_synced_before_the_rename_and_the_folder_after(tmp_path, mon
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    write_bytes_atomic(path, b"png bytes")
+    write_with(path, lambda fh: fh.write(b"png bytes"))
     assert events == ["fsync file", "rename", "fsync folder"]
     assert path.read_bytes() == b"png bytes"
 

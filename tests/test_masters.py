@@ -13,6 +13,7 @@ from astropy.stats import sigma_clip
 from support import gunzip_set, ingest_into, require_real_data
 
 from observd.cli.reports import pending_groups, status_report
+from observd.core.config import MastersConfig
 from observd.pipeline.batch import ingest
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night
@@ -235,7 +236,7 @@ def test_ignore_keys_merges_frames_whose_instrument_name_varies(tmp_path):
 @pytest.mark.parametrize("compressed", [False, True])
 def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_path, compressed):
     from observd.adapters.fits_rows import sample_rows
-    from observd.jobs.master_job import SAMPLE_STRIDE, FrameRef, MasterSettings, pixel_problem
+    from observd.jobs.master_job import SAMPLE_STRIDE, FrameRef, MasterSettings, check_frames
 
     data = (np.arange(64 * 64).reshape(64, 64) % 60000 + 100).astype(np.uint16)
     data[:8] = 65535  # 12.5 % of the rows at full scale
@@ -246,7 +247,8 @@ def test_pixel_checks_sample_scaled_values_from_plain_and_compressed_files(tmp_p
     sample, floating = sample_rows(path, hdu, SAMPLE_STRIDE)
     assert not floating and np.array_equal(sample, data[::4].astype(np.float32))
     frame = FrameRef(1, str(path), hdu, 0.0, -10.0, 65535.0, None)
-    assert "12.5% of pixels at full scale" in pixel_problem(frame, "bias", MasterSettings())
+    excluded, _ = check_frames([frame], "bias", MasterSettings.for_kind("bias", MastersConfig(), workers=1))
+    assert "12.5% of pixels at full scale" in excluded[1]
 
 
 def test_darks_are_combined_once_beside_the_bias_being_built(tmp_path, monkeypatch):

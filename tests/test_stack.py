@@ -20,8 +20,9 @@ from support import make_config
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus
+from observd.core.stack_plan import StackGroup, frame_weights, plan_stacks, rejection_for
 from observd.pipeline.batch import ingest
-from observd.pipeline.stacking import StackGroup, frame_weights, plan_stacks, rejection_for, stack_frames, stack_night
+from observd.pipeline.stacking import stack_frames, stack_night
 from observd.sim import scene as sim_scene
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night

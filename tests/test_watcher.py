@@ -262,13 +262,30 @@ def test_polling_mode_uses_settling(watch):
     assert watcher.alive()
 
 
-def test_incomplete_file_that_stops_changing_is_reported_as_stalled(watch):
-    rec, _, root = watch(settle_seconds=0.1, stall_seconds=0.3)
-    page = root / "download.fits"
+def test_incomplete_file_that_stops_changing_is_reported_as_stalled(tmp_path):
+    """Scripted: the writer's close event is fed in and time is an injected clock."""
+    now = [100.0]
+    rec = Recorder()
+    watcher = FolderWatcher(
+        tmp_path,
+        WatchConfig(settle_seconds=0.1),
+        rec.on_ready,
+        rec.on_rescan,
+        clock=lambda: now[0],
+        on_stalled=rec.on_stalled,
+        stall_seconds=0.3,
+    )
+    page = tmp_path / "download.fits"
     page.write_text("<!DOCTYPE html>\n<html>404</html>\n")
-
-    assert rec.wait(lambda: rec.stalled)
-    rec.settle(0.3)
+    watcher._handler.dispatch(FileClosedEvent(str(page)))
+    assert rec.stalled == []  # written, but not unchanged for the stall time yet
+    now[0] += 0.29
+    watcher.poll()
+    assert rec.stalled == []
+    now[0] += 0.01
+    watcher.poll()
+    now[0] += 5.0
+    watcher.poll()  # reported once, not again
     assert rec.stalled == [(page, "not a FITS file: starts with '<!DOCTYPE html>'")]
     assert rec.ready == []
 

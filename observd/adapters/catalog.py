@@ -28,8 +28,6 @@ import sqlite_utils
 
 from observd.core.frames import FrameInfo
 
-SCHEMA_VERSION = 1
-
 # States a file row can be in. Everything not processed carries a reason.
 STATES = (
     "pending",  # seen, not yet complete or not yet read
@@ -292,6 +290,9 @@ class Catalog:
             return file_id, True
 
     def update_file(self, file_id: int, **fields) -> None:
+        """Change a file row's fields; a state must be one of `STATES`."""
+        if "state" in fields and fields["state"] not in STATES:
+            raise ValueError(f"not a file state: {fields['state']!r}")
         fields["updated"] = utcnow()
         with self.db.atomic():
             self.db["files"].update(file_id, fields)

@@ -154,11 +154,6 @@ def write_atomic(path: Path, hdul: fits.HDUList, *, cache: bool = True) -> Path:
     return write_with(path, write, cache=cache)
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> Path:
-    """Same guarantee for non-FITS outputs (PNG previews)."""
-    return write_with(path, lambda fh: fh.write(payload))
-
-
 def write_with(path: Path, write: Callable[[BinaryIO], object], *, cache: bool = True) -> Path:
     """Temp file in the destination folder (a dotfile, so watchers ignore it), fsync, rename.
 

@@ -282,6 +282,24 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{src}: [masters] {key} = {getattr(config.masters, key)!r}: expected an integer >= 1")
 
 
+RESTART_ONLY = ("[paths]", "[daemon] workers")
+"""What a running daemon cannot change on a reload: the folders it watches and writes, its pool."""
+
+
+def merge_reload(running: Config, loaded: Config) -> tuple[Config, list[str]]:
+    """The configuration a reload takes: `loaded`, but with the running [paths] and [daemon]
+    workers; and the names of those that changed in the file (they need a restart)."""
+    changed = [
+        name
+        for name, differs in zip(
+            RESTART_ONLY, (loaded.paths != running.paths, loaded.daemon.workers != running.daemon.workers)
+        )
+        if differs
+    ]
+    daemon = dataclasses.replace(loaded.daemon, workers=running.daemon.workers)
+    return dataclasses.replace(loaded, paths=running.paths, daemon=daemon), changed
+
+
 def stack_time(stack: StackConfig) -> dt.time:
     """The local time of the nightly stack job."""
     return dt.time.fromisoformat(stack.at)

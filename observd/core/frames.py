@@ -51,12 +51,27 @@ class FrameInfo:
             return None
         return (self.naxis2, self.naxis1)
 
-    @property
-    def binning(self) -> str:
-        return f"{self.xbin}x{self.ybin}"
-
     def to_record(self) -> dict:
         """Flat dict for the catalog (datetime as ISO-8601 UTC string)."""
         rec = asdict(self)
         rec["date_obs"] = self.date_obs.isoformat() if self.date_obs else None
         return rec
+
+
+@dataclass(frozen=True)
+class MasterFile:
+    """A master calibration a job uses: which file, and what the job needs to know of it."""
+
+    id: int
+    path: str
+    kind: str
+    version: int
+    exptime: float | None = None
+    includes_bias: bool = False  # a dark that still holds the bias level
+
+    @classmethod
+    def from_row(cls, row: dict | None) -> MasterFile | None:
+        """From a catalog `masters` row (None stays None)."""
+        if row is None:
+            return None
+        return cls(row["id"], row["path"], row["type"], row["version"], row["exptime"], bool(row["includes_bias"]))

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from observd.core.config import Config
+from observd.core.config import Config, MastersConfig
 from observd.core.frames import CALIBRATION_TYPES
 
 # states of calibration frames that are (re)considered for a master; 'excluded' frames are
@@ -35,8 +35,9 @@ class GroupPlan:
     message: str = ""  # for status: why there is no (new) master yet
 
 
-def min_frames(kind: str, config: Config) -> int:
-    return {"bias": config.masters.min_bias, "dark": config.masters.min_dark, "flat": config.masters.min_flat}[kind]
+def min_frames(kind: str, masters: MastersConfig) -> int:
+    """How many eligible frames a `kind` master needs."""
+    return {"bias": masters.min_bias, "dark": masters.min_dark, "flat": masters.min_flat}[kind]
 
 
 def _set_point(rows: list[dict]) -> tuple[float | None, str]:
@@ -76,7 +77,7 @@ def plan_group(
             )
         else:
             eligible.append(row)
-    need = min_frames(kind, config)
+    need = min_frames(kind, config.masters)
     ids = {r["id"] for r in eligible}
     if len(eligible) < need:
         return GroupPlan(
@@ -140,7 +141,7 @@ def calibration_groups(
             "type": p.kind,
             "group": p.group_key,
             "eligible": len(p.eligible),
-            "needed": min_frames(p.kind, config),
+            "needed": min_frames(p.kind, config.masters),
             "message": p.message,
         }
         for p in plan_masters(frames, masters, master_inputs, config, now=now, final=False)

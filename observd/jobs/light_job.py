@@ -19,15 +19,8 @@ from observd import __version__
 from observd.adapters.fits_files import image_hdus, read_image_and_header, read_planes, write_atomic
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate
+from observd.core.frames import MasterFile
 from observd.core.measure import Measurement, Stars, judge, measure
-
-
-@dataclass(frozen=True)
-class MasterUse:
-    id: int
-    path: str
-    version: int
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -52,9 +45,9 @@ class LightJob:
     hdu: int
     calibrated_path: str
     aligned_path: str
-    bias: MasterUse | None = None
-    dark: MasterUse | None = None
-    flat: MasterUse | None = None
+    bias: MasterFile | None = None
+    dark: MasterFile | None = None
+    flat: MasterFile | None = None
     dark_scale: float = 1.0
     gain: float | None = None
     read_noise: float | None = None
@@ -109,7 +102,7 @@ def _master_plane(path: str) -> Plane:
     return Plane(planes.data, planes.uncertainty, None if planes.mask is None else planes.mask.astype(bool))
 
 
-def _plane(use: MasterUse | None) -> Plane | None:
+def _plane(use: MasterFile | None) -> Plane | None:
     return None if use is None else _master_plane(use.path)
 
 

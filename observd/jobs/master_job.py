@@ -31,7 +31,9 @@ from observd.adapters.fits_files import image_hdus, read_image, read_planes, wri
 from observd.adapters.fits_rows import FitsSource, sample_rows
 from observd.core.calibrate import overscan_model
 from observd.core.combine import Combined
-from observd.core.master_plan import DATA_EXCLUSION_PREFIX
+from observd.core.config import MastersConfig
+from observd.core.frames import MasterFile
+from observd.core.master_plan import DATA_EXCLUSION_PREFIX, min_frames
 from observd.jobs.pool import offload, outcome
 from observd.jobs.shares import combine_in_pool
 
@@ -49,26 +51,38 @@ class FrameRef:
 
 
 @dataclass(frozen=True)
-class MasterRef:
-    id: int
-    path: str
-    exptime: float | None = None
-    includes_bias: bool = False
-
-
-@dataclass(frozen=True)
 class MasterSettings:
-    method: str = "median"
-    rejection: str = "sigclip"
-    sigma: float = 3.0
-    memory_limit: int = 1 << 30
-    saturation_fraction: float = 0.01
-    flat_min_level: float = 0.05
-    flat_max_level: float = 0.80
-    hot_pixel_sigma: float = 5.0
-    weak_pixel_level: float = 0.5
-    min_frames: int = 1
-    workers: int | None = None
+    """A group's `[masters]` settings as its job needs them (`for_kind`); the defaults live in
+    `MastersConfig` only."""
+
+    method: str
+    rejection: str
+    sigma: float
+    memory_limit: int  # bytes
+    saturation_fraction: float
+    flat_min_level: float
+    flat_max_level: float
+    hot_pixel_sigma: float
+    weak_pixel_level: float
+    min_frames: int
+    workers: int | None
+
+    @classmethod
+    def for_kind(cls, kind: str, masters: MastersConfig, workers: int | None) -> MasterSettings:
+        """The settings of a `kind` master: flats have their own combination method."""
+        return cls(
+            method=masters.flat_method if kind == "flat" else masters.method,
+            rejection=masters.rejection,
+            sigma=masters.sigma,
+            memory_limit=masters.memory_limit_mb << 20,
+            saturation_fraction=masters.saturation_fraction,
+            flat_min_level=masters.flat_min_level,
+            flat_max_level=masters.flat_max_level,
+            hot_pixel_sigma=masters.hot_pixel_sigma,
+            weak_pixel_level=masters.weak_pixel_level,
+            min_frames=min_frames(kind, masters),
+            workers=workers,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,8 +94,8 @@ class MasterJob:
     output: str
     settings: MasterSettings
     header: dict = field(default_factory=dict)  # provenance cards: INSTRUME, FILTER, XBINNING...
-    bias: MasterRef | None = None  # subtracted from darks and flats
-    dark: MasterRef | None = None  # subtracted (scaled) from flats
+    bias: MasterFile | None = None  # subtracted from darks and flats
+    dark: MasterFile | None = None  # subtracted (scaled) from flats
     includes_bias: bool = False  # a dark master built without bias subtraction
 
 
@@ -102,9 +116,10 @@ full median's cost, on a sample still large enough to give nearly the same media
 
 
 @dataclass(frozen=True)
-class Combination:
-    """`combine_master`'s result: the frames used, those excluded (id -> reason), and their
-    combination (None, with `message`, when too few frames passed the pixel checks)."""
+class MasterDraft:
+    """A master before it is finished (`combine_master`'s result): the frames used, those excluded
+    (id -> reason), and their combination (None, with `message`, when too few frames passed the
+    pixel checks)."""
 
     used: tuple[FrameRef, ...]
     excluded: dict[int, str]
@@ -112,17 +127,10 @@ class Combination:
     message: str = ""
 
 
-def pixel_problem(frame: FrameRef, kind: str, s: MasterSettings) -> str | None:
-    """Why a raw calibration frame's pixels make it unusable, or None.
-
-    Integer data cannot hold NaN, so for it a quarter of the rows is enough to judge
-    saturation and flat level; float data is scanned whole for NaN/inf.
-    """
-    return _check_frame(frame, kind, s)[0]
-
-
 def _sample_problem(frame: FrameRef, kind: str, s: MasterSettings, sample: np.ndarray, floating: bool) -> str | None:
-    """`pixel_problem`, judged on the frame's row sample (every SAMPLE_STRIDE-th row)."""
+    """Why a raw calibration frame's pixels make it unusable, or None, judged on its row sample
+    (every SAMPLE_STRIDE-th row). Integer data cannot hold NaN, so for it the sample is enough to
+    judge saturation and flat level; float data is scanned whole for NaN/inf."""
     full_scale = frame.saturation or 65535.0
     if floating:
         bad = np.count_nonzero(~np.isfinite(read_image(Path(frame.path), frame.hdu)))
@@ -149,7 +157,7 @@ def _sample_problem(frame: FrameRef, kind: str, s: MasterSettings, sample: np.nd
     return None
 
 
-def _load_master(ref: MasterRef | None) -> np.ndarray | None:
+def _load_master(ref: MasterFile | None) -> np.ndarray | None:
     return None if ref is None else _master_data(ref.path)
 
 
@@ -235,14 +243,14 @@ def build_master(job: MasterJob, executor: Executor | None = None) -> MasterResu
     return finish_master(job, combine_master(job, executor))
 
 
-def combine_master(job: MasterJob, executor: Executor | None = None) -> Combination:
+def combine_master(job: MasterJob, executor: Executor | None = None) -> MasterDraft:
     """The pixel checks, then the combination of the usable frames: flats bias- and
     dark-subtracted and normalised, darks and biases as they are (module docstring)."""
     s = job.settings
     excluded, grids = check_frames(job.frames, job.kind, s, executor)
     usable = [f for f in job.frames if f.id not in excluded]
     if len(usable) < s.min_frames:
-        return Combination(
+        return MasterDraft(
             (), excluded, None, message=f"only {len(usable)} usable frame(s) after pixel checks, needs {s.min_frames}"
         )
     bias = dark = None
@@ -260,10 +268,10 @@ def combine_master(job: MasterJob, executor: Executor | None = None) -> Combinat
         sigma_low=s.sigma,
         sigma_high=s.sigma,
     )
-    return Combination(tuple(usable), excluded, combined)
+    return MasterDraft(tuple(usable), excluded, combined)
 
 
-def finish_master(job: MasterJob, combination: Combination) -> MasterResult:
+def finish_master(job: MasterJob, combination: MasterDraft) -> MasterResult:
     """Subtract the bias from a dark, normalise a flat to 1, derive the bad-pixel mask, write."""
     if combination.combined is None:
         return MasterResult(None, (), combination.excluded, message=combination.message)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from observd.adapters.catalog import dumps
 from observd.adapters.fits_files import image_shape
+from observd.core.frames import MasterFile
 from observd.core.layout import light_paths
 from observd.core.master_choice import Selection, select_masters
 from observd.core.measure import judge
@@ -23,7 +24,6 @@ from observd.jobs.light_job import (
     AlignResult,
     LightJob,
     LightResult,
-    MasterUse,
     Reference,
     align_calibrated,
     reduce_light,
@@ -102,9 +102,9 @@ class LightStage(Stage):
             hdu=row["hdu_index"] or 0,
             calibrated_path=str(paths.calibrated),
             aligned_path=str(paths.aligned),
-            bias=_use(selection.bias),
-            dark=_use(selection.dark),
-            flat=_use(selection.flat),
+            bias=MasterFile.from_row(selection.bias),
+            dark=MasterFile.from_row(selection.dark),
+            flat=MasterFile.from_row(selection.flat),
             dark_scale=selection.dark_scale,
             gain=gain,
             read_noise=read_noise if gain else None,
@@ -246,10 +246,6 @@ def _align_fields(result: AlignResult, reference: Reference) -> dict:
         "n_matches": result.n_matches,
         "aligned_path": result.aligned_path,
     }
-
-
-def _use(row: dict | None) -> MasterUse | None:
-    return None if row is None else MasterUse(row["id"], row["path"], row["version"], row["type"])
 
 
 def _reference(row: dict) -> Reference:

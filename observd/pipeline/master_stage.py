@@ -13,14 +13,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from observd.core.frames import CALIBRATION_TYPES
+from observd.core.frames import CALIBRATION_TYPES, MasterFile
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
-from observd.core.master_plan import GroupPlan, min_frames, plan_masters
+from observd.core.master_plan import GroupPlan, plan_masters
 from observd.jobs.master_job import (
     FrameRef,
     MasterJob,
-    MasterRef,
     MasterSettings,
     build_master,
     change_flag,
@@ -148,8 +147,8 @@ class MasterStage(Stage):
             version=version,
             output=str(output),
             header=header,
-            bias=_master_ref(chosen.bias),
-            dark=_master_ref(chosen.dark),
+            bias=MasterFile.from_row(chosen.bias),
+            dark=MasterFile.from_row(chosen.dark),
             includes_bias=chosen.includes_bias,
         ), ""
 
@@ -166,21 +165,7 @@ class MasterStage(Stage):
     def _frames_job(self, plan: GroupPlan) -> MasterJob:
         """A master job with the group's frames and settings only: enough to combine darks and
         biases (`combine_master`); `_master_job` completes it."""
-        c = self.config.masters
-        method = c.flat_method if plan.kind == "flat" else c.method
-        settings = MasterSettings(
-            method=method,
-            rejection=c.rejection,
-            sigma=c.sigma,
-            memory_limit=c.memory_limit_mb << 20,
-            saturation_fraction=c.saturation_fraction,
-            flat_min_level=c.flat_min_level,
-            flat_max_level=c.flat_max_level,
-            hot_pixel_sigma=c.hot_pixel_sigma,
-            weak_pixel_level=c.weak_pixel_level,
-            min_frames=min_frames(plan.kind, self.config),
-            workers=worker_count(self.config),
-        )
+        settings = MasterSettings.for_kind(plan.kind, self.config.masters, worker_count(self.config))
         frames = tuple(
             FrameRef(
                 r["id"],
@@ -228,7 +213,3 @@ def master_record(plan: GroupPlan, job: MasterJob, used: list[dict], result, fla
         "n_bad_pixels": result.n_bad_pixels,
         "flag": flag,
     }
-
-
-def _master_ref(row: dict | None) -> MasterRef | None:
-    return None if row is None else MasterRef(row["id"], row["path"], row["exptime"], bool(row["includes_bias"]))

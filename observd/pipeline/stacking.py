@@ -55,21 +55,13 @@ from observd.adapters.fits_files import image_hdus, write_atomic
 from observd.adapters.fits_rows import FitsSource, MaskedOffset, mask_hdu
 from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
-from observd.core.layout import slug
+from observd.core.layout import stack_stem
 from observd.core.measure import measure
+from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 
-__all__ = [
-    "StackProduct",
-    "StackGroup",
-    "StackError",
-    "plan_stacks",
-    "frame_weights",
-    "rejection_for",
-    "stack_frames",
-    "stack_night",
-]
+__all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
 
 
 class StackError(Exception):
@@ -89,131 +81,6 @@ class StackProduct:
     reference: str | None
     noise: float
     input_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class StackGroup:
-    """The frames of one product, in time order, and how they are combined."""
-
-    night: str
-    object: str | None
-    filter: str | None
-    rows: tuple[dict, ...]  # catalog rows of the aligned lights
-    reference: dict | None  # the night/target alignment reference row (maybe another filter)
-
-    @property
-    def paths(self) -> list[Path]:
-        return [Path(r["aligned_path"]) for r in self.rows]
-
-    @property
-    def total_exptime(self) -> float:
-        return float(sum(r["exptime"] or 0.0 for r in self.rows))
-
-    def background_level(self) -> float:
-        """The level every frame's background is shifted to (module docstring)."""
-        if self.reference is not None and any(r["id"] == self.reference["id"] for r in self.rows):
-            return float(self.reference["background"])
-        return float(np.median([r["background"] for r in self.rows]))
-
-    def offsets(self) -> list[float]:
-        level = self.background_level()
-        return [level - float(r["background"]) for r in self.rows]
-
-
-# ------------------------------------------------------------------------------------ pure core
-
-
-def plan_stacks(
-    rows: Sequence[dict],
-    references: dict[int, dict],
-    *,
-    night: str,
-    min_frames: int,
-    object: str | None = None,
-    filter: str | None = None,
-) -> list[StackGroup]:
-    """Group a night's light rows into products: aligned frames only, ≥ `min_frames` per group.
-
-    `references` maps file id -> row for the alignment references the rows point at.
-    """
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row["frame_type"] != "light" or row["state"] != "aligned" or not row["aligned_path"]:
-            continue
-        if (
-            row["night"] != night
-            or (object is not None and row["object"] != object)
-            or (filter is not None and row["filter"] != filter)
-        ):
-            continue
-        groups.setdefault((row["object"], row["filter"]), []).append(row)
-    plans = []
-    for (obj, filt), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
-        if len(members) < max(1, min_frames):
-            continue
-        members.sort(key=lambda r: (r["date_obs"] or "", r["path"]))
-        ref_id = members[0]["reference_id"]
-        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id)))
-    return plans
-
-
-WEIGHTINGS = {"noise": "1/noise^2", "noise_fwhm": "1/(noise*FWHM)^2", "equal": "equal"}
-"""Each `[stack] weighting` and the formula the product's HISTORY gives for it."""
-
-
-def frame_weights(
-    noises: Sequence[float | None], fwhms: Sequence[float | None] | None = None, *, weighting: str = "noise"
-) -> np.ndarray:
-    """The frames' weights, normalised to sum 1 (module docstring: ``[stack] weighting``).
-
-    "noise": 1/noise²; "noise_fwhm": 1/(noise·FWHM)² (`fwhms` needed); "equal": 1. A frame
-    whose noise or FWHM is unmeasured gets the median of the others'."""
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
-    w = np.ones(len(noises))
-    if weighting != "equal":
-        w /= _filled(noises) ** 2
-    if weighting == "noise_fwhm":
-        if fwhms is None or len(fwhms) != len(noises):
-            raise ValueError("noise_fwhm weighting needs one FWHM per frame")
-        w /= _filled(fwhms) ** 2
-    return w / w.sum()
-
-
-def _filled(values: Sequence[float | None]) -> np.ndarray:
-    """`values` as floats, the unmeasured (None, NaN, ≤ 0) replaced by the median of the rest."""
-    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
-    usable = np.isfinite(v) & (v > 0)
-    return np.where(usable, v, float(np.median(v[usable])) if usable.any() else 1.0)
-
-
-SIGCLIP_MARGIN = 1.2
-"""Sigma clipping is only trusted when a lone outlier would stand this many times `sigma` out."""
-
-
-def rejection_for(configured: str, n_frames: int, small_n: int, sigma: float = 3.0) -> str:
-    """Sigma clipping becomes winsorized clipping for small stacks.
-
-    A single outlier D above N-1 equal values has a population std of D·sqrt(N-1)/N, so it
-    lies only N/sqrt(N-1) std from the median: with sigma = 3 plain clipping cannot reject a
-    cosmic ray in fewer than 9 frames and does so reliably (with noise) only from about 12.
-    Winsorized clipping is therefore used up to max(`small_n`, that limit).
-    """
-    if configured != "sigclip":
-        return configured
-    n_min = next(n for n in range(3, 10_000) if n / np.sqrt(n - 1) >= SIGCLIP_MARGIN * sigma)
-    return "winsorized" if n_frames <= max(small_n, n_min - 1) else "sigclip"
-
-
-def format_exposure(seconds: float) -> str:
-    """'45 s', '12.5 min', '2 h 05 min': what an observer says about integration time."""
-    if seconds < 120:
-        return f"{seconds:g} s"
-    minutes = seconds / 60.0
-    if minutes < 120:
-        return f"{minutes:.1f} min".replace(".0 min", " min")
-    hours, rest = divmod(round(minutes), 60)
-    return f"{hours} h {rest:02d} min"
 
 
 def stack_header(
@@ -260,9 +127,6 @@ def stack_header(
         "masked and out-of-footprint pixels ignored"
     )
     return h
-
-
-# ------------------------------------------------------------------------------------ I/O
 
 
 def stack_frames(
@@ -396,8 +260,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         offsets=group.offsets(),
         executor=pool,
     )
-    stem = f"{slug(group.object, 'unknown')}_{slug(group.filter, 'nofilter')}"
-    folder = config.paths.output / group.night / "stacks"
+    stem = stack_stem(config.paths.output, group.night, group.object, group.filter)
     title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
     lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
     empty = count == 0
@@ -405,7 +268,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     # matplotlib, SEP and scipy loaded: this process need not import them) while this process
     # writes; without a pool, the pictures are drawn in a thread (numpy, zlib and the writes
     # release the GIL). What a broken pool cannot do is done here.
-    pictures_job = (call, "observd.adapters.previews:write_pictures", data, folder / stem, title, lines)
+    pictures_job = (call, "observd.adapters.previews:write_pictures", data, stem, title, lines)
     with ThreadPoolExecutor(max_workers=1) as drawing:
         pictures = offload(pool or drawing, *pictures_job)
         measured = offload(pool, measure, data, mask=empty)
@@ -421,7 +284,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
             fwhm=quality.fwhm,
         )
         path = write_atomic(
-            folder / f"{stem}.fits", image_hdus(data, header, uncertainty=unc, mask=empty), cache=False
+            stem.with_name(f"{stem.name}.fits"), image_hdus(data, header, uncertainty=unc, mask=empty), cache=False
         )  # observd does not read it again
         preview, thumb = outcome(pictures, *pictures_job)
     return StackProduct(

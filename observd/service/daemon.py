@@ -18,43 +18,35 @@ the next start, exactly as after a SIGKILL.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import queue
-import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.config_file import load_config
 from observd.adapters.watcher import STALL_SECONDS, FolderWatcher
-from observd.core.config import Config, ConfigError, stack_time
-from observd.core.nights import nights_due
+from observd.core.config import Config, ConfigError, merge_reload
 from observd.jobs.pool import worker_pool
 from observd.pipeline.events import Events
 from observd.pipeline.reducer import Reducer
 from observd.service.announcer import Announcer
 from observd.service.arrivals import Arrivals, remove_stale_temporaries
-from observd.service.health import HANG_LIMIT, STACK_HANG_LIMIT, Health
-from observd.service.scheduler import NightlyScheduler
+from observd.service.health import HANG_LIMIT, Health
+from observd.service.nightly_stacks import NightlyStacks
 from observd.service.sdnotify import Notifier
+from observd.service.signals import STOP_TIMEOUT, StopSignals
 from observd.service.status_log import StatusLog
+from observd.service.timers import LoopTimers
 
 __all__ = ["Daemon", "STOP_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 25.0  # s after SIGTERM before a hung shutdown exits anyway (systemd's default is 90)
 TICK = 1.0  # s between loop iterations when nothing arrives (watcher.poll cadence)
-ADVANCE_INTERVAL = 5.0  # s between reduction passes while calibration groups may be settling
-RETRY_INTERVAL = 10.0  # s between looks for failed frames whose back-off expired
-STATUS_INTERVAL = 5.0  # s, at most one systemd STATUS= update this often
 MAX_ERROR_BACKOFF = 60.0  # s, cap of the pause after repeated unexpected loop errors
 
 
@@ -95,14 +87,14 @@ class Daemon:
         self.stall_seconds = stall_seconds
         self.stop_timeout = stop_timeout
         self.tick = tick
-        self._stack_night = stack_night or (
-            lambda config, catalog, night: (  # the workers share the stacking
-                _default_stack_night(config, catalog, night, pool=self._pool)
-            )
-        )
         self._pool_factory = pool_factory
         self.health = Health(
             self.notifier, lambda: self.watcher is not None and self.watcher.alive(), hang_limit=hang_limit
+        )
+        self.nightly = NightlyStacks(
+            stack_night or (lambda c, catalog, night: _default_stack_night(c, catalog, night, pool=self._pool)),
+            self.health,
+            lambda: self._wake.set(),
         )
         self.catalog: Catalog | None = None
         self.events: Events | None = None
@@ -112,17 +104,13 @@ class Daemon:
         self.status_log: StatusLog | None = None
         self._announcer: Announcer | None = None
         self._pool: Executor | None = None
-        self._scheduler: NightlyScheduler | None = None
         # hints from other threads, consumed by the main loop
-        self._stack_requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._rescan_reason: str | None = None
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        # main-loop timers (monotonic)
-        self._next_rescan = self._next_retry = self._next_advance = self._next_status = 0.0
-        self._settling_until = 0.0
+        self.timers = LoopTimers()
         self._errors = 0
         self._carried = 0  # new content catalogued during a reduction pass
         self._resume = True  # one pass at start-up: redo work a crash interrupted
@@ -131,19 +119,20 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads the configuration. Returns the exit code (0)."""
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
-        try:
+        signals = StopSignals(
+            request_stop=self.request_stop,
+            request_reload=self.request_reload,
+            stopping=self._stop.is_set,
+            stopped=self._stopped.is_set,
+            processes=lambda: list(getattr(self._pool, "_processes", {}).values()),  # CPython internal
+            timeout=self.stop_timeout,
+        )
+        with signals.installed():
             self.start()
             try:
                 self.serve()
             finally:
                 self.shutdown()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         return 0
 
     def request_stop(self) -> None:
@@ -154,31 +143,6 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
         self._wake.set()
-
-    def _on_stop_signal(self, signum, frame) -> None:
-        # Only flags and a timer here: the handler may interrupt a catalog transaction.
-        if not self._stop.is_set():
-            timer = threading.Timer(self.stop_timeout, self._force_exit)
-            timer.daemon = True
-            timer.start()
-        self.request_stop()
-
-    def _force_exit(self) -> None:
-        """Shutdown is stuck (a hung worker): what SIGKILL would do, but logged and with exit 0."""
-        if self._stopped.is_set():
-            return
-        log.error(
-            "in-flight work did not finish within %.0f s of the stop request; exiting now, "
-            "it will be redone at the next start",
-            self.stop_timeout,
-        )
-        for process in list(getattr(self._pool, "_processes", {}).values()):  # CPython internal, best effort
-            try:
-                process.kill()
-            except (OSError, AttributeError):
-                pass
-        logging.shutdown()
-        os._exit(0)
 
     def start(self) -> None:
         """Open the catalog, start the pool and the watcher, scan what arrived while down, say READY."""
@@ -209,7 +173,7 @@ class Daemon:
         self.notifier.ready()  # READY once watching and the start-up scan is under way
         self._announcer = Announcer(self.catalog, self.status_log, self.notifier, config.site.timezone)
         self._rescan("start-up scan")
-        self._start_scheduler()
+        self.nightly.start(config)
         self.health.start()
 
     def serve(self) -> None:
@@ -245,8 +209,7 @@ class Daemon:
         self.notifier.stopping()
         self._stop.set()
         self.health.stop()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+        self.nightly.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self._pool is not None:
@@ -263,40 +226,34 @@ class Daemon:
 
     def step(self) -> None:
         """One pass of the loop: every timer and queue checked once; returns at once when idle."""
-        now = time.monotonic()
+        timers = self.timers
         self.health.beat()
         if self._reload.is_set():
             self._reload.clear()
             self.reload()
         reason, self._rescan_reason = self._rescan_reason, None
-        if reason or now >= self._next_rescan:
+        if reason or timers.rescan_due():
             self._rescan(reason or "periodic rescan")
         changed, self._carried = self.arrivals.drain() + self._carried, 0
         self.watcher.poll()
         changed += self.arrivals.drain()
-        if now >= self._next_retry:
-            self._next_retry = now + min(RETRY_INTERVAL, self.config.daemon.retry_backoff)
+        if timers.retry_due(self.config.daemon.retry_backoff):
             changed += self.reducer.retry_failed()
         if changed:
-            self._settle()
-        if changed or self._resume or (now < self._settling_until and now >= self._next_advance):
+            timers.settle(self.config.masters.settle_seconds)
+        if changed or self._resume or timers.advance_due():
             self._resume = False
             self._advance()
-        self._run_stack_requests()
-        if changed or now >= self._next_status:
-            self._next_status = time.monotonic() + STATUS_INTERVAL
+        self.nightly.run_requests(self.config, self.catalog, self.events, self._stop.is_set)
+        if changed or timers.status_due():
+            timers.status_sent()
             self._announcer.status()
 
-    def _settle(self) -> None:
-        """New frames arrived: keep passing while their calibration groups may be settling."""
-        self._settling_until = time.monotonic() + self.config.masters.settle_seconds + 2 * ADVANCE_INTERVAL
-
     def _advance(self) -> None:
-        self._next_advance = time.monotonic() + ADVANCE_INTERVAL
-        done = self.reducer.advance(final=False, progress=self._during_pass)
-        if done:
+        self.timers.advanced()
+        if self.reducer.advance(final=False, progress=self._during_pass):
             self._announcer.lights()
-            self._next_status = 0.0
+            self.timers.status_now()
 
     def _during_pass(self, *_) -> None:
         """Between two jobs of a reduction pass: feed the watchdog and catalogue new arrivals, so a
@@ -305,15 +262,12 @@ class Daemon:
         self._carried += self.arrivals.drain()
 
     def _rescan(self, reason: str) -> None:
-        self._next_rescan = time.monotonic() + self.config.watch.rescan_minutes * 60
+        self.timers.rescanned(self.config.watch.rescan_minutes * 60)
         if reason != "periodic rescan":
-            self.events.emit(
-                "info" if reason == "start-up scan" else "warning",
-                "rescan",
-                f"{reason}: scanning {self.config.paths.watch}",
-            )
+            level = "info" if reason == "start-up scan" else "warning"
+            self.events.emit(level, "rescan", f"{reason}: scanning {self.config.paths.watch}")
         if self.arrivals.rescan(self.watcher):
-            self._settle()
+            self.timers.settle(self.config.masters.settle_seconds)
             self._advance()
 
     def _make_watcher(self, config: Config) -> FolderWatcher:
@@ -331,55 +285,9 @@ class Daemon:
         self._rescan_reason = reason
         self._wake.set()
 
-    # -- nightly stacks -------------------------------------------------------------------------
-
-    def _start_scheduler(self) -> None:
-        c = self.config
-        self._scheduler = NightlyScheduler(
-            timezone=c.site.timezone, at=stack_time(c.stack), due=self._nights_due, stack_night=self.request_stack
-        )
-        self._scheduler.start()
-
-    def _nights_due(self) -> list[str]:
-        """On the scheduler thread: its own read-only connection (the main thread's is busy writing)."""
-        reader = Catalog.open(self.config.paths.database, readonly=True)
-        try:
-            return nights_due(
-                datetime.now(UTC),
-                timezone=self.config.site.timezone,
-                at=stack_time(self.config.stack),
-                nights_with_lights=reader.nights_with_lights(),
-                stacked=reader.stacked_nights(),
-            )
-        finally:
-            reader.close()
-
     def request_stack(self, night: str) -> None:
         """Ask the main loop to stack `night` (the scheduler and the demo call this; thread-safe)."""
-        self._stack_requests.put(night)
-        self._wake.set()
-
-    def _run_stack_requests(self) -> None:
-        while True:
-            try:
-                night = self._stack_requests.get_nowait()
-            except queue.Empty:
-                return
-            if night in self.catalog.stacked_nights() or self._stop.is_set():
-                continue
-            self.health.beat(STACK_HANG_LIMIT)
-            try:
-                products = self._stack_night(self.config, self.catalog, night)
-            except Exception as exc:
-                self.events.emit_safely(
-                    "error",
-                    "stack",
-                    f"stacking night {night} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}",
-                )
-                continue
-            finally:
-                self.health.beat()
-            self.events.emit("info", "stack", f"night {night} stacked: {len(products)} product(s)")
+        self.nightly.request(night)
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -395,17 +303,7 @@ class Daemon:
             self.events.emit("error", "reload", f"configuration not reloaded, keeping the running one: {exc}")
             return
         old = self.config
-        kept = [
-            name
-            for name, changed in (
-                ("[paths]", new.paths != old.paths),
-                ("[daemon] workers", new.daemon.workers != old.daemon.workers),
-            )
-            if changed
-        ]
-        new = dataclasses.replace(
-            new, paths=old.paths, daemon=dataclasses.replace(new.daemon, workers=old.daemon.workers)
-        )
+        new, kept = merge_reload(old, new)
         self.config = self.reducer.config = self.arrivals.config = new
         if new.watch != old.watch:
             self.watcher.stop()
@@ -413,16 +311,15 @@ class Daemon:
             self.watcher.start()
             self._rescan_reason = "watch settings reloaded"
         if (new.site, new.stack.at) != (old.site, old.stack.at):
-            self._scheduler.shutdown(wait=False)
-            self._start_scheduler()
+            self.nightly.stop()
+            self.nightly.start(new)
         self.events.emit(
             "info",
             "reload",
             f"configuration reloaded from {self.config_path}"
             + (f"; {', '.join(kept)} changed but need a restart" if kept else ""),
         )
-        self._next_advance = 0.0
-        self._settling_until = time.monotonic() + ADVANCE_INTERVAL
+        self.timers.advance_now()
 
     # -- reporting ------------------------------------------------------------------------------
 
