@@ -289,6 +289,46 @@ def test_temp_name_then_rename_is_processed_once_under_final_name(site, running,
     site.audit()
 
 
+def test_a_completed_file_renamed_from_a_temporary_name_leaves_one_row_and_no_failure(tmp_path, light_bytes):
+    """A program writes ~NAME.fits whole, closes it and renames it. With ~* not ignored (the
+    mechanism, not the default rule, is under test), the temporary name may be catalogued as a
+    light before the rename: its row must be retired ('gone', not current), never 'failed', and
+    the night counts one light."""
+    site = Site(tmp_path, watch={"ignore": ["*.tmp"]})
+    running = Running(site)
+    try:
+        data = light_bytes(4)
+        tmp = site.watch / "~M42_0009.fits"
+        tmp.write_bytes(data)
+        site.wait_for(lambda cur: str(tmp) in cur)  # catalogued under its temporary name
+        final = site.watch / "M42_0009.fits"
+        os.replace(tmp, final)
+        site.written[final] = sha(data)
+        site.wait_states({final: DONE})
+        site.wait_for(lambda cur: str(tmp) not in cur)
+        rows = {r["path"]: r for r in site.rows()}
+        assert rows[str(tmp)]["state"] == "gone" and rows[str(tmp)]["current"] == 0
+        assert all(r["state"] != "failed" for r in site.rows())
+        assert [Path(p).name for p in site.current()] == ["M42_0009.fits"]
+        site.audit()
+    finally:
+        running.stop()
+
+
+def test_temporary_tilde_names_are_ignored_by_default(site, running, light_bytes):
+    running()
+    data = light_bytes(5)
+    tmp = site.watch / "~M42_0010.fits"
+    tmp.write_bytes(data)
+    final = site.watch / "M42_0010.fits"
+    time.sleep(1.0)  # longer than the settle time: a watched name would be catalogued by now
+    os.replace(tmp, final)
+    site.written[final] = sha(data)
+    site.wait_states({final: DONE})
+    assert [Path(r["path"]).name for r in site.rows()] == ["M42_0010.fits"]
+    site.audit()
+
+
 def test_open_close_reopen_writer(site, running, light_bytes):
     """Header and half the data, close; reopen, append the rest, close: one row, complete content."""
     running()

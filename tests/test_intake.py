@@ -194,9 +194,14 @@ def test_a_fits_without_an_image_is_rejected_with_its_hash(folder, catalog, conf
     assert catalog.file(seen.file_id)["sha256"] == hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def test_a_missing_path_or_a_directory_is_rejected_with_a_reason(folder, catalog, config):
+def test_a_missing_path_is_gone_not_a_failure_and_a_directory_is_rejected(folder, catalog, config):
+    """A file renamed or deleted before it could be read (a temporary name) is recorded, but as
+    'gone', no longer current: it is nothing an observer can act on, and counts nowhere."""
     gone = catalogue(folder / "gone.fits", catalog, config)
-    assert gone.state == "rejected" and gone.reason == "file disappeared before it could be read"
+    assert gone.state == "gone" and "before it was processed" in gone.reason and not gone.new
+    row = catalog.file(gone.file_id)
+    assert row["state"] == "gone" and row["current"] == 0
+    assert catalog.current_file(str(folder / "gone.fits")) is None
     (folder / "dir.fits").mkdir()
     directory = catalogue(folder / "dir.fits", catalog, config)
     assert directory.state == "rejected" and "is a directory" in directory.reason

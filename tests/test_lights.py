@@ -140,11 +140,12 @@ def test_sbig_lights_calibrate_with_their_own_masters(tmp_path):
     catalog.close()
 
 
-def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypatch):
-    """In a batch the reference is the best of `reference_min_frames` frames spread over the
-    target's sequence; the other lights wait for it and are aligned as they are calibrated,
-    never read back for a second pass."""
-    import observd.pipeline.light_stage as light_stage
+def test_a_batch_measures_every_light_then_aligns_them_all_to_the_nights_best(tmp_path, monkeypatch):
+    """In a batch the reference is the best light of the whole sequence (the reference the night
+    ends with in the daemon too, `finish_night`): every light is calibrated and measured first,
+    then read back once and aligned to it."""
+    import observd.pipeline.alignment_stage as alignment_stage
+    from observd.core.references import quality_rank
 
     write_night(
         tmp_path / "night",
@@ -161,19 +162,21 @@ def test_batch_aligns_lights_in_the_job_that_calibrates_them(tmp_path, monkeypat
         ),
     )
     read_back = []
-    original = light_stage.align_calibrated
+    original = alignment_stage.align_calibrated
+    monkeypatch.setattr(alignment_stage, "align_calibrated", lambda job: read_back.append(job.file_id) or original(job))
+    import observd.pipeline.light_stage as light_stage
+
     monkeypatch.setattr(light_stage, "align_calibrated", lambda job: read_back.append(job.file_id) or original(job))
     config, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
     lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
     assert [r["state"] for r in lights] == ["aligned"] * 7
-    first = {lights[i]["id"] for i in (0, 3, 6)}  # start, middle and end of the sequence
-    assert set(read_back) == first  # only they took a second pass
-    assert lights[0]["reference_id"] in first
-    assert all(r["reference_id"] == lights[0]["reference_id"] for r in lights)
+    assert sorted(read_back) == sorted(r["id"] for r in lights)  # each read back once
+    best = max(lights, key=quality_rank)
+    assert all(r["reference_id"] == best["id"] for r in lights)
     catalog.close()
 
 
-def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_whole_sequence():
+def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_holds_nothing_back():
     from observd.core.references import held_for_reference
 
     rows = [
@@ -190,47 +193,20 @@ def test_the_daemon_takes_its_reference_from_the_first_frames_a_batch_from_the_w
     rows[0] = dict(rows[0], state="bad")  # measured, judged bad: not a candidate
     ready = rows[1:]
     daemon_held = held_for_reference(ready, rows, {}, final=False, min_frames=3)
-    batch_held = held_for_reference(ready, rows, {}, final=True, min_frames=3)
     assert {r["id"] for r in ready} - daemon_held == {1, 2, 3}  # the first three that came
-    assert {r["id"] for r in ready} - batch_held == {1, 4, 7}  # first, middle, last
+    assert held_for_reference(ready, rows, {}, final=True, min_frames=3) == set()  # a batch measures all first
     rows[1] = dict(rows[1], state="calibrated")  # one good frame measured
     assert {r["id"] for r in ready[1:]} - held_for_reference(ready[1:], rows, {}, final=False, min_frames=3) == {2, 3}
-    assert held_for_reference(ready, rows, {("n", "M42"): object()}, final=True, min_frames=3) == set()
-
-
-def test_a_batch_takes_as_many_reference_candidates_as_fill_the_pools_round():
-    """3 candidates on 2 workers would leave one worker idle for a whole light: a batch with a
-    pool takes 4, spread over the sequence; one with 3 workers takes 3, and the daemon never
-    takes more than `reference_min_frames` (it does not wait for frames to come)."""
-    from observd.core.references import held_for_reference
-
-    rows = [
-        {
-            "id": i,
-            "night": "n",
-            "object": "M42",
-            "state": "classified",
-            "path": f"/x/{i}",
-            "date_obs": f"2026-11-20T2{i}:00:00",
-        }
-        for i in range(10)
-    ]
-
-    def candidates(workers: int, final: bool) -> set[int]:
-        return {r["id"] for r in rows} - held_for_reference(
-            rows, rows, {}, final=final, min_frames=3, pool_workers=workers
-        )
-
-    assert candidates(2, final=True) == {0, 3, 6, 9}
-    assert candidates(3, final=True) == {0, 4, 9}  # round(4.5) = 4: banker's rounding
-    assert candidates(2, final=False) == {0, 1, 2}
+    assert held_for_reference(ready, rows, {("n", "M42"): object()}, final=False, min_frames=3) == set()
+    assert held_for_reference(ready, rows, {}, final=False, min_frames=3, fixed=True) == set()
 
 
 def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeypatch):
-    """A calibrated frame aligned in its own job is not read again, and an aligned frame is
-    read again only by the stack (from disk): their pages go back to serve the next output. A
-    reference candidate's calibrated frame, read back for alignment, stays cached. The files
-    are complete either way."""
+    """A calibrated frame aligned in its own job (the daemon, once its reference is known) is not
+    read again, and an aligned frame is read again only by the stack (from disk): their pages go
+    back to serve the next output. A calibrated frame read back for alignment — in a batch, every
+    one: it measures all lights before choosing the reference — stays cached. The files are
+    complete either way."""
     import observd.adapters.fits_files
 
     dropped = []
@@ -258,7 +234,7 @@ def test_outputs_leave_the_page_cache_unless_read_back_at_once(tmp_path, monkeyp
     )
     _, catalog = ingest_into(tmp_path, [tmp_path / "night"], align={"reference_min_frames": 3})
     lights = sorted(catalog.files(types=("light",)), key=lambda r: r["date_obs"])
-    read_back = {lights[i]["calibrated_path"] for i in (0, 2, 4)}  # the candidates
+    read_back = {r["calibrated_path"] for r in lights}  # a batch aligns after measuring them all
     assert {advice for _, advice in dropped} == {os.POSIX_FADV_DONTNEED}
     # the temporary ".<name>.<random>.tmp" beside each output
     assert {str(path.parent / path.name.split(".fits.")[0][1:]) + ".fits" for path, _ in dropped} == (

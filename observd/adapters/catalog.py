@@ -43,7 +43,12 @@ STATES = (
     "unaligned",  # a light that could not be aligned (reason)
     "failed",  # processing raised; traceback kept, retried with backoff
     "superseded",  # an older content version of a path that was rewritten
+    "gone",  # the file disappeared before it was processed (renamed or deleted); not current
 )
+
+RETIRABLE = ("pending", "rejected", "unknown", "classified", "waiting", "failed")
+"""States of a file that was not processed: when it disappears, its row is retired as 'gone'.
+A processed file that disappears (its outputs made) keeps its row: that is its history."""
 
 _FILE_COLUMNS = {
     "id": int,
@@ -288,6 +293,48 @@ class Catalog:
             record["first_seen"] = now
             file_id = self.db["files"].insert(record).last_pk
             return file_id, True
+
+    def retire(self, path: str, reason: str, *, processed: bool = False) -> int | None:
+        """The file at `path` is gone: its current row becomes 'gone' and no longer current, so it
+        counts nowhere (and is never stacked), when it was not processed (`RETIRABLE`) or when
+        `processed` says its content lives on under another name (a rename); a path never recorded
+        gets such a row (every file seen is in the catalog). Returns the row's id, or None when the
+        current row is a processed file's, which stays: that is its history."""
+        now = utcnow()
+        with self.db.atomic():
+            current = self.current_file(path)
+            if current is not None:
+                if current["state"] not in RETIRABLE and not processed:
+                    return None
+                self.db["files"].update(
+                    current["id"], {"state": "gone", "reason": reason, "current": 0, "updated": now}
+                )
+                return current["id"]
+            last = self._query_one("SELECT MAX(version) AS v FROM files WHERE path = ?", [path])
+            record = {
+                "path": path,
+                "name": Path(path).name,
+                "size": 0,
+                "mtime_ns": 0,
+                "sha256": None,
+                "state": "gone",
+                "reason": reason,
+                "current": 0,
+                "attempts": 0,
+                "version": (last["v"] or 0) + 1,
+                "first_seen": now,
+                "updated": now,
+            }
+            return self.db["files"].insert(record).last_pk
+
+    def same_content_elsewhere(self, sha256: str, path: str) -> list[str]:
+        """Paths of current rows, other than `path`, whose content is `sha256`."""
+        return [
+            r["path"]
+            for r in self._query(
+                "SELECT path FROM files WHERE sha256 = ? AND current = 1 AND path != ?", [sha256, path]
+            )
+        ]
 
     def update_file(self, file_id: int, **fields) -> None:
         """Change a file row's fields; a state must be one of `STATES`."""

@@ -28,6 +28,8 @@ Watchdog 7.1 facts this relies on (read in its source, `watchdog/observers/inoti
 overflow (IN_Q_OVERFLOW) is *not* delivered to handlers: watchdog rebuilds its watches and
 logs a warning on the ``watchdog.observers.inotify_c`` logger, which is the hook used here;
 ``PollingObserver`` emits created/modified/moved/deleted from directory snapshots only.
+A candidate file deleted or renamed away is reported through `on_gone`: a program that writes
+under a temporary name and renames leaves nothing behind at the old name.
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ class FolderWatcher:
         on_rescan_needed: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
         on_stalled: Callable[[Path, SizeCheck], None] | None = None,
+        on_gone: Callable[[Path], None] | None = None,
         stall_seconds: float = STALL_SECONDS,
     ):
         self.root = Path(root)
@@ -146,6 +149,7 @@ class FolderWatcher:
         self._on_ready = on_ready
         self._on_rescan_needed = on_rescan_needed
         self._on_stalled = on_stalled
+        self._on_gone = on_gone
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[Path, _Pending] = {}
@@ -201,9 +205,12 @@ class FolderWatcher:
         self._evaluate(path)
 
     def _gone(self, path: Path) -> None:
+        """`path` was deleted or renamed away."""
         with self._lock:
             self._pending.pop(path, None)
             self._reported.pop(path, None)
+        if self._on_gone is not None and is_candidate(path, self.settings, self.root):
+            _call(self._on_gone, path)
 
     def _folder_appeared(self, folder: Path) -> None:
         """Files written before watchdog added the watch on a new folder emit no events."""

@@ -98,15 +98,10 @@ def cmd_ingest(args) -> int:
     catalog = _open_catalog(config)
     try:
         with worker_pool(config, warm=False) as pool:  # warmed when the batch has new files
-            result = ingest(
-                [Path(p) for p in args.paths],
-                catalog,
-                config,
-                progress=Progress(),
-                reducer=Reducer(config, catalog, pool=pool),
-            )
+            reducer = Reducer(config, catalog, pool=pool)
+            result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(), reducer=reducer)
             print(summary_table(catalog, result))
-            stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result), pool=pool)
+            stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result), reducer)
     finally:
         catalog.close()
     return 1 if result.failed or stack_failed else 0
@@ -163,6 +158,7 @@ def cmd_status(args) -> int:
 
 def cmd_stack(args) -> int:
     from observd.jobs.pool import worker_pool
+    from observd.pipeline.reducer import Reducer
 
     config = _load(args)
     catalog = _open_catalog(config)
@@ -172,22 +168,25 @@ def cmd_stack(args) -> int:
             print("no lights catalogued yet: nothing to stack")
             return 0
         with worker_pool(config) as pool:
-            failed = _stack_nights(config, catalog, nights, object=args.object, filter=args.filter, pool=pool)
+            reducer = Reducer(config, catalog, pool=pool)
+            failed = _stack_nights(config, catalog, nights, reducer, object=args.object, filter=args.filter)
         return 1 if failed else 0
     finally:
         catalog.close()
 
 
 def _stack_nights(
-    config: Config, catalog, nights: list[str], *, object: str | None = None, filter: str | None = None, pool=None
+    config: Config, catalog, nights: list[str], reducer, *, object: str | None = None, filter: str | None = None
 ) -> bool:
-    """Build (or rebuild) the nights' stacks and print them; True if a product failed."""
+    """Finish the nights (`Reducer.finish_night`), build (or rebuild) their stacks and print them;
+    True if a product failed."""
     from observd.pipeline.stacking import StackError, stack_night
 
     failed = False
     for night in nights:
+        reducer.finish_night(night)
         try:
-            products = stack_night(config, catalog, night, object=object, filter=filter, pool=pool)
+            products = stack_night(config, catalog, night, object=object, filter=filter, pool=reducer.pool)
         except StackError as exc:
             print(f"{night}: {exc}", file=sys.stderr)
             failed = True

@@ -37,19 +37,36 @@ def measurement(row: dict) -> Measurement:
     )
 
 
-def choose_reference(rows: Iterable[dict], *, final: bool, fixed: str = "", min_frames: int = 3) -> dict | None:
+def choose_reference(
+    rows: Iterable[dict], *, final: bool, fixed: str = "", min_frames: int = 3, states: tuple = GOOD_STATES
+) -> dict | None:
     """The reference among a target's measured good lights, or None when it cannot be chosen yet.
 
     `fixed` (`[align] reference`): that file name, once it is measured. Otherwise the best frame
-    (most stars, then smallest FWHM), once `min_frames` good frames are measured — or, at the
-    end of a batch (`final`), among whatever there is.
+    (`quality_rank`), once `min_frames` good frames are measured — or, at the end of a batch or
+    of the night (`final`), among whatever there is.
     """
-    good = [r for r in rows if r["state"] in GOOD_STATES]
+    good = [r for r in rows if r["state"] in states]
     if fixed:
         return next((r for r in good if r["name"] == fixed), None)
     if not good or (not final and len(good) < min_frames):
         return None
-    return max(good, key=lambda r: (r["n_stars"] or 0, -(r["fwhm"] or 99.0)))
+    return max(good, key=quality_rank)
+
+
+def quality_rank(row: dict) -> tuple:
+    """How good a light is as a reference; larger is better: a measured FWHM first (a frame whose
+    stars could not be measured — trailed, defocused — is not known to be sharp, so it ranks below
+    every measured one), then the most stars, then the smallest FWHM, then the roundest stars.
+    Ties are broken by the file's path, so the choice never depends on the order rows come in."""
+    fwhm, elongation = row["fwhm"], row.get("elongation")
+    return (
+        fwhm is not None,
+        row["n_stars"] or 0,
+        -(fwhm if fwhm is not None else 0.0),
+        -(elongation if elongation is not None else 99.0),
+        row["path"],
+    )
 
 
 def held_for_reference(
@@ -59,21 +76,17 @@ def held_for_reference(
     *,
     final: bool,
     min_frames: int,
-    pool_workers: int = 0,
     fixed: bool = False,
 ) -> set[int]:
     """Ids of ready lights that wait in 'classified' until their target's reference is chosen.
 
-    The automatic reference is the best of `min_frames` good frames of the target: in the daemon
-    its first ones (it cannot wait for the night), in a batch (`final`) frames spread evenly over
-    the target's sequence, so that a cloudy start does not make a poor reference. A batch with a
-    pool of `pool_workers` takes more candidates when that fills the pool's last round (3
-    candidates on 2 workers: 4): a worker would otherwise idle through it. The other lights wait
-    for the reference, then are aligned in the job that calibrates them instead of being read
-    back for a second pass: in a batch, most of them. A `fixed` reference holds nothing back: it
-    may come last.
+    The daemon cannot wait for the night: its provisional reference is the best of the first
+    `min_frames` good frames of a target, and the other lights wait for it, then are aligned in
+    the job that calibrates them. A batch (`final`) holds nothing back: it measures every light,
+    then takes the best of all — the reference a night ends with either way (`finish_night`). A
+    `fixed` reference holds nothing back either: it may come last.
     """
-    if fixed:
+    if fixed or final:
         return set()
     first = max(1, min_frames)
     started: dict[tuple, int] = defaultdict(int)
@@ -84,35 +97,8 @@ def held_for_reference(
     for row in ready:
         if (key := target_key(row)) not in references:
             candidates[key].append(row)
-    wanted = {key: min(max(first - started[key], 0), len(group)) for key, group in candidates.items()}
-    if final and pool_workers:
-        _fill_last_round(wanted, candidates, pool_workers)
     held = set()
     for key, group in candidates.items():
-        held |= {
-            r["id"]
-            for i, r in enumerate(_in_order(group, final))
-            if i not in _picked(len(group), wanted[key], spread=final)
-        }
+        wanted = min(max(first - started[key], 0), len(group))
+        held |= {r["id"] for r in group[wanted:]}
     return held
-
-
-def _fill_last_round(wanted: dict[tuple, int], candidates: dict[tuple, list[dict]], workers: int) -> None:
-    """More candidates for the targets with the most frames, until the pool's round is full."""
-    spare = -sum(wanted.values()) % workers
-    for key in sorted(candidates, key=lambda k: len(candidates[k]) - wanted[k], reverse=True):
-        extra = min(spare, len(candidates[key]) - wanted[key])
-        if wanted[key] and extra:
-            wanted[key] += extra
-            spare -= extra
-
-
-def _in_order(group: list[dict], final: bool) -> list[dict]:
-    return sorted(group, key=lambda r: (r["date_obs"] or "", r["path"])) if final else group
-
-
-def _picked(n_frames: int, n: int, *, spread: bool) -> set[int]:
-    """Indices of the `n` candidates: spread evenly over the sequence, or its first ones."""
-    if spread and n > 1:
-        return {round(i * (n_frames - 1) / (n - 1)) for i in range(n)}
-    return set(range(n))

@@ -11,6 +11,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 
 from observd.core.config import Config
 from observd.core.invariants import install_fast_invariants
+from observd.jobs.lifeline import watch_parent
 
 
 def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
@@ -41,11 +42,17 @@ def start_fork_server() -> None:
         pass
 
 
-_PRELOAD = ["observd.jobs.light_job", "observd.jobs.master_job", "scipy.spatial", "observd.adapters.previews"]
-"""What the fork server imports once (astropy, sep, OpenCV: ~1 s), so that every worker it
-forks starts warm instead of importing them again. scipy.spatial (0.2-0.25 s) is imported by
-the functions that use it rather than at the top of their modules, and the previews (which
-bring matplotlib through astropy.visualization, 0.15-0.3 s) are drawn by the workers
+_PRELOAD = [
+    "observd.jobs.fork_server_lifeline",
+    "observd.jobs.light_job",
+    "observd.jobs.master_job",
+    "scipy.spatial",
+    "observd.adapters.previews",
+]
+"""What the fork server imports once (astropy, sep, OpenCV), so that every worker it forks starts
+warm instead of importing them again; first, its lifeline (`jobs.lifeline`). scipy.spatial is
+imported by the functions that use it rather than at the top of their modules, and the previews
+(which bring matplotlib through astropy.visualization) are drawn by the workers
 (`call`), so that a command's own process (which plans, records and writes) does without them."""
 
 
@@ -113,6 +120,7 @@ def _single_threaded_worker() -> None:
     cv2.setNumThreads(1)
     reuse_freed_memory()
     install_fast_invariants()
+    watch_parent()  # the fork server: a worker ends when it ends (`jobs.lifeline`)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -60,6 +60,8 @@ def catalogue(
     key = str(Path(path).absolute())
     try:
         st = os.stat(key)
+    except FileNotFoundError:
+        return _record_gone(catalog, key)
     except OSError as exc:
         return _record_unreadable(catalog, key, _os_reason(exc))
     if Path(key).is_dir():
@@ -77,6 +79,8 @@ def catalogue(
     try:
         sha256 = (digest or sha256_file)(Path(key))
         image = read_image_header(Path(key))
+    except FileNotFoundError:
+        return _record_gone(catalog, key)
     except OSError as exc:
         return _record_unreadable(catalog, key, _os_reason(exc), st)
     except FitsReadError as exc:
@@ -102,13 +106,33 @@ def catalogue(
         info=info,
         group_key=group_key(info, config.masters.ignore_keys),
     )
+    if new:
+        _retire_renamed(catalog, sha256, key)
     row = catalog.file(file_id)
     return Seen(key, file_id, row["state"], row["reason"], new, info.frame_type)
+
+
+def _retire_renamed(catalog: Catalog, sha256: str, key: str) -> None:
+    """The same content under an old name that no longer exists: a program wrote the file under a
+    temporary name and renamed it. The old name's row retires, processed or not: the frame is
+    this one, and must count and be stacked once."""
+    for old in catalog.same_content_elsewhere(sha256, key):
+        if not os.path.exists(old):
+            catalog.retire(old, f"renamed to {Path(key).name}", processed=True)
 
 
 def known_unchanged(key: str, st: os.stat_result, known: dict[str, tuple[int, int, str, int]]) -> bool:
     """The catalog has this path with this size and mtime: its content is taken as known."""
     return key in known and known[key][:2] == (st.st_size, st.st_mtime_ns)
+
+
+GONE_REASON = "gone before it was processed (renamed or deleted: written under a temporary name?)"
+
+
+def _record_gone(catalog: Catalog, key: str) -> Seen:
+    """A file that disappeared before it could be read: no failure, nothing to act on (the
+    program that wrote it renamed or removed it); its row, if any, is retired."""
+    return Seen(key, catalog.retire(key, GONE_REASON), "gone", GONE_REASON, new=False)
 
 
 def _record_unreadable(catalog: Catalog, key: str, reason: str, st: os.stat_result | None = None) -> Seen:
@@ -126,8 +150,6 @@ def _record_unreadable(catalog: Catalog, key: str, reason: str, st: os.stat_resu
 def _os_reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied: observd cannot read this file (check its owner and mode)"
-    if exc.errno == errno.ENOENT:
-        return "file disappeared before it could be read"
     if exc.errno == errno.EISDIR:
         return "is a directory, not a file"
     return f"cannot read: {exc.strerror or exc}"

@@ -14,12 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 
-from observd.adapters.catalog import Catalog
+from observd.adapters.catalog import RETIRABLE, Catalog
 from observd.core.config import Config
 from observd.jobs.pool import warm_up, worker_count
 from observd.pipeline.dispatch import StageContext
 from observd.pipeline.events import Events
+from observd.pipeline.intake import GONE_REASON
 from observd.pipeline.light_stage import LightStage, Progress
 from observd.pipeline.master_stage import MasterStage
 
@@ -84,13 +86,25 @@ class Reducer:
             if done == 0 or self.should_stop():
                 return total
 
+    def finish_night(self, night: str) -> int:
+        """Before `night` is stacked: everything that can be done is done (masters whatever their
+        settle time, a reference for every target from the frames there are), then the night's
+        verdicts and references are made final (`alignment_stage.finish_night`), so its stacks do
+        not depend on the order its frames came in. Returns the number of actions taken."""
+        return self.advance(final=True) + self._lights.alignment.finish_night(night)
+
     def rebuild_masters(self) -> int:
         """`observd masters --rebuild`: a new version of every group's master, then what follows from it."""
         return self._masters.step(final=True, force=True) + self.advance(final=True)
 
     def fail(self, file_id: int, path: str, error: BaseException | str, tb: str = "") -> None:
-        """Record a processing failure; the frame is retried after a back-off that doubles."""
+        """Record a processing failure; the frame is retried after a back-off that doubles. A raw
+        file that is gone (renamed or deleted before it was processed) is no failure: retired."""
         row = self.catalog.file(file_id) or {}
+        if row.get("state") in RETIRABLE and not Path(row["path"]).exists():
+            self.catalog.retire(row["path"], GONE_REASON)
+            self.events.tell("info", GONE_REASON, row["path"])
+            return
         attempts = (row.get("attempts") or 0) + 1
         backoff = self.config.daemon.retry_backoff * 2 ** (attempts - 1)
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"

@@ -16,11 +16,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from observd.adapters.catalog import Catalog
+from observd.adapters.catalog import RETIRABLE, Catalog
 from observd.adapters.watcher import FolderWatcher, scan
 from observd.core.config import Config
 from observd.pipeline.events import Events
-from observd.pipeline.intake import Seen, catalogue, classify_rules
+from observd.pipeline.intake import GONE_REASON, Seen, catalogue, classify_rules
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class Arrivals:
         self._queue.put(("stalled", path))
         self._wake()
 
+    def on_gone(self, path: Path) -> None:
+        self._queue.put(("gone", path))
+        self._wake()
+
     def drain(self) -> int:
         """Catalogue every queued path; returns how many brought new content."""
         changed = 0
@@ -68,7 +72,10 @@ class Arrivals:
                 kind, path = self._queue.get_nowait()
             except queue.Empty:
                 return changed
-            changed += new_content(self._catalogue(path, final=(kind == "stalled"), rules=rules))
+            if kind == "gone":
+                self._retire(str(Path(path).absolute()))
+            else:
+                changed += new_content(self._catalogue(path, final=(kind == "stalled"), rules=rules))
 
     def rescan(self, watcher: FolderWatcher) -> int:
         """Find what events missed; returns how many files brought new content. Unknown or changed
@@ -79,9 +86,11 @@ class Arrivals:
         settle = self.config.watch.settle_seconds
         rules = classify_rules(self.config)
         changed = 0
+        present = set()
         for path in scan(self.config.paths.watch, self.config.watch):
             self._beat()
             key = str(path.absolute())
+            present.add(key)
             try:
                 st = os.stat(key)
             except OSError:
@@ -97,7 +106,19 @@ class Arrivals:
             if seen is not None and seen.state == "pending":
                 watcher.track(path)
             changed += new_content(seen)
+        self._retire_missing(known, present)
         return changed
+
+    def _retire_missing(self, known: dict[str, tuple], present: set[str]) -> None:
+        """Rows of unprocessed files of the watch folder that are no longer there: retired."""
+        root = str(self.config.paths.watch.absolute()) + os.sep
+        for key, (_, _, state, _) in known.items():
+            if state in RETIRABLE and key.startswith(root) and key not in present and not os.path.exists(key):
+                self._retire(key)
+
+    def _retire(self, key: str) -> None:
+        if self.catalog.retire(key, GONE_REASON) is not None:
+            self.events.tell("info", GONE_REASON, key)
 
     def _revisit(self, entry: tuple[int, int, str, int]) -> bool:
         """Must a known, unchanged file be looked at again? A 'pending' one (incomplete when last

@@ -95,6 +95,7 @@ class Daemon:
             stack_night or (lambda c, catalog, night: _default_stack_night(c, catalog, night, pool=self._pool)),
             self.health,
             lambda: self._wake.set(),
+            finish=lambda night: self.reducer.finish_night(night),
         )
         self.catalog: Catalog | None = None
         self.events: Events | None = None
@@ -277,6 +278,7 @@ class Daemon:
             on_ready=self.arrivals.on_ready,
             on_rescan_needed=self._on_rescan_needed,
             on_stalled=self.arrivals.on_stalled,
+            on_gone=self.arrivals.on_gone,
             stall_seconds=self.stall_seconds,
         )
 

@@ -23,10 +23,14 @@ StackNight = Callable[[Config, Catalog, str], list]
 
 
 class NightlyStacks:
-    """Requests of nights to stack, from any thread; built on the main thread by `run_requests`."""
+    """Requests of nights to stack, from any thread; built on the main thread by `run_requests`,
+    each after `finish(night)` has made the night's verdicts final (`Reducer.finish_night`)."""
 
-    def __init__(self, stack_night: StackNight, health: Health, wake: Callable[[], None]):
+    def __init__(
+        self, stack_night: StackNight, health: Health, wake: Callable[[], None], finish: Callable[[str], object]
+    ):
         self._stack_night = stack_night
+        self._finish = finish
         self._health = health
         self._wake = wake
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -62,6 +66,7 @@ class NightlyStacks:
                 continue
             self._health.beat(STACK_HANG_LIMIT)
             try:
+                self._finish(night)
                 products = self._stack_night(config, catalog, night)
             except Exception as exc:
                 events.emit_safely(

@@ -1,0 +1,108 @@
+"""Live equals batch: a night's verdicts and references are final when it is stacked, whatever
+order its frames came in (Reducer.finish_night, pipeline.alignment_stage)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from support import make_config
+
+from observd.adapters.catalog import Catalog
+from observd.pipeline.batch import ingest
+from observd.pipeline.intake import catalogue
+from observd.pipeline.reducer import Reducer
+from observd.pipeline.stacking import stack_night
+from observd.sim.spec import SimSpec, TargetSpec
+from observd.sim.writer import write_night
+
+NIGHT = "2026-11-20"
+SECTIONS = {
+    "site": {"timezone": "Europe/Berlin"},
+    "masters": {"settle_seconds": 0.0},
+    # strict enough that frames of a clear night differ in verdict against a smaller best
+    "measure": {"min_star_fraction": 0.985},
+    "align": {"reference_min_frames": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("night")
+    spec = SimSpec(
+        shape=(256, 256),
+        seed=11,
+        n_bias=7,
+        n_dark=5,
+        n_flat=5,
+        n_clouded=0,
+        n_trailed=0,
+        meridian_flip=False,
+        truth=False,
+        targets=(TargetSpec("M42", ("L",), n_lights=8, n_stars=160), TargetSpec("NGC7000", ("L",), n_lights=2)),
+    )
+    write_night(folder, spec)
+    return folder
+
+
+def _batch(root, night):
+    config = make_config(root, **SECTIONS)
+    catalog = Catalog.open(config.paths.database)
+    assert not ingest([night], catalog, config).failed
+    return config, catalog
+
+
+def _live(root, night, order):
+    """The daemon's way: one file at a time, a non-final pass after each, in `order`."""
+    config = make_config(root, **SECTIONS)
+    catalog = Catalog.open(config.paths.database)
+    reducer = Reducer(config, catalog)
+    for path in order:
+        catalogue(path, catalog, config)
+        reducer.advance(final=False)
+    return config, catalog, reducer
+
+
+def _verdicts(catalog) -> dict[str, tuple]:
+    rows = catalog.files(types=("light",))
+    names = {r["id"]: r["name"] for r in rows}
+    return {r["name"]: (r["state"], r["reason"], names.get(r["reference_id"])) for r in rows}
+
+
+def test_the_daemon_ends_the_night_with_the_batchs_verdicts_references_and_stacks(tmp_path, night):
+    config_b, batch = _batch(tmp_path / "batch", night)
+    batch_reducer = Reducer(config_b, batch)
+    batch_reducer.finish_night(NIGHT)
+    expected = _verdicts(batch)
+    lights = {r["name"]: r for r in batch.files(types=("light",))}
+    paths = {p.name: p for p in night.rglob("*.fits")}
+    # the camera delivers calibration frames, then the lights worst first: every later frame is
+    # a better one, so judgements made with the night's best-so-far are as wrong as they can be
+    calibration = sorted(p for name, p in paths.items() if name not in lights)
+    worst_first = sorted(lights, key=lambda n: (lights[n]["n_stars"], -(lights[n]["fwhm"] or 0)))
+    config_l, live, reducer = _live(tmp_path / "live", night, calibration + [paths[n] for n in worst_first])
+
+    before = _verdicts(live)
+    assert before != expected, "the scenario must be order-dependent (else it tests nothing)"
+    # a target with fewer good lights than reference_min_frames is never aligned live...
+    ngc = [n for n, row in lights.items() if row["object"] == "NGC7000"]
+    assert {before[n][0] for n in ngc} == {"calibrated"}
+    reducer.finish_night(NIGHT)
+    assert _verdicts(live) == expected  # ...nor does any verdict depend on the order
+    assert {expected[n][0] for n in ngc} == {"aligned"}
+    assert any(state == "bad" for state, _, _ in expected.values())  # judged against the night's best
+
+    stacks = {}
+    for name, (config, catalog) in {"batch": (config_b, batch), "live": (config_l, live)}.items():
+        products = stack_night(config, catalog, NIGHT)
+        stacks[name] = {}
+        for product in products:
+            with fits.open(product.path) as hdul:
+                stacks[name][(product.object, product.filter)] = (hdul[0].header["NCOMBINE"], hdul[0].data.copy())
+    assert stacks["live"].keys() == stacks["batch"].keys() == {("M42", "L"), ("NGC7000", "L")}
+    for key, (n, data) in stacks["batch"].items():
+        n_live, data_live = stacks["live"][key]
+        assert n_live == n
+        np.testing.assert_allclose(data_live, data, rtol=1e-6, atol=1e-3, equal_nan=True)
+    batch.close()
+    live.close()
