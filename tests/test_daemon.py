@@ -105,7 +105,7 @@ class Site:
                 "status_log": str(self.output / "status.log"),
             },
             "calibrate": {"require": []},
-            "watch": {"settle_seconds": 0.5, "poll_interval": 0.2},
+            "watch": {"settle_seconds": 0.5, "poll_interval": 0.2, "stall_seconds": 2.0},
             "daemon": {"retry_backoff": 0.3, "max_retries": 3, "workers": 1},
         }
         for section, values in overrides.items():
@@ -198,7 +198,6 @@ class Running:
     def __init__(self, site: Site, **kwargs):
         kwargs.setdefault("pool_factory", lambda config: None)
         kwargs.setdefault("notifier", Notifier(""))
-        kwargs.setdefault("stall_seconds", 2.0)
         kwargs.setdefault("tick", 0.2)
         self.daemon = Daemon(site.config, **kwargs)
         self.error: BaseException | None = None

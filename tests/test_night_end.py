@@ -45,16 +45,16 @@ def night(tmp_path_factory):
     return folder
 
 
-def _batch(root, night):
-    config = make_config(root, **SECTIONS)
+def _batch(root, night, **sections):
+    config = make_config(root, **{**SECTIONS, **sections})
     catalog = Catalog.open(config.paths.database)
     assert not ingest([night], catalog, config).failed
     return config, catalog
 
 
-def _live(root, night, order):
+def _live(root, night, order, **sections):
     """The daemon's way: one file at a time, a non-final pass after each, in `order`."""
-    config = make_config(root, **SECTIONS)
+    config = make_config(root, **{**SECTIONS, **sections})
     catalog = Catalog.open(config.paths.database)
     reducer = Reducer(config, catalog)
     for path in order:
@@ -104,5 +104,47 @@ def test_the_daemon_ends_the_night_with_the_batchs_verdicts_references_and_stack
         n_live, data_live = stacks["live"][key]
         assert n_live == n
         np.testing.assert_allclose(data_live, data, rtol=1e-6, atol=1e-3, equal_nan=True)
+    batch.close()
+    live.close()
+
+
+def test_lights_calibrated_with_an_earlier_master_are_calibrated_again_with_the_nights_final_one(tmp_path):
+    """Five flats make a master, the lights are calibrated with it, three more flats come and make
+    a new version: at the night's end the lights get the version a batch of the whole night
+    uses, and the stacks are the same."""
+    night = tmp_path / "raw"
+    spec = SimSpec(
+        shape=(256, 256),
+        seed=12,
+        n_bias=7,
+        n_dark=5,
+        n_flat=8,
+        n_clouded=0,
+        n_trailed=0,
+        meridian_flip=False,
+        truth=False,
+        targets=(TargetSpec("M42", ("L",), n_lights=5, n_stars=160),),
+    )
+    files = [night / f["name"] for f in write_night(night, spec)["files"]]
+    usual = {"measure": {"min_star_fraction": 0.5}}  # no frame of this clear night is judged bad
+    config_b, batch = _batch(tmp_path / "batch", night, **usual)
+    Reducer(config_b, batch).finish_night(NIGHT)
+    flats = [p for p in files if p.parent.name == "FLAT"]
+    others = [p for p in files if p.parent.name != "FLAT"]
+    config_l, live, reducer = _live(tmp_path / "live", night, flats[:5] + others + flats[5:], **usual)
+    assert max(r["version"] for r in live.masters(kind="flat")) > 1  # each later flat made a new version
+    used_before = {r["name"]: r["flat_id"] for r in live.files(types=("light",))}
+    first_flat = next(m["id"] for m in live.masters(kind="flat") if m["version"] == 1)
+    assert set(used_before.values()) == {first_flat}  # calibrated before the last flats came
+
+    reducer.finish_night(NIGHT)
+    final_flat = next(m["id"] for m in live.masters(kind="flat") if m["current"])
+    assert {r["flat_id"] for r in live.files(types=("light",))} == {final_flat}
+    assert _verdicts(live) == _verdicts(batch)
+    (product_b,) = stack_night(config_b, batch, NIGHT)
+    (product_l,) = stack_night(config_l, live, NIGHT)
+    with fits.open(product_b.path) as b, fits.open(product_l.path) as a:
+        assert a[0].header["NCOMBINE"] == b[0].header["NCOMBINE"] == 5
+        np.testing.assert_allclose(a[0].data, b[0].data, rtol=1e-6, atol=1e-3, equal_nan=True)
     batch.close()
     live.close()

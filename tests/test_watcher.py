@@ -15,7 +15,7 @@ from watchdog.events import FileClosedEvent
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
 
 from observd.adapters.fully_written import check_fits_size
-from observd.adapters.watcher import STALL_SECONDS, FolderWatcher, is_candidate, scan
+from observd.adapters.watcher import FolderWatcher, is_candidate, scan
 from observd.core.config import WatchConfig
 
 DEADLINE = 10.0  # generous: the machine is shared; waits return as soon as the condition holds
@@ -82,10 +82,7 @@ def watch(tmp_path):
         root = tmp_path / "camera"
         root.mkdir(exist_ok=True)
         rec = Recorder()
-        stall = settings.pop("stall_seconds", STALL_SECONDS)
-        watcher = FolderWatcher(
-            root, WatchConfig(**settings), rec.on_ready, rec.on_rescan, on_stalled=rec.on_stalled, stall_seconds=stall
-        )
+        watcher = FolderWatcher(root, WatchConfig(**settings), rec.on_ready, rec.on_rescan, on_stalled=rec.on_stalled)
         rec.watcher = watcher
         watcher.start()
         started.append(watcher)
@@ -268,12 +265,11 @@ def test_incomplete_file_that_stops_changing_is_reported_as_stalled(tmp_path):
     rec = Recorder()
     watcher = FolderWatcher(
         tmp_path,
-        WatchConfig(settle_seconds=0.1),
+        WatchConfig(settle_seconds=0.1, stall_seconds=0.3),
         rec.on_ready,
         rec.on_rescan,
         clock=lambda: now[0],
         on_stalled=rec.on_stalled,
-        stall_seconds=0.3,
     )
     page = tmp_path / "download.fits"
     page.write_text("<!DOCTYPE html>\n<html>404</html>\n")

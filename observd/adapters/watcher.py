@@ -14,7 +14,7 @@ puts a path in a "pending" set, and a pending file becomes *ready* when both
 Each ready file is reported once per version, a version being (path, size, mtime_ns): a
 duplicated event reports nothing new, a rewritten file is reported again. A file that stops
 changing while still structurally incomplete (a truncated upload, an HTML error page saved as
-``.fits``) is reported once through `on_stalled` after `stall_seconds`, so it can be recorded as
+``.fits``) is reported once through `on_stalled` after `[watch] stall_seconds`, so it can be recorded as
 rejected with the reason instead of waiting forever.
 
 Threads: callbacks run on watchdog's observer thread (close events, overflow) or on the
@@ -61,7 +61,7 @@ from watchdog.observers.polling import PollingObserver
 from observd.adapters.fully_written import SizeCheck, check_fits_size
 from observd.core.config import WatchConfig
 
-__all__ = ["FITS_EXTENSIONS", "STALL_SECONDS", "is_candidate", "scan", "FolderWatcher"]
+__all__ = ["FITS_EXTENSIONS", "is_candidate", "scan", "FolderWatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 
 
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
-STALL_SECONDS = 60.0  # an incomplete file unchanged this long is reported stalled (truncated upload)
 
 
 def is_candidate(path: Path, settings: WatchConfig, root: Path | None = None) -> bool:
@@ -141,11 +140,9 @@ class FolderWatcher:
         clock: Callable[[], float] = time.monotonic,
         on_stalled: Callable[[Path, SizeCheck], None] | None = None,
         on_gone: Callable[[Path], None] | None = None,
-        stall_seconds: float = STALL_SECONDS,
     ):
         self.root = Path(root)
         self.settings = settings
-        self.stall_seconds = stall_seconds
         self._on_ready = on_ready
         self._on_rescan_needed = on_rescan_needed
         self._on_stalled = on_stalled
@@ -280,7 +277,7 @@ class FolderWatcher:
             state.checked = (stat, check)
             if check.complete:
                 callback, args = self._on_ready, (path,)
-            elif self._on_stalled is not None and stable_for >= self.stall_seconds:
+            elif self._on_stalled is not None and stable_for >= self.settings.stall_seconds:
                 callback, args = self._on_stalled, (path, check)
             else:
                 return

@@ -89,7 +89,7 @@ class MeasureConfig:
 @dataclass(frozen=True)
 class AlignConfig:
     reference: str = ""  # file name of a fixed reference light; "" = automatic
-    reference_min_frames: int = 3  # automatic reference: the best of N good frames (daemon: the first; batch: spread)
+    reference_min_frames: int = 3  # the daemon's first reference: the best of its first N good lights
     max_control_points: int = 50  # brightest stars used to find asterism matches
     min_matches: int = 4  # fewer matched stars: the frame is marked unaligned
 
@@ -112,6 +112,7 @@ class WatchConfig:
     settle_seconds: float = 2.0  # size+mtime stable this long when no close event arrives
     ignore: tuple[str, ...] = ("*.tmp", "*.part", "*.partial", ".*", "*~", "~*")  # never treated as data
     rescan_minutes: float = 10.0  # periodic full rescan that catches anything events missed
+    stall_seconds: float = 60.0  # an incomplete file unchanged this long is rejected (truncated upload)
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ def _check_semantics(config: Config) -> None:
         ("masters", "settle_seconds"),
         ("watch", "settle_seconds"),
         ("watch", "rescan_minutes"),
+        ("watch", "stall_seconds"),
     ):
         if getattr(getattr(config, section), key) < 0:
             raise ConfigError(

@@ -109,9 +109,10 @@ class AlignmentStage(Stage):
                 "warning", "unaligned", f"cannot align: {outcome.error}", self.catalog.file(job.file_id)["path"]
             )
 
-    def finish_night(self, night: str) -> int:
-        """Make the night's verdicts and references final (module docstring); returns the number
-        of lights aligned again."""
+    def finish_night(self, night: str, realign: set[tuple] = frozenset()) -> int:
+        """Make the night's verdicts and references final (module docstring); `realign`: targets
+        whose lights are all aligned again (some were calibrated again: the reference's star list
+        may have changed). Returns the number of lights aligned again."""
         rows = self.catalog.files(night=night, types=("light",))
         best = best_stars(rows)
         for row in rows:
@@ -126,7 +127,9 @@ class AlignmentStage(Stage):
             chosen = choose_reference(group, final=True, fixed=self.config.align.reference, states=ALIGNABLE)
             if chosen is None:
                 continue
-            stale = [r for r in group if r["reference_id"] != chosen["id"] or r["state"] == "calibrated"]
+            stale = [
+                r for r in group if key in realign or r["reference_id"] != chosen["id"] or r["state"] == "calibrated"
+            ]
             if stale:
                 ref = reference_of(chosen)
                 self.events.emit(

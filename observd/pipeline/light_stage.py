@@ -57,6 +57,24 @@ class LightStage(Stage):
                 progress(n, len(tasks), label)
         return len(tasks)
 
+    def calibrate_again(self, night: str) -> set[tuple]:
+        """The night's measured lights whose masters are not those they would get now, from the
+        masters there are at the night's end (a master of their own night that came later — dawn
+        flats —, a later version of a group), go back to 'classified' to be calibrated again.
+        Which masters a light gets must not depend on when it arrived. Returns their targets."""
+        masters = self.catalog.masters(current_only=True)
+        targets = set()
+        for row in self.catalog.files(night=night, types=("light",)):
+            if row["state"] not in CALIBRATED_STATES:
+                continue
+            selection = select_masters(row, masters, self.config.masters, self.config.calibrate)
+            if selection.missing or _masters_used(row) == _masters_chosen(selection):
+                continue
+            self.catalog.update_file(row["id"], state="classified", reason=None)
+            self.events.tell("info", "calibrated again at the night's end with its night's final masters", row["path"])
+            targets.add(target_key(row))
+        return targets
+
     # -- calibration ------------------------------------------------------------------------------
 
     def _light_jobs(self, rows: list[dict], references: dict[tuple, Reference], final: bool) -> list[LightJob]:
@@ -153,3 +171,15 @@ class LightStage(Stage):
         self.catalog.update_file(job.file_id, **fields)
         if result.aligned is not None and result.aligned.error:
             self.events.emit("warning", "unaligned", f"cannot align: {result.aligned.error}", job.path)
+
+
+CALIBRATED_STATES = ("calibrated", "aligned", "unaligned", "bad")
+
+
+def _masters_used(row: dict) -> tuple:
+    return (row["bias_id"], row["dark_id"], row["flat_id"], round(row["dark_scale"] or 1.0, 6))
+
+
+def _masters_chosen(selection: Selection) -> tuple:
+    ids = tuple(None if m is None else m["id"] for m in (selection.bias, selection.dark, selection.flat))
+    return (*ids, round(selection.dark_scale or 1.0, 6))

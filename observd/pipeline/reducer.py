@@ -88,10 +88,15 @@ class Reducer:
 
     def finish_night(self, night: str) -> int:
         """Before `night` is stacked: everything that can be done is done (masters whatever their
-        settle time, a reference for every target from the frames there are), then the night's
-        verdicts and references are made final (`alignment_stage.finish_night`), so its stacks do
+        settle time, a reference for every target from the frames there are); lights calibrated
+        with other masters than the night's final ones are calibrated again; then the night's
+        verdicts and references are made final (`alignment_stage.finish_night`). So its stacks do
         not depend on the order its frames came in. Returns the number of actions taken."""
-        return self.advance(final=True) + self._lights.alignment.finish_night(night)
+        done = self.advance(final=True)
+        again = self._lights.calibrate_again(night)
+        if again:
+            done += self.advance(final=True)
+        return done + self._lights.alignment.finish_night(night, realign=again)
 
     def rebuild_masters(self) -> int:
         """`observd masters --rebuild`: a new version of every group's master, then what follows from it."""

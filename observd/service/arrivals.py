@@ -38,14 +38,12 @@ class Arrivals:
         catalog: Catalog,
         events: Events,
         *,
-        stall_seconds: float,
         wake: Callable[[], None],
         beat: Callable[[], None],
     ):
         self.config = config
         self.catalog = catalog
         self.events = events
-        self.stall_seconds = stall_seconds
         self._wake = wake
         self._beat = beat
         self._queue: queue.SimpleQueue[tuple[str, Path]] = queue.SimpleQueue()
@@ -102,7 +100,7 @@ class Arrivals:
             if age < settle:
                 watcher.track(path)
                 continue
-            seen = self._catalogue(path, final=age >= self.stall_seconds, rules=rules)
+            seen = self._catalogue(path, final=age >= self.config.watch.stall_seconds, rules=rules)
             if seen is not None and seen.state == "pending":
                 watcher.track(path)
             changed += new_content(seen)

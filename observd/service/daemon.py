@@ -28,7 +28,7 @@ from pathlib import Path
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.config_file import load_config
-from observd.adapters.watcher import STALL_SECONDS, FolderWatcher
+from observd.adapters.watcher import FolderWatcher
 from observd.core.config import Config, ConfigError, merge_reload
 from observd.jobs.pool import worker_pool
 from observd.pipeline.events import Events
@@ -76,7 +76,6 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         pool_factory: Callable[[Config], Executor | None] = worker_pool,
         hang_limit: float = HANG_LIMIT,
-        stall_seconds: float = STALL_SECONDS,
         stop_timeout: float = STOP_TIMEOUT,
         tick: float = TICK,
     ):
@@ -84,7 +83,6 @@ class Daemon:
         self.config_path = Path(config_path) if config_path else None
         self.notifier = notifier or Notifier()
         self.clock = clock
-        self.stall_seconds = stall_seconds
         self.stop_timeout = stop_timeout
         self.tick = tick
         self._pool_factory = pool_factory
@@ -159,7 +157,6 @@ class Daemon:
             config,
             self.catalog,
             self.events,
-            stall_seconds=self.stall_seconds,
             wake=self._wake.set,
             beat=self.health.beat,
         )
@@ -240,7 +237,7 @@ class Daemon:
         changed += self.arrivals.drain()
         if timers.retry_due(self.config.daemon.retry_backoff):
             changed += self.reducer.retry_failed()
-        if changed:
+        if changed or self._resume:  # at start-up, groups may be settling from before the restart
             timers.settle(self.config.masters.settle_seconds)
         if changed or self._resume or timers.advance_due():
             self._resume = False
@@ -279,7 +276,6 @@ class Daemon:
             on_rescan_needed=self._on_rescan_needed,
             on_stalled=self.arrivals.on_stalled,
             on_gone=self.arrivals.on_gone,
-            stall_seconds=self.stall_seconds,
         )
 
     def _on_rescan_needed(self, reason: str) -> None:
