@@ -83,5 +83,30 @@ def test_schema_migration_is_idempotent(tmp_path):
     path = tmp_path / "c.db"
     Catalog.open(path).close()
     again = Catalog.open(path)
-    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
     again.close()
+
+
+def test_a_version_1_catalog_is_upgraded_and_keeps_its_masters(tmp_path):
+    """A catalog made before masters recorded what they subtracted gains the column; its masters
+    stay, with nothing recorded (NULL), and new ones record it."""
+    import sqlite_utils
+
+    from observd.adapters import catalog as catalog_module
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    catalog_module._migration_1(db)
+    db["meta"].insert({"key": "schema_version", "value": "1"})
+    db["masters"].insert({"type": "bias", "group_key": "bias|x", "version": 1, "current": 1, "path": "/m.fits"})
+    db.conn.close()
+    upgraded = Catalog.open(path)
+    (old,) = upgraded.masters()
+    assert old["subtracted"] is None and old["group_key"] == "bias|x"
+    new_id = upgraded.add_master(
+        {"type": "dark", "group_key": "dark|x", "path": "/d.fits", "subtracted": '{"bias": 1, "dark": null}'}, []
+    )
+    assert upgraded.master(new_id)["subtracted"] == '{"bias": 1, "dark": null}'
+    assert upgraded.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    upgraded.close()

@@ -3,6 +3,8 @@ order its frames came in (Reducer.finish_night, pipeline.alignment_stage)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -133,18 +135,60 @@ def test_lights_calibrated_with_an_earlier_master_are_calibrated_again_with_the_
     others = [p for p in files if p.parent.name != "FLAT"]
     config_l, live, reducer = _live(tmp_path / "live", night, flats[:5] + others + flats[5:], **usual)
     assert max(r["version"] for r in live.masters(kind="flat")) > 1  # each later flat made a new version
-    used_before = {r["name"]: r["flat_id"] for r in live.files(types=("light",))}
-    first_flat = next(m["id"] for m in live.masters(kind="flat") if m["version"] == 1)
-    assert set(used_before.values()) == {first_flat}  # calibrated before the last flats came
+    used_before = {r["flat_id"] for r in live.files(types=("light",))}
+    final_flat = next(m["id"] for m in live.masters(kind="flat") if m["current"])
+    assert final_flat not in used_before  # the lights were calibrated before the last flats came
 
     reducer.finish_night(NIGHT)
-    final_flat = next(m["id"] for m in live.masters(kind="flat") if m["current"])
     assert {r["flat_id"] for r in live.files(types=("light",))} == {final_flat}
     assert _verdicts(live) == _verdicts(batch)
     (product_b,) = stack_night(config_b, batch, NIGHT)
     (product_l,) = stack_night(config_l, live, NIGHT)
     with fits.open(product_b.path) as b, fits.open(product_l.path) as a:
         assert a[0].header["NCOMBINE"] == b[0].header["NCOMBINE"] == 5
+        np.testing.assert_allclose(a[0].data, b[0].data, rtol=1e-6, atol=1e-3, equal_nan=True)
+    batch.close()
+    live.close()
+
+
+def test_a_dark_built_with_an_earlier_bias_is_built_again_when_the_bias_changes(tmp_path):
+    """Masters depend on masters: the dark subtracts the bias. Seven biases make a master, the
+    darks are combined against it, two more biases make a new bias version: the dark gets a new
+    version against it, so the night ends with the batch's masters and stacks."""
+    night = tmp_path / "raw"
+    spec = SimSpec(
+        shape=(256, 256),
+        seed=13,
+        n_bias=9,
+        n_dark=5,
+        n_flat=5,
+        n_clouded=0,
+        n_trailed=0,
+        meridian_flip=False,
+        truth=False,
+        targets=(TargetSpec("M42", ("L",), n_lights=4, n_stars=160),),
+    )
+    files = [night / f["name"] for f in write_night(night, spec)["files"]]
+    usual = {"measure": {"min_star_fraction": 0.5}}
+    config_b, batch = _batch(tmp_path / "batch", night, **usual)
+    Reducer(config_b, batch).finish_night(NIGHT)
+    biases = [p for p in files if p.parent.name == "BIAS"]
+    others = [p for p in files if p.parent.name != "BIAS"]
+    config_l, live, reducer = _live(tmp_path / "live", night, biases[:7] + others + biases[7:], **usual)
+    reducer.finish_night(NIGHT)
+    bias = next(m for m in live.masters(kind="bias") if m["current"])
+    dark = next(m for m in live.masters(kind="dark") if m["current"])
+    assert bias["version"] > 1 and dark["version"] > 1
+    assert json.loads(dark["subtracted"]) == {"bias": bias["id"], "dark": None}
+    for kind in ("bias", "dark", "flat"):
+        (a,) = [m for m in live.masters(kind=kind) if m["current"]]
+        (b,) = [m for m in batch.masters(kind=kind) if m["current"]]
+        with fits.open(a["path"]) as ha, fits.open(b["path"]) as hb:
+            np.testing.assert_allclose(ha[0].data, hb[0].data, rtol=1e-6, atol=1e-4, err_msg=kind)
+    assert _verdicts(live) == _verdicts(batch)
+    (product_b,) = stack_night(config_b, batch, NIGHT)
+    (product_l,) = stack_night(config_l, live, NIGHT)
+    with fits.open(product_b.path) as b, fits.open(product_l.path) as a:
         np.testing.assert_allclose(a[0].data, b[0].data, rtol=1e-6, atol=1e-3, equal_nan=True)
     batch.close()
     live.close()

@@ -470,4 +470,11 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["events"].create({"id": int, "time": str, "level": str, "event": str, "path": str, "message": str}, pk="id")
 
 
-_MIGRATIONS = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """masters.subtracted: the ids of the bias and dark a master subtracted, as JSON
+    ('{"bias": 3, "dark": null}'); NULL for masters built before it was recorded."""
+    if "subtracted" not in db["masters"].columns_dict:
+        db["masters"].add_column("subtracted", str)
+
+
+_MIGRATIONS = [_migration_1, _migration_2]

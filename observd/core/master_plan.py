@@ -35,6 +35,9 @@ class GroupPlan:
     message: str = ""  # for status: why there is no (new) master yet
 
 
+UP_TO_DATE = "master up to date"  # a group's message when its current master has every eligible frame
+
+
 def min_frames(kind: str, masters: MastersConfig) -> int:
     """How many eligible frames a `kind` master needs."""
     return {"bias": masters.min_bias, "dark": masters.min_dark, "flat": masters.min_flat}[kind]
@@ -84,7 +87,7 @@ def plan_group(
             kind, group_key, tuple(eligible), excluded, False, f"{len(eligible)} eligible frame(s), needs {need}"
         )
     if current_inputs is not None and ids <= current_inputs:
-        return GroupPlan(kind, group_key, tuple(eligible), excluded, False, "master up to date")
+        return GroupPlan(kind, group_key, tuple(eligible), excluded, False, UP_TO_DATE)
     newest = max(_arrival(r) for r in eligible)
     wait = config.masters.settle_seconds - (now - newest)
     if not final and wait > 0:

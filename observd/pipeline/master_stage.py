@@ -8,6 +8,7 @@ the two combinations share the pool instead of waiting for each other's checks a
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -16,7 +17,7 @@ from pathlib import Path
 from observd.core.frames import CALIBRATION_TYPES, MasterFile
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
-from observd.core.master_plan import GroupPlan, plan_masters
+from observd.core.master_plan import UP_TO_DATE, GroupPlan, plan_masters
 from observd.jobs.master_job import (
     FrameRef,
     MasterJob,
@@ -56,12 +57,25 @@ class MasterStage(Stage):
                         if dark.ready:
                             job = self._frames_job(dark)
                             early[dark.group_key] = (job.frames, background.submit(combine_master, job, self.pool))
+                current = [m for m in masters if m["current"]]
                 for group in plan(kinds=(kind,)):
                     self._record_eligibility(group)
-                    if group.ready:
-                        current = [m for m in masters if m["current"]]
+                    if group.ready or self._stale(group, current):
                         built += self._build(group, current, early.pop(group.group_key, None))
         return built
+
+    def _stale(self, plan: GroupPlan, current: list[dict]) -> bool:
+        """An up-to-date group's master subtracted another bias or dark than the one it would get
+        now (a new version of the bias came): it is built again, so that no master depends on
+        which versions of the others existed when it was made. Masters built before observd
+        recorded what they subtracted are left as they are."""
+        if plan.kind == "bias" or plan.message != UP_TO_DATE or not plan.eligible:
+            return False
+        master = next((m for m in current if m["group_key"] == plan.group_key), None)
+        if master is None or master["subtracted"] is None:
+            return False
+        chosen = masters_for_group(plan.kind, plan.eligible[-1], current, self.config.masters)
+        return not chosen.wait and json.loads(master["subtracted"]) != subtracted(chosen.bias, chosen.dark)
 
     def _record_eligibility(self, plan: GroupPlan) -> None:
         for file_id, reason in plan.excluded.items():
@@ -209,7 +223,17 @@ def master_record(plan: GroupPlan, job: MasterJob, used: list[dict], result, fla
         "readout_mode": ref["readout_mode"],
         "includes_bias": int(job.includes_bias),
         "date_obs": times[len(times) // 2] if times else None,
+        "subtracted": json.dumps(subtracted(job.bias, job.dark)),
         "median": result.median,
         "n_bad_pixels": result.n_bad_pixels,
         "flag": flag,
     }
+
+
+def subtracted(bias, dark) -> dict:
+    """What a master subtracts, by id: catalog rows or MasterFiles (None: nothing)."""
+
+    def ident(m):
+        return None if m is None else (m["id"] if isinstance(m, dict) else m.id)
+
+    return {"bias": ident(bias), "dark": ident(dark)}
