@@ -92,12 +92,12 @@ def test_a_version_1_catalog_is_upgraded_and_keeps_its_masters(tmp_path):
     stay, with nothing recorded (NULL), and new ones record it."""
     import sqlite_utils
 
-    from observd.adapters import catalog as catalog_module
+    from observd.adapters import catalog_schema
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
     db["meta"].create({"key": str, "value": str}, pk="key")
-    catalog_module._migration_1(db)
+    catalog_schema.MIGRATIONS[0](db)
     db["meta"].insert({"key": "schema_version", "value": "1"})
     db["masters"].insert({"type": "bias", "group_key": "bias|x", "version": 1, "current": 1, "path": "/m.fits"})
     db.conn.close()

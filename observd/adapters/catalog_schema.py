@@ -1,0 +1,146 @@
+"""The catalog's tables, and the migrations that create and upgrade them.
+
+Each migration is idempotent and runs in a transaction (`Catalog._migrate`); the catalog's
+`meta` table holds the number of the last one applied. A new column or table is a new
+migration at the end of `MIGRATIONS`, never an edit of an old one: catalogs made by earlier
+versions of observd are upgraded in place.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+FILE_COLUMNS = {
+    "id": int,
+    "path": str,
+    "name": str,
+    "version": int,
+    "current": int,
+    "size": int,
+    "mtime_ns": int,
+    "sha256": str,
+    "state": str,
+    "reason": str,
+    "first_seen": str,
+    "updated": str,
+    "attempts": int,
+    "next_attempt": float,
+    "traceback": str,
+    # FrameInfo
+    "frame_type": str,
+    "type_source": str,
+    "exptime": float,
+    "ccd_temp": float,
+    "set_temp": float,
+    "filter": str,
+    "xbin": int,
+    "ybin": int,
+    "naxis1": int,
+    "naxis2": int,
+    "gain_setting": float,
+    "offset": float,
+    "readout_mode": str,
+    "egain": float,
+    "rdnoise": float,
+    "saturation": float,
+    "instrument": str,
+    "telescope": str,
+    "object": str,
+    "date_obs": str,
+    "night": str,
+    "biassec": str,
+    "trimsec": str,
+    "hdu_index": int,
+    # calibration-frame grouping
+    "group_key": str,
+    # lights: calibration, measurement, alignment
+    "bias_id": int,
+    "dark_id": int,
+    "flat_id": int,
+    "dark_scale": float,
+    "calibrated_path": str,
+    "background": float,
+    "noise": float,
+    "n_stars": int,
+    "fwhm": float,
+    "elongation": float,
+    "n_saturated": int,
+    "stars": str,
+    "reference_id": int,
+    "transform": str,
+    "align_rms": float,
+    "n_matches": int,
+    "aligned_path": str,
+    "calibration_note": str,
+}
+
+MASTER_COLUMNS = {
+    "id": int,
+    "type": str,
+    "group_key": str,
+    "version": int,
+    "current": int,
+    "path": str,
+    "night": str,
+    "created": str,
+    "n_frames": int,
+    "ccd_temp_mean": float,
+    "ccd_temp_min": float,
+    "ccd_temp_max": float,
+    "exptime": float,
+    "filter": str,
+    "instrument": str,
+    "xbin": int,
+    "ybin": int,
+    "naxis1": int,
+    "naxis2": int,
+    "gain_setting": float,
+    "offset": float,
+    "readout_mode": str,
+    "includes_bias": int,
+    "date_obs": str,
+    "median": float,
+    "n_bad_pixels": int,
+    "flag": str,
+}
+
+PRODUCT_COLUMNS = {
+    "id": int,
+    "night": str,
+    "object": str,
+    "filter": str,
+    "path": str,
+    "preview_path": str,
+    "thumbnail_path": str,
+    "n_combined": int,
+    "total_exptime": float,
+    "reference": str,
+    "noise": float,
+    "created": str,
+    "current": int,
+}
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["files"].create(FILE_COLUMNS, pk="id", defaults={"current": 1, "attempts": 0, "version": 1})
+    db["files"].create_index(["path", "version"], unique=True)
+    db["files"].create_index(["sha256"])
+    db["files"].create_index(["night", "frame_type", "state"])
+    db["files"].create_index(["current", "path"])
+    db["masters"].create(MASTER_COLUMNS, pk="id")
+    db["masters"].create_index(["group_key", "version"], unique=True)
+    db["master_inputs"].create({"master_id": int, "file_id": int}, pk=("master_id", "file_id"))
+    db["products"].create(PRODUCT_COLUMNS, pk="id")
+    db["product_inputs"].create({"product_id": int, "file_id": int}, pk=("product_id", "file_id"))
+    db["stack_runs"].create({"night": str, "ran_at": str, "n_products": int}, pk="night")
+    db["events"].create({"id": int, "time": str, "level": str, "event": str, "path": str, "message": str}, pk="id")
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """masters.subtracted: the ids of the bias and dark a master subtracted, as JSON
+    ('{"bias": 3, "dark": null}'); NULL for masters built before it was recorded."""
+    if "subtracted" not in db["masters"].columns_dict:
+        db["masters"].add_column("subtracted", str)
+
+
+MIGRATIONS = [_migration_1, _migration_2]
