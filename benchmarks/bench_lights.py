@@ -31,8 +31,8 @@ from astropy.nddata import CCDData, StdDevUncertainty
 from ccdproc import ccd_process
 
 from observd.adapters.catalog import Catalog
+from observd.core.align import prepare_astroalign
 from observd.core.config import config_from_dict
-from observd.core.invariants import install_fast_invariants
 from observd.jobs.light_job import Reference, reduce_light
 from observd.jobs.pool import reuse_freed_memory, worker_pool
 from observd.pipeline.batch import ingest
@@ -195,7 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     reuse_freed_memory()  # as in observd's own processes (the CLI and the pool's workers)
-    install_fast_invariants()
+    prepare_astroalign()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_lights_"))
     try:
         config, catalog, lights = _night(root, args.size, args.lights)

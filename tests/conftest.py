@@ -10,9 +10,9 @@ import pytest
 from support import make_config, require_real_data
 
 from observd.adapters.catalog import Catalog
-from observd.core.invariants import install_fast_invariants
+from observd.core.align import prepare_astroalign
 
-install_fast_invariants()  # as every observd process does when it starts
+prepare_astroalign()  # as every observd process does when it starts
 
 
 @pytest.fixture

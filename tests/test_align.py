@@ -253,3 +253,23 @@ def test_sparse_and_dense_mask_warps_agree(monkeypatch):
         # the two differ only where OpenCV's 1/32 px weights round a tiny contribution away
         assert sparse.sum() > (9 if order == 3 else 2) * bad.sum()
         assert np.count_nonzero(sparse ^ dense) <= 0.01 * sparse.sum()
+
+
+def test_the_same_star_lists_always_give_the_same_transform():
+    """astroalign's first estimate comes from an unseeded random search; the refinement must not
+    depend on it (a daemon and a batch align the same frame to the same reference identically)."""
+    from observd.core.align import find_transform, prepare_astroalign
+    from observd.core.measure import Stars
+
+    prepare_astroalign()  # as every observd process does when it starts (idempotent)
+    rng = np.random.default_rng(0)
+    ref_xy = rng.uniform(0, 512, (60, 2))
+    matrix = np.array([[0.9998, -0.0175, 7.3], [0.0175, 0.9998, -4.1], [0, 0, 1]])
+    frame_xy = (ref_xy - matrix[:2, 2]) @ np.linalg.inv(matrix[:2, :2]).T
+    frame_xy += rng.normal(0, 1.0, frame_xy.shape)  # noisy positions: some pairs near the match radius
+    frame_xy = np.vstack([frame_xy, rng.uniform(0, 512, (15, 2))])  # and stars the reference lacks
+    flux = rng.uniform(100, 5000, len(frame_xy))
+    stars = Stars(frame_xy[:, 0], frame_xy[:, 1], flux)
+    ref = Stars(ref_xy[:, 0], ref_xy[:, 1], rng.uniform(100, 5000, len(ref_xy)))
+    results = {find_transform(stars, ref).matrix.tobytes() for _ in range(30)}
+    assert len(results) == 1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from observd import __version__
 from observd.adapters.config_file import load_config
+from observd.core.align import prepare_astroalign
 from observd.core.config import Config, ConfigError, to_toml
-from observd.core.invariants import install_fast_invariants
 from observd.jobs.pool import reuse_freed_memory
 
 log = logging.getLogger("observd")
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     reuse_freed_memory()  # masters and stacks are built in this process
-    install_fast_invariants()  # and lights aligned, without a pool
+    prepare_astroalign()  # and lights aligned, without a pool
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:

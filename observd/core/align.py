@@ -21,9 +21,11 @@ shifts, leaving a phase pattern in the stack. Uncertainty and mask are resampled
 Images are multiplied by the Jacobian of the mapping so that a star's summed flux is preserved
 when the scale differs from 1.
 
-Asterism invariants: astroalign's own are built in Python; `observd.core.invariants` computes the
-same arrays much faster, and each process installs it in their place when it starts
-(`install_fast_invariants`: the CLI and the worker pool's initialiser).
+Each process prepares astroalign when it starts (`prepare_astroalign`: the CLI and the worker
+pool's initialiser): its asterism invariants, built in Python, are replaced by
+`observd.core.invariants`' (the same arrays, much faster), and its random search for a first
+transform is seeded, so that the same two star lists always give the same transform — otherwise
+a daemon and a batch run align the same frame a few hundredths of a pixel apart.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import astroalign
 import cv2
 import numpy as np
 
+from observd.core.invariants import install_fast_invariants
 from observd.core.measure import Stars
 
 MATCH_RADIUS = 2.0
@@ -49,6 +52,37 @@ REJECT_SIGMA = 3.0
 
 KINDS = ("data", "uncertainty", "mask")
 ORDERS = (1, 3, 5)  # odd B-spline orders: their support is symmetric, which the mask needs
+
+
+RANSAC_SEED = 20261206
+"""The seed of astroalign's random search for a first transform (any fixed value will do)."""
+
+
+class _SeededRandom:
+    """numpy.random as astroalign sees it: `default_rng()` always starts from `RANSAC_SEED`."""
+
+    def __getattr__(self, name):
+        return getattr(np.random, name)
+
+    @staticmethod
+    def default_rng(seed=None):
+        return np.random.default_rng(RANSAC_SEED if seed is None else seed)
+
+
+class _NumpyForAstroalign:
+    """numpy, as astroalign's module sees it, with `_SeededRandom` for its `random`."""
+
+    random = _SeededRandom()
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def prepare_astroalign() -> None:
+    """This process's astroalign, made fast and deterministic (module docstring); idempotent."""
+    install_fast_invariants()
+    if getattr(astroalign, "_np", None) is np:
+        astroalign._np = _NumpyForAstroalign()
 
 
 class AlignError(Exception):

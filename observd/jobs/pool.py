@@ -9,8 +9,8 @@ import os
 import threading
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 
+from observd.core.align import prepare_astroalign
 from observd.core.config import Config
-from observd.core.invariants import install_fast_invariants
 from observd.jobs.lifeline import watch_parent
 
 
@@ -119,7 +119,7 @@ def _single_threaded_worker() -> None:
 
     cv2.setNumThreads(1)
     reuse_freed_memory()
-    install_fast_invariants()
+    prepare_astroalign()
     watch_parent()  # the fork server: a worker ends when it ends (`jobs.lifeline`)
 
 

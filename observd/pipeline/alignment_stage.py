@@ -32,10 +32,12 @@ class AlignmentStage(Stage):
     """Chooses references, builds and records alignment jobs, finishes nights."""
 
     def references(self, rows: list[dict]) -> dict[tuple, Reference]:
-        """The reference already chosen for each target, from the light rows."""
+        """The reference already chosen for each target, from its lights aligned to it (a light
+        judged bad at the night's end keeps the id of the reference it had, which may be an older
+        one)."""
         refs = {}
         for row in rows:
-            if row["reference_id"] and target_key(row) not in refs:
+            if row["reference_id"] and row["state"] in ("aligned", "unaligned") and target_key(row) not in refs:
                 ref_row = self.catalog.file(row["reference_id"])
                 if ref_row and ref_row["stars"] and ref_row["calibrated_path"]:
                     refs[target_key(row)] = reference_of(ref_row)
