@@ -65,8 +65,13 @@ class StatusLog:
         self._logger.log(_LEVELS.get(level, logging.INFO), status_line(when or datetime.now(), path, message))
 
     def close(self) -> None:
+        """Close the file; a final flush that fails (a full disk) is reported like a failed write,
+        never raised: the daemon's shutdown closes this log and must reach its end."""
         self._logger.removeHandler(self._handler)
-        self._handler.close()
+        try:
+            self._handler.close()
+        except OSError as exc:
+            logging.getLogger(__name__).warning("status log %s: last lines lost: %s", self.path, exc)
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
