@@ -51,6 +51,25 @@ def test_a_process_ends_when_its_parent_is_killed():
         parent.wait()
 
 
+def test_a_process_whose_owner_died_before_its_lifeline_started_still_ends():
+    """A daemon killed in the second after it starts its pool: the fork server is still importing
+    its preloads, and is already re-parented when its lifeline starts. It must end all the same
+    (it knows its owner from the environment)."""
+    code = (
+        "import os, subprocess, sys\n"
+        "from observd.jobs.lifeline import mark_owner\n"
+        "mark_owner()\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(1.0); from observd.jobs.lifeline import watch_parent; "
+        "watch_parent(0.05); time.sleep(60)'], stdout=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"  # and exit at once, before the child watches
+    )
+    parent = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, check=True)
+    child = int(parent.stdout.strip())
+    assert not _gone(child)  # still starting
+    assert _wait(lambda: _gone(child), 6.0), "a late-starting child outlived its owner"
+
+
 def test_watch_parent_leaves_a_living_parent_alone():
     watch_parent(0.01)
     time.sleep(0.1)  # this test process is still here: its parent (pytest's shell) lives

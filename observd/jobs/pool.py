@@ -11,7 +11,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 
 from observd.core.align import prepare_astroalign
 from observd.core.config import Config
-from observd.jobs.lifeline import watch_parent
+from observd.jobs.lifeline import mark_owner, watch_parent
 
 
 def worker_pool(config: Config, *, warm: bool = True) -> ProcessPoolExecutor:
@@ -86,6 +86,7 @@ def call(target: str, *args, **kwargs):
 
 
 def _context():
+    mark_owner()  # before the fork server starts: its processes end with this one (`jobs.lifeline`)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     return context
@@ -120,7 +121,7 @@ def _single_threaded_worker() -> None:
     cv2.setNumThreads(1)
     reuse_freed_memory()
     prepare_astroalign()
-    watch_parent()  # the fork server: a worker ends when it ends (`jobs.lifeline`)
+    watch_parent()  # a worker ends with the fork server and the pool's owner (`jobs.lifeline`)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from observd.core.combine import Combined, FrameSource, combine, params
+from observd.jobs.lifeline import alive
 from observd.jobs.pool import offload, outcome
 
 __all__ = ["combine_in_pool"]
@@ -137,18 +138,8 @@ def _remove_orphans(folder: Path) -> None:
     """Shared planes whose process is gone (killed while it combined)."""
     for path in folder.glob(f"{_SHARED_PREFIX}*"):
         pid = path.name[len(_SHARED_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
