@@ -108,7 +108,7 @@ class StackConfig:
 @dataclass(frozen=True)
 class WatchConfig:
     polling: bool = False  # PollingObserver for network shares (no inotify)
-    poll_interval: float = 2.0  # seconds between polls (polling mode and completeness re-checks)
+    poll_interval: float = 2.0  # seconds between polls (polling mode and fully-written re-checks)
     settle_seconds: float = 2.0  # size+mtime stable this long when no close event arrives
     ignore: tuple[str, ...] = ("*.tmp", "*.part", "*.partial", ".*", "*~", "~*")  # never treated as data
     rescan_minutes: float = 10.0  # periodic full rescan that catches anything events missed
