@@ -75,7 +75,10 @@ class MasterStage(Stage):
         if master is None or master["subtracted"] is None:
             return False
         chosen = masters_for_group(plan.kind, plan.eligible[-1], current, self.config.masters)
-        return not chosen.wait and json.loads(master["subtracted"]) != subtracted(chosen.bias, chosen.dark)
+        if chosen.wait:
+            return False
+        now = subtracted(MasterFile.from_row(chosen.bias), MasterFile.from_row(chosen.dark))
+        return json.loads(master["subtracted"]) != now
 
     def _record_eligibility(self, plan: GroupPlan) -> None:
         for file_id, reason in plan.excluded.items():
@@ -230,10 +233,6 @@ def master_record(plan: GroupPlan, job: MasterJob, used: list[dict], result, fla
     }
 
 
-def subtracted(bias, dark) -> dict:
-    """What a master subtracts, by id: catalog rows or MasterFiles (None: nothing)."""
-
-    def ident(m):
-        return None if m is None else (m["id"] if isinstance(m, dict) else m.id)
-
-    return {"bias": ident(bias), "dark": ident(dark)}
+def subtracted(bias: MasterFile | None, dark: MasterFile | None) -> dict:
+    """What a master subtracts, by id (None: nothing), as `masters.subtracted` records it."""
+    return {"bias": None if bias is None else bias.id, "dark": None if dark is None else dark.id}
