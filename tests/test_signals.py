@@ -28,7 +28,8 @@ def _signals(calls: list, *, stopped: bool = False, timeout: float = 60.0) -> St
 
 def test_sigterm_and_sigint_stop_and_sighup_reloads_while_installed():
     calls: list[str] = []
-    with _signals(calls).installed():
+    # stopped: the forced exit the stop arms must find the stop done, or it ends pytest 60 s later
+    with _signals(calls, stopped=True).installed():
         os.kill(os.getpid(), signal.SIGHUP)
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
