@@ -3,6 +3,7 @@
 import threading
 
 from observd.adapters.catalog import Catalog
+from observd.adapters.catalog_schema import MIGRATIONS
 from observd.core.frames import FrameInfo
 
 
@@ -83,7 +84,7 @@ def test_schema_migration_is_idempotent(tmp_path):
     path = tmp_path / "c.db"
     Catalog.open(path).close()
     again = Catalog.open(path)
-    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(len(MIGRATIONS))
     again.close()
 
 
@@ -108,5 +109,7 @@ def test_a_version_1_catalog_is_upgraded_and_keeps_its_masters(tmp_path):
         {"type": "dark", "group_key": "dark|x", "path": "/d.fits", "subtracted": '{"bias": 1, "dark": null}'}, []
     )
     assert upgraded.master(new_id)["subtracted"] == '{"bias": 1, "dark": null}'
-    assert upgraded.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert upgraded.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+        len(MIGRATIONS)
+    )
     upgraded.close()

@@ -567,7 +567,11 @@ def test_classify_labels_the_night_in_the_site_timezone():
 
 ALL_KEYS = sorted(
     {k for name in dir(dialects) if name.endswith("_KEYS") or name == "TYPE_KEYWORDS" for k in getattr(dialects, name)}
-    | {k for pair in dialects.BINNING_PAIRS for k in pair}
+    | {
+        k
+        for pair in dialects.BINNING_PAIRS + dialects.BAYER_OFFSET_PAIRS + (dialects.SUBFRAME_ORIGIN_PAIR,)
+        for k in pair
+    }
     | {
         "GAIN",
         "NAXIS1",

@@ -1,6 +1,7 @@
 """Configuration: defaults, strict validation with useful messages, the documented example."""
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -96,3 +97,27 @@ def test_config_command_exit_codes(tmp_path, capsys):
     assert "[site] timezone = 3" in err and "Traceback" not in err
     assert main(["config", "-c", str(good)]) == 0
     assert 'timezone = "Europe/Berlin"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        ("classify", {"bayer": {"ASI120MC": "RGBG"}}, "expected one of RGGB, GRBG, GBRG, BGGR"),
+        ("calibrate", {"require_by_instrument": {"Seestar S50": ["flats"]}}, "expected bias, dark or flat"),
+        ("calibrate", {"debayer": "vng"}, "expected one of malvar2004"),
+        ("colour", {"palette": "SHX"}, "three letters of S, H, O"),
+        ("colour", {"white_balance": "camera"}, "camera_gains = [red, green, blue]"),
+        ("colour", {"camera_gains": [1.0, True, 2.0]}, "a list of numbers"),
+    ],
+)
+def test_colour_settings_are_checked_with_a_message_that_names_them(section, values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({section: values}, source="t.toml")
+
+
+def test_require_by_instrument_names_its_own_masters():
+    config = config_from_dict({"calibrate": {"require_by_instrument": {"Seestar S50": []}}})
+    assert (
+        config.calibrate.required("Seestar S50") == ()
+        and config.calibrate.required("Other") == config.calibrate.require
+    )

@@ -29,10 +29,10 @@ import observd.jobs.light_job
 import observd.pipeline.light_stage
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import write_with
-from observd.cli.reports import status_report
 from observd.core.config import config_from_dict
 from observd.service import arrivals as arrivals_module
 from observd.service.daemon import Daemon
+from observd.service.reports import status_report
 from observd.service.sdnotify import Notifier
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night

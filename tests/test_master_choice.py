@@ -251,3 +251,25 @@ def test_everything_missing_is_named_once():
     assert s.notes == ()
     s = select_masters(LIGHT, [master(2, "dark"), master(3, "flat")], MC, CC)
     assert s.missing.count("no bias") == 1 and "the dark 60 s is bias-subtracted" in s.missing
+
+
+# -- colour cameras --------------------------------------------------------------------------------
+
+
+def test_a_colour_master_never_serves_a_mono_light_nor_another_bayer_phase_whatever_ignore_keys_says():
+    everything = MastersConfig(ignore_keys=("instrument", "shape", "binning", "gain_setting", "offset", "readout_mode"))
+    colour = [master(1, "bias", bayer="RGGB"), master(2, "dark", bayer="RGGB"), master(3, "flat", bayer="RGGB")]
+    for light in (LIGHT, dict(LIGHT, bayer="GRBG")):
+        s = select_masters(light, colour, everything, CC)
+        assert (s.bias, s.dark, s.flat) == (None, None, None) and s.missing
+    s = select_masters(dict(LIGHT, bayer="RGGB"), colour, MC, CC)
+    assert (s.bias["id"], s.dark["id"], s.flat["id"], s.missing) == (1, 2, 3, None)
+    mono = [master(4, "bias"), master(5, "dark"), master(6, "flat")]
+    assert select_masters(dict(LIGHT, bayer="RGGB"), mono, everything, CC).flat is None
+
+
+def test_require_by_instrument_lets_a_smart_telescope_through_and_keeps_the_rule_for_the_others():
+    cc = CalibrateConfig(require_by_instrument={"Seestar S50": ()})
+    s = select_masters(dict(LIGHT, instrument="Seestar S50"), [], MC, cc)
+    assert s.missing is None and any("require_by_instrument" in n for n in s.notes)
+    assert select_masters(LIGHT, [], MC, cc).missing is not None

@@ -12,9 +12,9 @@ from astropy.nddata import CCDData
 from astropy.stats import sigma_clip
 from support import gunzip_set, ingest_into, require_real_data
 
-from observd.cli.reports import pending_groups, status_report
 from observd.core.config import MastersConfig
 from observd.pipeline.batch import ingest
+from observd.service.reports import pending_groups, status_report
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night
 

@@ -1,4 +1,4 @@
-"""What observers read (observd.cli.reports): the status and frames documents built from the
+"""What observers read (observd.service.reports): the status and frames documents built from the
 catalog, and their text forms."""
 
 import json
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from observd.cli.reports import (
+from observd.core.frames import FrameInfo
+from observd.service.reports import (
     format_frames,
     format_masters,
     format_status,
@@ -17,7 +18,6 @@ from observd.cli.reports import (
     pending_groups,
     status_report,
 )
-from observd.core.frames import FrameInfo
 
 NIGHT, OTHER = "2026-11-20", "2026-11-21"
 
@@ -200,6 +200,7 @@ def test_frames_report_filters_by_night_and_state(night_catalog):
     (r1,) = [e for e in frames_report(night_catalog) if e["name"] == "R1.fits"]
     assert r1["version"] == 2
     assert set(waiting[0]) == {
+        "id",
         "name",
         "path",
         "version",
@@ -212,6 +213,7 @@ def test_frames_report_filters_by_night_and_state(night_catalog):
         "ccd_temp",
         "state",
         "reason",
+        "bayer",
     }
 
 

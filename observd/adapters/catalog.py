@@ -249,6 +249,21 @@ class Catalog:
             where.append(f"frame_type IN ({', '.join('?' * len(types))})" if types else "0")
         return self._select("files", "date_obs, path", where=where, where_params=types or (), night=night, state=state)
 
+    def frames_of_groups_without_master(self, types: Iterable[str]) -> list[dict]:
+        """Current frames of `types` whose calibration group has no current master: what the
+        status report explains, without reading every calibration frame of the archive."""
+        types = list(types)
+        return self._query(
+            f"SELECT * FROM files WHERE current = 1 AND frame_type IN ({', '.join('?' * len(types))}) "
+            "AND group_key NOT IN (SELECT group_key FROM masters WHERE current = 1 AND group_key IS NOT NULL) "
+            "ORDER BY date_obs, path",
+            types,
+        )
+
+    def undated_files(self) -> list[dict]:
+        """Current files with no night: unreadable ones (rejected) and headers without a time."""
+        return self._query("SELECT * FROM files WHERE current = 1 AND night IS NULL ORDER BY first_seen, path")
+
     def nights(self) -> list[str]:
         return [
             r["night"]
@@ -307,10 +322,11 @@ class Catalog:
     # -- products and the nightly ledger --------------------------------------------------------
 
     def add_product(self, record: dict, input_ids: Iterable[int]) -> int:
+        """A new current product; it supersedes the one of its night, object, filter and channels."""
         with self.db.atomic():
             self.db.execute(
-                "UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ?",
-                [record["night"], record.get("object"), record.get("filter")],
+                "UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ? AND channels IS ?",
+                [record["night"], record.get("object"), record.get("filter"), record.get("channels")],
             )
             product_id = self.db["products"].insert(dict(record, current=1, created=utcnow())).last_pk
             self.db["product_inputs"].insert_all({"product_id": product_id, "file_id": f} for f in input_ids)
@@ -319,6 +335,14 @@ class Catalog:
     def products(self, *, night: str | None = None, current_only: bool = True) -> list[dict]:
         return self._select(
             "products", "night, object, filter", where=["current = 1"] if current_only else [], night=night
+        )
+
+    def product_inputs(self, product_id: int) -> list[dict]:
+        """The file rows a product was stacked from, in time order."""
+        return self._query(
+            "SELECT files.* FROM product_inputs JOIN files ON files.id = product_inputs.file_id "
+            "WHERE product_inputs.product_id = ? ORDER BY files.date_obs, files.path",
+            [product_id],
         )
 
     def mark_stacked(self, night: str, n_products: int) -> None:
@@ -339,6 +363,26 @@ class Catalog:
     def events(self, *, limit: int = 50, level: str | None = None) -> list[dict]:
         sql = "SELECT * FROM events " + ("WHERE level = ? " if level else "") + "ORDER BY id DESC LIMIT ?"
         return self._query(sql, ([level] if level else []) + [limit])
+
+    def events_of(self, path: str, *, limit: int = 200) -> list[dict]:
+        """The events about one file, oldest first (its history)."""
+        rows = self._query("SELECT * FROM events WHERE path = ? ORDER BY id DESC LIMIT ?", [path, limit])
+        return rows[::-1]
+
+
+def change_stamp(path: Path) -> str:
+    """A token that changes whenever a transaction is committed to the catalog at `path`, read
+    without opening it: in WAL mode every commit appends to `<path>-wal`, and a checkpoint
+    rewrites the database file. Readers compare stamps to skip work when nothing changed."""
+    parts = []
+    for file in (Path(path), Path(f"{path}-wal")):
+        try:
+            st = file.stat()
+        except OSError:
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_size:x}.{st.st_mtime_ns:x}")
+    return "-".join(parts)
 
 
 def dumps(value) -> str:

@@ -143,4 +143,41 @@ def _migration_2(db: sqlite_utils.Database) -> None:
         db["masters"].add_column("subtracted", str)
 
 
-MIGRATIONS = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Colour: files.bayer (the stored Bayer pattern of a one-shot-colour frame, NULL for mono),
+    files.bayer_note (why a named pattern was not used), files.channel_stats (a colour light's sky
+    level and RMS per channel, JSON), masters.bayer (the pattern of the frames a master was built
+    from), products.channels ('R,G,B' for a colour cube, NULL for one plane)."""
+    for table, column in (
+        ("files", "bayer"),
+        ("files", "bayer_note"),
+        ("files", "channel_stats"),
+        ("masters", "bayer"),
+        ("products", "channels"),
+    ):
+        if column not in db[table].columns_dict:
+            db[table].add_column(column, str)
+
+
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """morning_reports: the ledger of morning reports, one row per night and notification target
+    (`observd.adapters.report_ledger`); an index on events.path, for one file's history."""
+    if not db["morning_reports"].exists():
+        db["morning_reports"].create(
+            {
+                "night": str,
+                "target": str,
+                "state": str,
+                "attempts": int,
+                "next_attempt": float,
+                "last_error": str,
+                "created": str,
+                "sent": str,
+            },
+            pk=("night", "target"),
+            defaults={"attempts": 0, "next_attempt": 0.0},
+        )
+    db["events"].create_index(["path"], if_not_exists=True)
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]

@@ -220,8 +220,14 @@ def read_planes(path: Path) -> ImagePlanes:
                 hdul[0].data.astype(np.float32),
                 hdul[0].header.copy(),
                 hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
-                hdul["MASK"].data.astype(np.uint8) if "MASK" in hdul else None,
+                _one_mask(hdul["MASK"].data) if "MASK" in hdul else None,
             )
+
+
+def _one_mask(mask: np.ndarray) -> np.ndarray:
+    """A MASK extension as one (rows, cols) plane: a colour cube's per-plane copies combined."""
+    mask = mask.astype(np.uint8)
+    return np.bitwise_or.reduce(mask, axis=0) if mask.ndim == 3 else mask
 
 
 def image_hdus(
@@ -239,6 +245,8 @@ def image_hdus(
         uh["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
         hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=">f4"), header=uh, name="UNCERT"))
     if mask is not None:
+        # a colour cube's one mask is written once per plane: CCDData wants the data's shape
+        mask = np.broadcast_to(mask, np.shape(data)) if np.ndim(mask) < np.ndim(data) else mask
         hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
     return fits.HDUList(hdus)
 

@@ -45,8 +45,8 @@ class _Layout:
 
 @dataclass(frozen=True)
 class FitsSource:
-    """One 2-D HDU of a FITS file, read only as far as the requested rows (a
-    `observd.core.combine.FrameSource`).
+    """One 2-D image of a FITS file — an HDU, or one plane of a colour cube — read only as far
+    as the requested rows (a `observd.core.combine.FrameSource`).
 
     ``prepare(rows, y0, y1)`` is applied to every band read (e.g. subtract the same rows
     of a master bias, scale a dark, divide a flat by its normalisation constant); it must
@@ -56,11 +56,12 @@ class FitsSource:
     path: Path
     hdu: int = 0
     prepare: Callable[[np.ndarray, int, int], np.ndarray] | None = None
+    plane: int = 0  # which plane of a 3-D HDU (NAXIS3 = 3: R, G, B)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __reduce__(self):
         """Pickled without its lock and caches: a worker process opens the file itself."""
-        return (FitsSource, (self.path, self.hdu, self.prepare))
+        return (FitsSource, (self.path, self.hdu, self.prepare, self.plane))
 
     @cached_property
     def _layout(self) -> _Layout:
@@ -69,8 +70,10 @@ class FitsSource:
         with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
             hdu = hdul[self.hdu]
             header = hdu.header
-            if header.get("NAXIS", 0) != 2:
-                raise ValueError(f"{self.path}[{self.hdu}] is not a 2-D image")
+            naxis = header.get("NAXIS", 0)
+            planes = int(header["NAXIS3"]) if naxis == 3 else 1
+            if naxis not in (2, 3) or not 0 <= self.plane < planes:
+                raise ValueError(f"{self.path}[{self.hdu}] has no 2-D image plane {self.plane}")
             shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
             if compressed_file or isinstance(hdu, fits.CompImageHDU):
                 return _Layout("whole", shape)
@@ -80,7 +83,7 @@ class FitsSource:
             return _Layout(
                 "raw",
                 shape,
-                offset=hdul.fileinfo(self.hdu)["datLoc"],
+                offset=hdul.fileinfo(self.hdu)["datLoc"] + self.plane * shape[0] * shape[1] * abs(bitpix) // 8,
                 dtype=dtype,
                 bscale=float(header.get("BSCALE", 1.0)),
                 bzero=float(header.get("BZERO", 0.0)),
@@ -95,7 +98,8 @@ class FitsSource:
     def _whole(self) -> np.ndarray:
         """The whole decoded HDU, for compressed data (read once, kept with the source)."""
         with fits.open(self.path, memmap=False) as hdul:
-            return hdul[self.hdu].data
+            data = hdul[self.hdu].data
+            return data if data.ndim == 2 else data[self.plane]
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
         layout = self._layout

@@ -4,7 +4,8 @@ The real daemon (`Daemon`: watcher, worker pool, catalog, scheduler) watches a f
 while the simulated camera writes a night into it at a brisk pace — biases, darks, lights of
 two targets in two filters with a meridian flip, a cloud and a trailed frame, then the dawn
 flats — so the lights wait for their flats exactly as they would at a real site. Then the
-nightly stack is requested, and the status and the products are printed.
+nightly stack is requested, and the status and the products are printed (and with `--web`, the
+night's web page is served).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
-from observd.cli.reports import format_status, status_report
 from observd.core.config import Config, config_from_dict
 from observd.core.obstime import night_of
 from observd.service.daemon import Daemon
+from observd.service.reports import format_status, status_for
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night
 
@@ -42,6 +44,8 @@ def demo_config(root: Path) -> Config:
             "site": {"timezone": TIMEZONE},
             "masters": {"settle_seconds": 2.0},
             "watch": {"settle_seconds": 0.5, "poll_interval": 0.5},
+            # the smart telescope takes no calibration frames: its lights go through uncalibrated
+            "calibrate": {"require_by_instrument": {"Seestar S50": []}},
         },
         source="observd demo (embedded defaults)",
     )
@@ -64,7 +68,27 @@ def demo_spec(night: str, size: int) -> SimSpec:
     )
 
 
-def run_demo(*, size: int = 512, out=sys.stdout) -> int:
+def colour_spec(night: str, size: int) -> SimSpec:
+    """A smart telescope beside the observatory's camera: a Seestar S50's one-shot-colour lights
+    (GRBG mosaic, no calibration frames) of a third target."""
+    return SimSpec(
+        seed=2027,
+        shape=(size, size),
+        dialect="seestar",
+        night=night,
+        timezone=TIMEZONE,
+        targets=(TargetSpec("M 57", ("IRCUT",), n_lights=6, exptime=10.0, n_stars=300),),
+        n_bias=0,
+        n_dark=0,
+        n_flat=0,
+        ccd_temp=25.0,
+        truth=False,
+    )
+
+
+def run_demo(*, size: int = 512, out=sys.stdout, then: Callable[[Config], object] | None = None) -> int:
+    """The demo; `then(config)` runs at its end, with the demo's configuration (`--web` serves
+    the night's page)."""
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="observd-demo-"))
     config = demo_config(root)
@@ -77,12 +101,14 @@ def run_demo(*, size: int = 512, out=sys.stdout) -> int:
     try:
         print(f"observd demo: daemon watching {config.paths.watch}", file=out)
         print(
-            f"simulated camera writing night {night} (biases, darks, 2 targets x 2 filters, dawn flats)…",
+            f"simulated cameras writing night {night} (biases, darks, 2 targets x 2 filters, dawn flats; "
+            "a Seestar's colour lights of a third target)…",
             file=out,
             flush=True,
         )
         written = write_night(config.paths.watch, demo_spec(night, size))
-        n_files = len(written["files"])
+        colour = write_night(config.paths.watch / "seestar", colour_spec(night, size))
+        n_files = len(written["files"]) + len(colour["files"])
         print(f"camera done: {n_files} files; waiting for the daemon to reduce them…", file=out, flush=True)
         if not _wait(lambda: _reduced(config, n_files), started):
             print("observd demo: the daemon did not finish in time", file=out)
@@ -95,7 +121,7 @@ def run_demo(*, size: int = 512, out=sys.stdout) -> int:
         daemon.request_stop()
         loop.join(timeout=60)
         daemon.shutdown()
-    report = _read(config, lambda c: status_report(c, night=night, status_log=str(config.paths.status_log)))
+    report = _read(config, lambda c: status_for(c, config, night=night))
     print("\n" + format_status(report), file=out)
     products = report["products"]
     print(f"\n{len(products)} stacked product(s) in {time.monotonic() - started:.0f} s:", file=out)
@@ -110,7 +136,9 @@ def run_demo(*, size: int = 512, out=sys.stdout) -> int:
         f"catalog, status log); look at the previews, then remove it with: rm -rf {root}",
         file=out,
     )
-    return 0 if len(products) == 4 else 1
+    if then is not None:
+        then(config)
+    return 0 if len(products) == 5 else 1
 
 
 def _read(config: Config, query):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -108,9 +108,9 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_masters(args) -> int:
-    from observd.cli.reports import format_masters, master_entry
     from observd.jobs.pool import worker_pool
     from observd.pipeline.reducer import Reducer
+    from observd.service.reports import format_masters, master_entry
 
     config = _load(args)
     if args.rebuild:
@@ -128,7 +128,7 @@ def cmd_masters(args) -> int:
 
 
 def cmd_frames(args) -> int:
-    from observd.cli.reports import format_frames, frames_report
+    from observd.service.reports import format_frames, frames_report
 
     config = _load(args)
     with _reading(config) as catalog:
@@ -138,20 +138,13 @@ def cmd_frames(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from observd.cli.reports import format_status, pending_groups, status_report
+    from observd.service.reports import format_status, status_for
 
     config = _load(args)
     if not config.paths.database.exists():
         raise UsageError(f"no catalog at {config.paths.database} yet: start `observd run` or `observd ingest`")
     with _reading(config) as catalog:
-        nights = catalog.nights()
-        night = None if args.all else (args.night or (nights[-1] if nights else None))
-        report = status_report(
-            catalog,
-            night=night,
-            status_log=str(config.paths.status_log),
-            pending_groups=pending_groups(catalog, config, now=time.time()),
-        )
+        report = status_for(catalog, config, night=args.night, all_nights=args.all)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 
@@ -206,8 +199,42 @@ def cmd_run(args) -> int:
     from observd.service.status_log import journal_stderr
 
     config = _load(args)
+    page = _web_server(config, config.web.host, config.web.port) if config.web.enabled else None
     with journal_stderr():  # priority prefixes for journald on the daemon's log lines
-        return Daemon(config, Path(args.config) if args.config else None).run()
+        if page is not None:
+            page.start()  # beside the daemon; it stops when the daemon has stopped
+            log.info("web page at %s", page.address)
+        try:
+            return Daemon(config, Path(args.config) if args.config else None).run()
+        finally:
+            if page is not None:
+                page.stop()
+
+
+def cmd_web(args) -> int:
+    config = _load(args)
+    page = _web_server(config, args.host or config.web.host, config.web.port if args.port is None else args.port)
+    print(f"observd web: {page.address} (catalog {config.paths.database}; Ctrl-C stops)", flush=True)
+    page.serve()
+    return 0
+
+
+def _web_server(config: Config, host: str, port: int):
+    """The web page's server, its socket bound now: an exposed address without a token, or an
+    address that cannot be used, is a usage error (exit 2) before anything else starts."""
+    from observd.web.app import create_app
+    from observd.web.server import ExposureError, WebServer, check_exposure, listen
+
+    token = config.web.token or os.environ.get("OBSERVD_WEB_TOKEN") or None
+    try:
+        check_exposure(host, token)
+        sock = listen(host, port)
+    except ExposureError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"cannot serve the web page on {host}:{port}: {reason}") from None
+    return WebServer(create_app(config, token=token), sock)
 
 
 def cmd_simulate(args) -> int:
@@ -221,39 +248,69 @@ def cmd_simulate(args) -> int:
 
 
 def simulation_spec(args):
-    """Map `observd simulate` options onto a SimSpec."""
+    """Map `observd simulate` options onto a SimSpec.
+
+    ``--dialect seestar`` is a Seestar S50 night unless told otherwise: lights only (no bias,
+    dark or flat), 10 s, the IRCUT filter, an uncooled sensor at 25 degC, a GRBG mosaic.
+    """
     from observd.sim.spec import SimSpec, TargetSpec
 
+    seestar = args.dialect == "seestar"
+
+    def default(value, mono, s50):
+        return value if value is not None else (s50 if seestar else mono)
+
+    exptime = default(args.exptime, 60.0, 10.0)
     targets = []
-    for item in args.target or ["M42:L:6"]:
+    for item in args.target or [default(None, "M42:L:6", "M 42:IRCUT:6")]:
         parts = item.split(":")
         if len(parts) != 3 or not parts[2].isdigit():
             raise UsageError(f"--target {item!r}: expected NAME:FILTER[,FILTER...]:N, e.g. M42:L,R:6")
         targets.append(
-            TargetSpec(name=parts[0], filters=tuple(parts[1].split(",")), n_lights=int(parts[2]), exptime=args.exptime)
+            TargetSpec(name=parts[0], filters=tuple(parts[1].split(",")), n_lights=int(parts[2]), exptime=exptime)
         )
-    return SimSpec(
-        seed=args.seed,
-        shape=(args.size, args.size),
-        dialect=args.dialect,
-        night=args.night,
-        timezone=args.timezone,
-        n_bias=args.n_bias,
-        n_dark=args.n_dark,
-        n_flat=args.n_flat,
-        flats_at=args.flats,
-        targets=tuple(targets),
-        pace=args.pace,
-        chunked=args.chunked,
-        temp_names=args.temp_names,
-        truth=not args.no_truth,
-    )
+    row_order = {None: None if seestar else "TOP-DOWN", "none": None}.get(args.row_order, args.row_order)
+    sensor = {"ccd_temp": 25.0, "dark_temps": (25.0,)} if seestar else {}
+    try:
+        return SimSpec(
+            seed=args.seed,
+            shape=(args.size, args.size),
+            dialect=args.dialect,
+            night=args.night,
+            timezone=args.timezone,
+            n_bias=default(args.n_bias, 9, 0),
+            n_dark=default(args.n_dark, 7, 0),
+            n_flat=default(args.n_flat, 7, 0),
+            flats_at=args.flats,
+            targets=tuple(targets),
+            pace=args.pace,
+            chunked=args.chunked,
+            temp_names=args.temp_names,
+            truth=not args.no_truth,
+            bayer=args.bayer,
+            row_order=row_order,
+            bayer_offset=tuple(args.bayer_offset),
+            prescan=args.prescan,
+            **sensor,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_demo(args) -> int:
     from observd.cli.demo import run_demo
 
-    return run_demo(size=args.size)
+    return run_demo(size=args.size, then=_serve_demo if args.web else None)
+
+
+def _serve_demo(config: Config) -> None:
+    """`observd demo --web`: the demo night's page, on the default port or, when that is taken, any."""
+    try:
+        page = _web_server(config, "127.0.0.1", config.web.port)
+    except UsageError:
+        page = _web_server(config, "127.0.0.1", 0)
+    print(f"\nThe night's web page: {page.address} (Ctrl-C stops)", flush=True)
+    page.serve()
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -293,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("run", cmd_run, "the daemon: watch the camera folder, reduce, stack nightly (foreground)")
 
+    p = command("web", cmd_web, "the observers' read-only web page (foreground; [web] in the configuration)")
+    p.add_argument("--host", metavar="ADDRESS", help="interface to listen on (default [web] host, 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="PORT", help="TCP port (default [web] port, 8750)")
+
     p = command("stack", cmd_stack, "build the nightly stacks now (rebuilds existing ones)")
     p.add_argument("--night", metavar="YYYY-MM-DD", help="default: every night with lights")
     p.add_argument("--object", metavar="NAME")
@@ -305,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("simulate", cmd_simulate, "write a simulated night of FITS files into OUTDIR", config=False)
     p.add_argument("outdir")
-    p.add_argument("--dialect", default="nina", help="maxim, nina, iraf, theskyx or asiair")
+    p.add_argument("--dialect", default="nina", help="maxim, nina, iraf, theskyx, asiair or seestar")
     p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--night", default="2026-11-20", help="local date of the evening")
@@ -316,19 +377,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:FILTERS:N",
         help="a target, e.g. M42:L,R:6 (repeatable; default M42:L:6)",
     )
-    p.add_argument("--exptime", type=float, default=60.0)
-    p.add_argument("--n-bias", type=int, default=9)
-    p.add_argument("--n-dark", type=int, default=7)
-    p.add_argument("--n-flat", type=int, default=7)
+    p.add_argument("--exptime", type=float, help="light exposure in s (default 60; seestar 10)")
+    p.add_argument("--n-bias", type=int, help="default 9 (seestar 0)")
+    p.add_argument("--n-dark", type=int, help="default 7 per exposure and temperature (seestar 0)")
+    p.add_argument("--n-flat", type=int, help="default 7 per filter (seestar 0)")
     p.add_argument("--flats", choices=("dawn", "dusk"), default="dawn")
     p.add_argument("--pace", type=float, default=0.0, help="seconds between files")
     p.add_argument("--chunked", action="store_true", help="write each file slowly in chunks")
     p.add_argument("--temp-names", action="store_true", help="write NAME.tmp then rename")
     p.add_argument("--no-truth", action="store_true", help="do not write truth.json/truth.npz")
+    p.add_argument(
+        "--bayer",
+        choices=("RGGB", "GRBG", "GBRG", "BGGR"),
+        help="a one-shot-colour camera with this sensor pattern (default: mono; seestar GRBG)",
+    )
+    p.add_argument(
+        "--row-order",
+        choices=("TOP-DOWN", "BOTTOM-UP", "none"),
+        help="rows stored top-down or bottom-up, 'none' = top-down without ROWORDER (default TOP-DOWN; seestar none)",
+    )
+    p.add_argument(
+        "--bayer-offset",
+        type=int,
+        nargs=2,
+        default=(0, 0),
+        metavar=("X", "Y"),
+        help="XBAYROFF YBAYROFF to describe the mosaic with (the BAYERPAT written follows)",
+    )
+    p.add_argument(
+        "--prescan", type=int, default=0, metavar="N", help="prescan columns on the left (odd: a shifted mosaic)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file as it is written")
 
     p = command("demo", cmd_demo, "simulate a night and reduce it on embedded defaults", config=False)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--web", action="store_true", help="then serve the night's web page until Ctrl-C")
     return parser
 
 

@@ -38,6 +38,14 @@ def fits_section(text: str, shape: tuple[int, int]) -> tuple[slice, slice]:
     return slice(ys[0] - 1, ys[1]), slice(xs[0] - 1, xs[1])
 
 
+def trim_origin(trimsec: str | None, shape: tuple[int, int]) -> tuple[int, int]:
+    """(x, y) of the first kept pixel: a trim starting at an odd column or row shifts a Bayer pattern."""
+    if not trimsec:
+        return 0, 0
+    rows, cols = fits_section(trimsec, shape)
+    return cols.start, rows.start
+
+
 def overscan_model(data: np.ndarray, biassec: str) -> np.ndarray:
     """The overscan level to subtract, broadcastable to `data`: one median per row for a strip
     of columns ((rows, 1)), one per column for a strip of rows ((1, cols)); rows or columns

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from observd.core import dialects as d
+from observd.core.bayer import BayerError, stored_pattern
 from observd.core.cards import HeaderCards
 from observd.core.frames import FRAME_TYPES, FrameInfo
 from observd.core.obstime import combine, from_jd, from_mjd, night_of, parse_date_obs, parse_time_of_day
@@ -61,6 +62,7 @@ class ClassifyRules:
     keywords: tuple[str, ...] = ()
     values: Mapping[str, str] = field(default_factory=dict)
     filename_patterns: Mapping[str, str] = field(default_factory=dict)
+    bayer: Mapping[str, str] = field(default_factory=dict)  # INSTRUME -> pattern at the sensor's top-left
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keywords", tuple(k.strip().upper() for k in self.keywords))
@@ -74,7 +76,14 @@ class ClassifyRules:
         )
 
     def __hash__(self) -> int:
-        return hash((self.keywords, tuple(self.values.items()), tuple(self.filename_patterns.items())))
+        return hash(
+            (
+                self.keywords,
+                tuple(self.values.items()),
+                tuple(self.filename_patterns.items()),
+                tuple(self.bayer.items()),
+            )
+        )
 
 
 def _kind_table(table: dict[str, str], name: str) -> Mapping[str, str]:
@@ -101,6 +110,7 @@ def classify(
     xbin, ybin = _binning(cards)
     gain_setting, egain = _gain(cards)
     date_obs = _observation_time(cards)
+    bayer, bayer_note = _bayer(cards, rules, naxis2)
     return FrameInfo(
         frame_type=frame_type,
         type_source=type_source,
@@ -127,7 +137,48 @@ def classify(
         biassec=_text(cards, "BIASSEC"),
         trimsec=_text(cards, "TRIMSEC"),
         hdu_index=hdu_index,
+        bayer=bayer,
+        bayer_note=bayer_note,
     )
+
+
+# --- colour ------------------------------------------------------------------------------
+
+
+def _bayer(cards: HeaderCards, rules: ClassifyRules, height: int | None) -> tuple[str | None, str | None]:
+    """(stored pattern, None) for a one-shot-colour frame, (None, why) when its pattern cannot be
+    used (the frame is then processed as mono), (None, None) for a mono frame.
+
+    A `[classify] bayer` entry for the instrument names the pattern at the sensor's top-left
+    and wins over the header (it exists for cameras that write none or a wrong one); the
+    header's Bayer offsets, subframe origin and row order still apply."""
+    instrument = _text(cards, "INSTRUME")
+    configured = rules.bayer.get(instrument) if instrument else None
+    named = configured or _first(cards, d.BAYER_KEYS, _text)
+    if named is None:
+        return None, None
+    pair = next((pair for pair in d.BAYER_OFFSET_PAIRS if pair[0] in cards or pair[1] in cards), ("", ""))
+    try:
+        if height is None:
+            raise BayerError("the image has no NAXIS2: the row order cannot be applied")
+        xoff, yoff = (_offset(cards, pair[i]) + _offset(cards, d.SUBFRAME_ORIGIN_PAIR[i]) for i in (0, 1))
+        pattern = stored_pattern(
+            named, height=height, xoff=xoff, yoff=yoff, row_order=_first(cards, d.ROW_ORDER_KEYS, _text)
+        )
+    except BayerError as exc:
+        return None, f"processed as mono: {exc}"
+    return pattern, None
+
+
+def _offset(cards: HeaderCards, key: str) -> int:
+    """A Bayer offset or subframe origin: absent is 0; anything but a whole number >= 0 is an error."""
+    value = _raw(cards, key) if key else None
+    if value is None:
+        return 0
+    number = _to_float(value)
+    if number is None or not math.isfinite(number) or number < 0 or not number.is_integer():
+        raise BayerError(f"{key}={value!r} is not a pixel offset")
+    return int(number)
 
 
 # --- frame type --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from observd.core.bayer import BAYER_PATTERNS, DEBAYER_METHODS
 from observd.core.frames import CALIBRATION_TYPES, DATA_TYPES
 
 
@@ -42,6 +43,7 @@ class ClassifyConfig:
     keywords: tuple[str, ...] = ()  # extra frame-type keywords, tried before the built-in ones
     values: dict[str, str] = field(default_factory=dict)  # extra value -> bias|dark|flat|light
     filename_patterns: dict[str, str] = field(default_factory=dict)  # glob on file name -> type
+    bayer: dict[str, str] = field(default_factory=dict)  # INSTRUME -> Bayer pattern, for cameras that write none
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class MastersConfig:
     hot_pixel_sigma: float = 5.0  # dark pixels this far above the median are masked as hot
     weak_pixel_level: float = 0.5  # flat pixels below this response are masked as dead/weak
     change_sigma: float = 6.0  # a new version differing from the previous one
+    flat_normalisation: str = "per_site"  # colour flats: per_site (each Bayer site by its own median: no tint) | frame
     change_fraction: float = 0.05  # by > change_sigma in > this fraction of pixels is flagged
 
 
@@ -77,6 +80,13 @@ class CalibrateConfig:
     dark_scaling: str = "auto"  # auto (exact exposure preferred) | exact | scale
     dark_fallback: bool = False  # use the nearest out-of-tolerance dark (with a warning) instead of waiting
     require: tuple[str, ...] = CALIBRATION_TYPES  # masters a light waits for; [] = uncalibrated mode
+    # per INSTRUME, instead of `require` (smart telescopes take no flats or darks)
+    require_by_instrument: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    debayer: str = "malvar2004"  # malvar2004 | bilinear | opencv_ea | menon2007: one-shot-colour lights to RGB
+
+    def required(self, instrument: str | None) -> tuple[str, ...]:
+        """The masters a light of `instrument` waits for."""
+        return self.require_by_instrument.get(instrument or "", self.require)
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,29 @@ class StackConfig:
     weighting: str = "noise"  # noise (1/noise²) | noise_fwhm (1/(noise·FWHM)²) | equal
     min_frames: int = 2  # fewer good aligned frames: no stack for that target/filter
     memory_limit_mb: int = 1024  # cap for band-by-band stacking
+
+
+@dataclass(frozen=True)
+class ColourConfig:
+    composites: bool = True  # R+G+B (+L) or narrowband stacks of one target and night -> a colour composite
+    palette: str = "SHO"  # narrowband channels red, green, blue: S = SII, H = Ha, O = OIII
+    white_balance: str = "stars"  # stars (median star is white) | camera (camera_gains) | none
+    camera_gains: tuple[float, ...] = ()  # R, G, B multipliers when white_balance = "camera"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = False  # serve the observers' page from `observd run` too
+    host: str = "127.0.0.1"  # another interface needs a token
+    port: int = 8750
+    token: str | None = None  # access token (or the OBSERVD_WEB_TOKEN environment variable)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    urls: tuple[str, ...] = ()  # Apprise URLs (mailto://, ntfy://, tgram://, slack://, matrix://...)
+    morning_report: bool = True  # one message per night after its stacks
+    alarms: bool = True  # a message when the daemon needs a person (disk full, pool broken...)
 
 
 @dataclass(frozen=True)
@@ -135,6 +168,9 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    colour: ColourConfig = field(default_factory=ColourConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str = "<defaults>"  # where this configuration came from
 
     def with_paths(self, **paths: Path) -> Config:
@@ -149,6 +185,9 @@ _CHOICES = {
     ("stack", "rejection"): ("sigclip", "winsorized", "minmax", "none"),
     ("stack", "weighting"): ("noise", "noise_fwhm", "equal"),
     ("calibrate", "dark_scaling"): ("auto", "exact", "scale"),
+    ("calibrate", "debayer"): DEBAYER_METHODS,
+    ("masters", "flat_normalisation"): ("per_site", "frame"),
+    ("colour", "white_balance"): ("stars", "camera", "none"),
 }
 
 
@@ -219,14 +258,20 @@ def _coerce(hint, value, where: str, source: str):
         if not isinstance(value, str) or not value:
             fail("a path (string)")
         return Path(value).expanduser()
+    if origin is tuple and args[0] is float:
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            fail("a list of numbers")
+        return tuple(float(v) for v in value)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             fail("a list of strings")
         return tuple(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            fail("a table of strings")
-        return dict(value)
+        if not isinstance(value, dict):
+            fail("a table")
+        return {key: _coerce(args[1], item, f"{where}.{key}", source) for key, item in value.items()}
     raise TypeError(f"config field type {hint} not supported")  # a programming error, not user input
 
 
@@ -265,9 +310,29 @@ def _check_semantics(config: Config) -> None:
     for key in config.masters.ignore_keys:
         if key not in criteria:
             raise ConfigError(f"{src}: [masters] ignore_keys contains {key!r}: expected some of {', '.join(criteria)}")
-    for kind in config.calibrate.require:
-        if kind not in CALIBRATION_TYPES:
-            raise ConfigError(f"{src}: [calibrate] require contains {kind!r}: expected bias, dark or flat")
+    requires = {"[calibrate] require": config.calibrate.require}
+    requires |= {
+        f"[calibrate.require_by_instrument] {k!r}": v for k, v in config.calibrate.require_by_instrument.items()
+    }
+    for where, kinds in requires.items():
+        for kind in kinds:
+            if kind not in CALIBRATION_TYPES:
+                raise ConfigError(f"{src}: {where} contains {kind!r}: expected bias, dark or flat")
+    for instrument, pattern in config.classify.bayer.items():
+        if pattern.strip().upper() not in BAYER_PATTERNS:
+            raise ConfigError(
+                f"{src}: [classify.bayer] {instrument!r} = {pattern!r}: expected one of {', '.join(BAYER_PATTERNS)}"
+            )
+    palette = config.colour.palette
+    if len(palette) != 3 or set(palette.upper()) - set("SHO"):
+        raise ConfigError(f"{src}: [colour] palette = {palette!r}: expected three letters of S, H, O (e.g. SHO, HOO)")
+    if config.colour.white_balance == "camera" and len(config.colour.camera_gains) != 3:
+        raise ConfigError(
+            f"{src}: [colour] white_balance = 'camera' needs camera_gains = [red, green, blue], "
+            f"got {list(config.colour.camera_gains)!r}"
+        )
+    if not 0 < config.web.port < 65536:
+        raise ConfigError(f"{src}: [web] port = {config.web.port!r}: expected 1..65535")
     for section, key in (
         ("masters", "temp_tolerance"),
         ("masters", "settle_seconds"),
@@ -284,22 +349,22 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{src}: [masters] {key} = {getattr(config.masters, key)!r}: expected an integer >= 1")
 
 
-RESTART_ONLY = ("[paths]", "[daemon] workers")
-"""What a running daemon cannot change on a reload: the folders it watches and writes, its pool."""
+RESTART_ONLY = ("[paths]", "[daemon] workers", "[web]")
+"""What a running daemon cannot change on a reload: the folders it watches and writes, its pool,
+the address its web page listens on."""
 
 
 def merge_reload(running: Config, loaded: Config) -> tuple[Config, list[str]]:
-    """The configuration a reload takes: `loaded`, but with the running [paths] and [daemon]
-    workers; and the names of those that changed in the file (they need a restart)."""
-    changed = [
-        name
-        for name, differs in zip(
-            RESTART_ONLY, (loaded.paths != running.paths, loaded.daemon.workers != running.daemon.workers)
-        )
-        if differs
-    ]
+    """The configuration a reload takes: `loaded`, but with the running [paths], [daemon] workers
+    and [web]; and the names of those that changed in the file (they need a restart)."""
+    differences = (
+        loaded.paths != running.paths,
+        loaded.daemon.workers != running.daemon.workers,
+        loaded.web != running.web,
+    )
+    changed = [name for name, differs in zip(RESTART_ONLY, differences) if differs]
     daemon = dataclasses.replace(loaded.daemon, workers=running.daemon.workers)
-    return dataclasses.replace(loaded, paths=running.paths, daemon=daemon), changed
+    return dataclasses.replace(loaded, paths=running.paths, daemon=daemon, web=running.web), changed
 
 
 def stack_time(stack: StackConfig) -> dt.time:

@@ -165,3 +165,9 @@ DATE_KEYS = ("DATE-OBS", "DATE_OBS", "DATEOBS")
 TIME_KEYS = ("TIME-OBS", "UT", "UT-OBS", "UTSTART", "UTC-OBS", "UT-START")
 MJD_KEYS = ("MJD-OBS", "MJD_OBS")
 JD_KEYS = ("JD-OBS", "JD")
+
+# One-shot-colour cameras: the Bayer pattern and where it starts (see observd.core.bayer).
+BAYER_KEYS = ("BAYERPAT", "CFAPAT", "COLORTYP", "BAYERPATN")
+BAYER_OFFSET_PAIRS = (("XBAYROFF", "YBAYROFF"), ("BAYOFFX", "BAYOFFY"))
+SUBFRAME_ORIGIN_PAIR = ("XORGSUBF", "YORGSUBF")
+ROW_ORDER_KEYS = ("ROWORDER",)

@@ -43,6 +43,8 @@ class FrameInfo:
     biassec: str | None = None  # FITS section strings, 1-based inclusive, as in the header
     trimsec: str | None = None
     hdu_index: int = 0  # which HDU holds the image (multi-extension/compressed files)
+    bayer: str | None = None  # one-shot-colour: colours at stored [0,0],[0,1],[1,0],[1,1]; None = mono
+    bayer_note: str | None = None  # why a frame that names a colour pattern is processed as mono
 
     @property
     def shape(self) -> tuple[int, int] | None:

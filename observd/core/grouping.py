@@ -43,6 +43,14 @@ def criterion(info, name: str) -> str:
     return str(value).strip().replace("|", "/")
 
 
+def colour_site(info: FrameInfo | dict) -> str:
+    """'' for a mono frame, '|CFA-RGGB' for a one-shot-colour one: appended to every group key and
+    compared for every master a light uses, whatever `ignore_keys` says, so that mono and colour
+    frames, or two Bayer phases, never meet in one master or one calibration."""
+    bayer = info.get("bayer") if isinstance(info, dict) else info.bayer
+    return f"|CFA-{bayer}" if bayer else ""
+
+
 def group_key(info: FrameInfo | dict, ignore: Iterable[str] = ()) -> str | None:
     """'dark|SimCam|512x512|bin1x1|g100|o10|-|60s|T-10.0C' for calibration frames, else None."""
     kind = info["frame_type"] if isinstance(info, dict) else info.frame_type
@@ -50,4 +58,4 @@ def group_key(info: FrameInfo | dict, ignore: Iterable[str] = ()) -> str | None:
     if criteria is None:
         return None
     skip = set(ignore)
-    return "|".join([kind] + [criterion(info, name) for name in criteria if name not in skip])
+    return "|".join([kind] + [criterion(info, name) for name in criteria if name not in skip]) + colour_site(info)

@@ -3,7 +3,10 @@
     <output>/<night>/masters/<type>_<group>_v<version>.fits
     <output>/<night>/calibrated/<object>/<filter>/<raw stem>[_v<version>].fits
     <output>/<night>/aligned/<object>/<filter>/<raw stem>[_v<version>].fits
+    <output>/<night>/thumbs/<object>/<filter>/<raw stem>[_v<version>].png
     <output>/<night>/stacks/<object>_<filter>.fits (.png, _thumb.png)
+    <output>/<night>/stacks/<object>_<filter>_RGB.fits (one-shot-colour cube)
+    <output>/<night>/stacks/<object>_<RGB|LRGB|SHO...>.fits (composite of mono stacks)
 
 Paths are derived from catalog facts only (night, names, versions), never from another
 output's path, so a rerun, a restart or a batch over the same files writes to the same
@@ -45,19 +48,30 @@ def master_path(output: Path, night: str | None, kind: str, group_key: str, vers
 class LightPaths:
     calibrated: Path
     aligned: Path
+    thumbnail: Path  # a small PNG of the calibrated light, written once by its worker
 
 
 def light_paths(output: Path, row: dict) -> LightPaths:
-    """The calibrated and aligned files of one light (a catalog row: night, object, filter,
-    name, version)."""
+    """The calibrated and aligned files and the thumbnail of one light (a catalog row: night,
+    object, filter, name, version)."""
     folder = night_folder(output, row["night"])
     obj, filt = slug(row["object"], "unknown"), slug(row["filter"], "nofilter")
     stem = fits_stem(row["name"]) + (f"_v{row['version']}" if (row.get("version") or 1) > 1 else "")
     return LightPaths(
-        folder / "calibrated" / obj / filt / f"{stem}.fits", folder / "aligned" / obj / filt / f"{stem}.fits"
+        folder / "calibrated" / obj / filt / f"{stem}.fits",
+        folder / "aligned" / obj / filt / f"{stem}.fits",
+        folder / "thumbs" / obj / filt / f"{stem}.png",
     )
 
 
-def stack_stem(output: Path, night: str, object: str | None, filter: str | None) -> Path:
-    """The stack's path without suffix: `.fits`, `.png` and `_thumb.png` are added to it."""
-    return night_folder(output, night) / "stacks" / f"{slug(object, 'unknown')}_{slug(filter, 'nofilter')}"
+def stack_stem(output: Path, night: str, object: str | None, filter: str | None, kind: str = "") -> Path:
+    """The stack's path without suffix: `.fits`, `.png` and `_thumb.png` are added to it.
+    `kind`: 'RGB' for a one-shot-colour cube (`<object>_<filter>_RGB`), so that it never takes
+    the place of a mono stack of the same target and filter."""
+    name = f"{slug(object, 'unknown')}_{slug(filter, 'nofilter')}" + (f"_{kind}" if kind else "")
+    return night_folder(output, night) / "stacks" / name
+
+
+def composite_stem(output: Path, night: str, object: str | None, kind: str) -> Path:
+    """A colour composite of mono stacks: `<object>_<kind>` (kind RGB, LRGB, SHO...)."""
+    return night_folder(output, night) / "stacks" / f"{slug(object, 'unknown')}_{kind}"

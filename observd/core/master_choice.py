@@ -15,7 +15,7 @@ from datetime import datetime
 
 from observd.core.config import CalibrateConfig, MastersConfig
 from observd.core.frames import CALIBRATION_TYPES
-from observd.core.grouping import COMMON_CRITERIA, criterion
+from observd.core.grouping import COMMON_CRITERIA, colour_site, criterion
 
 _EXACT = 1e-3  # seconds: exposures closer than this are "the same"
 
@@ -32,8 +32,10 @@ class Selection:
 
 def compatible_setup(light: dict, master: dict, ignore: tuple[str, ...] = ()) -> bool:
     """Same instrument, shape, binning and camera settings (the criteria every group shares),
-    except those `[masters] ignore_keys` disregards."""
-    return all(criterion(light, name) == criterion(master, name) for name in COMMON_CRITERIA if name not in ignore)
+    except those `[masters] ignore_keys` disregards; and always the same colour sites."""
+    return colour_site(light) == colour_site(master) and all(
+        criterion(light, name) == criterion(master, name) for name in COMMON_CRITERIA if name not in ignore
+    )
 
 
 def hours_apart(light: dict, master: dict) -> float:
@@ -116,7 +118,8 @@ def select_masters(light: dict, masters: list[dict], mc: MastersConfig, cc: Cali
     flat = min(flats, key=lambda m: hours_apart(light, m), default=None)
 
     temp = light.get("ccd_temp")
-    for kind in cc.require:
+    required = cc.required(light.get("instrument"))
+    for kind in required:
         chosen = {
             "bias": bias if bias is not None or (dark and dark["includes_bias"]) else None,
             "dark": dark,
@@ -135,11 +138,14 @@ def select_masters(light: dict, masters: list[dict], mc: MastersConfig, cc: Cali
         elif kind == "bias" and not any("no bias" in m for m in missing):
             missing.append(f"no bias for {shape} yet")
     for kind, chosen in (("bias", bias), ("dark", dark), ("flat", flat)):
-        if chosen is None and kind not in cc.require and not (kind == "bias" and dark and dark["includes_bias"]):
+        if chosen is None and kind not in required and not (kind == "bias" and dark and dark["includes_bias"]):
+            rule = "[calibrate] require" + (
+                "_by_instrument" if light.get("instrument") in cc.require_by_instrument else ""
+            )
             notes.append(
-                f"no {kind} subtracted/applied (not required by [calibrate] require)"
+                f"no {kind} subtracted/applied (not required by {rule})"
                 if kind != "flat"
-                else "not flat-fielded (not required by [calibrate] require)"
+                else f"not flat-fielded (not required by {rule})"
             )
     return Selection(bias, dark, flat, scale, tuple(notes), "; ".join(dict.fromkeys(missing)) or None)
 

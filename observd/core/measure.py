@@ -170,14 +170,32 @@ def measure(
     return measurement, Stars(x, y, top["flux"].astype(np.float64))
 
 
-def _subtract_background(image: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, float, float]:
-    """The frame minus SEP's sky map, and the global sky level and RMS (see BACKGROUND_STEP)."""
+def sky(data: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """The global sky level and RMS of an image (as `measure` gives them), without detecting
+    stars: the levels of each channel of a colour frame."""
+    image = np.ascontiguousarray(data, dtype=np.float32)
+    bad = ~np.isfinite(image)
+    if mask is not None:
+        bad |= np.asarray(mask, dtype=bool)
+    if bad.all() or _blank(image, bad if bad.any() else None):
+        return float("nan"), float("nan")
+    bkg = _sep_background(image, bad if bad.any() else None)
+    return float(bkg.globalback), float(bkg.globalrms)
+
+
+def _sep_background(image: np.ndarray, bad: np.ndarray | None) -> sep.Background:
     step = BACKGROUND_STEP
     mesh = 64 // step
     sample = np.ascontiguousarray(image[::step, ::step])
-    bkg = sep.Background(
+    return sep.Background(
         sample, mask=None if bad is None else np.ascontiguousarray(bad[::step, ::step]), bw=mesh, bh=mesh
     )
+
+
+def _subtract_background(image: np.ndarray, bad: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+    """The frame minus SEP's sky map, and the global sky level and RMS (see BACKGROUND_STEP)."""
+    step = BACKGROUND_STEP
+    bkg = _sep_background(image, bad)
     # full-resolution pixel (x, y) is at (x/step, y/step) of the sample's map
     to_sample = np.array([[1.0 / step, 0.0, 0.0], [0.0, 1.0 / step, 0.0]])
     back = cv2.warpAffine(

@@ -6,6 +6,7 @@ small stacks) are in `observd.pipeline.stacking`'s docstring, which builds the p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ class StackGroup:
     filter: str | None
     rows: tuple[dict, ...]  # catalog rows of the aligned lights
     reference: dict | None  # the night/target alignment reference row (maybe another filter)
+    colour: bool = False  # one-shot-colour lights: an R, G, B cube, each channel stacked on its own
 
     @property
     def paths(self) -> list[Path]:
@@ -31,15 +33,27 @@ class StackGroup:
     def total_exptime(self) -> float:
         return float(sum(r["exptime"] or 0.0 for r in self.rows))
 
-    def background_level(self) -> float:
-        """The level every frame's background is shifted to (module docstring)."""
+    def background_level(self, channel: int | None = None) -> float:
+        """The level every frame's background (of one channel of a colour group) is shifted to
+        (module docstring)."""
         if self.reference is not None and any(r["id"] == self.reference["id"] for r in self.rows):
-            return float(self.reference["background"])
-        return float(np.median([r["background"] for r in self.rows]))
+            return channel_level(self.reference, "background", channel)
+        return float(np.median([channel_level(r, "background", channel) for r in self.rows]))
 
-    def offsets(self) -> list[float]:
-        level = self.background_level()
-        return [level - float(r["background"]) for r in self.rows]
+    def offsets(self, channel: int | None = None) -> list[float]:
+        level = self.background_level(channel)
+        return [level - channel_level(r, "background", channel) for r in self.rows]
+
+    def noises(self, channel: int | None = None) -> list[float | None]:
+        return [channel_level(r, "noise", channel) for r in self.rows]
+
+
+def channel_level(row: dict, key: str, channel: int | None) -> float:
+    """A light's measured 'background' or 'noise': of its luminance (channel None), or of one
+    channel of a colour light (catalog `channel_stats`)."""
+    if channel is None:
+        return float(row[key]) if row[key] is not None else float("nan")
+    return float(json.loads(row["channel_stats"])[key][channel])
 
 
 def plan_stacks(
@@ -65,14 +79,17 @@ def plan_stacks(
             or (filter is not None and row["filter"] != filter)
         ):
             continue
-        groups.setdefault((row["object"], row["filter"]), []).append(row)
+        colour = bool(row.get("bayer") and row.get("channel_stats"))
+        groups.setdefault((row["object"], row["filter"], colour), []).append(row)
     plans = []
-    for (obj, filt), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")):
+    for (obj, filt, colour), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "", kv[0][2])
+    ):
         if len(members) < max(1, min_frames):
             continue
         members.sort(key=lambda r: (r["date_obs"] or "", r["path"]))
         ref_id = members[0]["reference_id"]
-        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id)))
+        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id), colour))
     return plans
 
 

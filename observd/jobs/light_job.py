@@ -7,6 +7,7 @@ night uses the same few.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,10 +18,12 @@ from astropy.io import fits
 
 from observd import __version__
 from observd.adapters.fits_files import image_hdus, read_image_and_header, read_planes, write_atomic
+from observd.adapters.previews import write_thumbnail
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
-from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate
+from observd.core.bayer import develop, luminance, shifted
+from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, trim_origin
 from observd.core.frames import MasterFile
-from observd.core.measure import Measurement, Stars, judge, measure
+from observd.core.measure import Measurement, Stars, judge, measure, sky
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class LightJob:
     hdu: int
     calibrated_path: str
     aligned_path: str
+    thumbnail_path: str | None = None  # a small PNG for the web page, written once here
     bias: MasterFile | None = None
     dark: MasterFile | None = None
     flat: MasterFile | None = None
@@ -62,6 +66,8 @@ class LightJob:
     max_control_points: int = 50
     min_matches: int = 4
     notes: tuple[str, ...] = ()
+    bayer: str | None = None  # stored Bayer pattern of a one-shot-colour raw frame; None = mono
+    debayer: str = "malvar2004"  # `[calibrate] debayer`
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,18 @@ class LightResult:
     stars: tuple[tuple[float, float, float], ...]
     bad_reason: str | None
     aligned: AlignResult | None = None
+    channels: ChannelLevels | None = None  # a colour light's sky per channel
+
+
+@dataclass(frozen=True)
+class ChannelLevels:
+    """Sky level and RMS of each channel of a colour light (R, G, B): what its stack shifts and weighs."""
+
+    background: tuple[float, float, float]
+    noise: tuple[float, float, float]
+
+    def to_json(self) -> str:
+        return json.dumps({"background": list(self.background), "noise": list(self.noise)})
 
 
 @dataclass(frozen=True)
@@ -120,10 +138,19 @@ def reduce_light(job: LightJob) -> LightResult:
         biassec=job.biassec,
         trimsec=job.trimsec,
     )
+    image, uncertainty, bits, saturation = cal.data, cal.uncertainty, cal.bitmask(), cal.saturation_level
+    channels = None
+    if job.bayer:
+        colour = develop(cal, shifted(job.bayer, *trim_origin(job.trimsec, raw.shape)), job.debayer)
+        image, uncertainty, bits = colour.rgb, colour.uncertainty, colour.bits
+        channels = _channel_levels(image, bits)
+    # stars are detected, measured and matched on one plane: a colour light's luminance
+    plane = luminance(image) if job.bayer else image
+    if job.bayer:
+        saturation = _lowest(plane, (bits & MASK_SATURATED) != 0)
     # saturated pixels stay visible to detection (they are star cores) but mark their stars
-    bits = cal.bitmask()
     m, stars = measure(
-        cal.data, mask=(bits & MASK_BAD) != 0, saturation=cal.saturation_level, threshold=job.threshold, max_stars=200
+        plane, mask=(bits & MASK_BAD) != 0, saturation=saturation, threshold=job.threshold, max_stars=200
     )
     bad = judge(
         m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction, max_elongation=job.max_elongation
@@ -138,14 +165,14 @@ def reduce_light(job: LightJob) -> LightResult:
         written = io.submit(
             write_atomic,
             Path(job.calibrated_path),
-            image_hdus(cal.data, out_header, uncertainty=cal.uncertainty, mask=bits),
+            image_hdus(image, out_header, uncertainty=uncertainty, mask=bits),
             cache=job.reference is None or bad is not None,
         )
         if job.reference is not None and bad is None:
             aligned = _align(
                 job.file_id,
-                cal.data,
-                cal.uncertainty,
+                image,
+                uncertainty,
                 bits,
                 out_header,
                 stars,
@@ -154,13 +181,26 @@ def reduce_light(job: LightJob) -> LightResult:
                 job.max_control_points,
                 job.min_matches,
             )
+        if job.thumbnail_path:
+            # the page shows it instead of decoding FITS per request
+            write_thumbnail(image, Path(job.thumbnail_path))
         written.result()
-    return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned)
+    return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned, channels)
+
+
+def _channel_levels(rgb: np.ndarray, bits: np.ndarray) -> ChannelLevels:
+    levels = [sky(channel, (bits & MASK_BAD) != 0) for channel in rgb]
+    return ChannelLevels(tuple(b for b, _ in levels), tuple(n for _, n in levels))
+
+
+def _lowest(image: np.ndarray, where: np.ndarray) -> float | None:
+    """The lowest value of `image` where `where` holds: a colour light's saturation level."""
+    return float(np.nanmin(image[where])) if where.any() else None
 
 
 def align_calibrated(job: AlignJob) -> AlignResult:
     planes = read_planes(Path(job.calibrated_path))
-    bits = planes.mask if planes.mask is not None else np.zeros(planes.data.shape, np.uint8)
+    bits = planes.mask if planes.mask is not None else np.zeros(planes.data.shape[-2:], np.uint8)
     stars = (
         Stars(*(np.asarray(c, dtype=float) for c in zip(*job.stars)))
         if job.stars
@@ -204,8 +244,8 @@ def _align(
     shape = tuple(ref.shape)
     # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours
     bad = (bits & MASK_BAD) != 0
-    aligned = apply_transform(np.where(bad, np.float32(np.nan), data), transform, shape, kind="data")
-    aligned_unc = apply_transform(unc, transform, shape, kind="uncertainty") if unc is not None else None
+    aligned = _planewise(np.where(bad, np.float32(np.nan), data), transform, shape, "data")
+    aligned_unc = _planewise(unc, transform, shape, "uncertainty") if unc is not None else None
     bad_out, saturated_out = apply_transform(
         np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"
     )
@@ -232,6 +272,18 @@ def _align(
     )
 
 
+def _planewise(image: np.ndarray, transform: Transform, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """`apply_transform` of a 2-D image, or of each plane of a colour cube with the same transform."""
+    if image.ndim == 2:
+        return apply_transform(image, transform, shape, kind=kind)
+    return np.stack([apply_transform(plane, transform, shape, kind=kind) for plane in image])
+
+
+_MOSAIC_CARDS = ("BAYERPAT", "CFAPAT", "BAYERPATN", "COLORTYP", "XBAYROFF", "YBAYROFF", "BAYOFFX", "BAYOFFY")
+"""A colour light's raw cards that describe the mosaic, not the RGB cube observd writes: a
+program that found them would demosaic the cube again."""
+
+
 def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) -> fits.Header:
     """The raw header's descriptive cards, plus what observd did (HISTORY) and measured."""
     h = fits.Header()
@@ -253,6 +305,7 @@ def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) ->
                 "CHECKSUM",
                 "DATASUM",
                 "END",
+                *(_MOSAIC_CARDS if job.bayer else ()),
             )
             or not card.keyword
         ):
@@ -277,6 +330,9 @@ def provenance_header(raw_header: fits.Header, job: LightJob, m: Measurement) ->
         if use is not None:
             h[f"{use.kind.upper()[:4]}MAST"] = (Path(use.path).name, f"master {use.kind} v{use.version}")
             steps.append(f"{text}: {Path(use.path).name} (v{use.version})")
+    if job.bayer:
+        steps.append(f"bad pixels repaired from same-colour neighbours, debayered ({job.debayer}) from {job.bayer}")
+        h["CHANNELS"] = ("R,G,B", "planes of this cube: red, green, blue")
     steps.extend(job.notes)
     if job.bias is None and job.dark is None and job.flat is None:
         steps.append("UNCALIBRATED: no master applied")

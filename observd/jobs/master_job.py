@@ -29,6 +29,7 @@ from astropy.io import fits
 from observd import __version__
 from observd.adapters.fits_files import image_hdus, read_image, read_planes, write_atomic
 from observd.adapters.fits_rows import FitsSource, sample_rows
+from observd.core.bayer import divide_sites, site_levels
 from observd.core.calibrate import overscan_model
 from observd.core.combine import Combined
 from observd.core.config import MastersConfig
@@ -66,6 +67,7 @@ class MasterSettings:
     weak_pixel_level: float
     min_frames: int
     workers: int | None
+    flat_normalisation: str = "per_site"  # colour flats only: per_site | frame
 
     @classmethod
     def for_kind(cls, kind: str, masters: MastersConfig, workers: int | None) -> MasterSettings:
@@ -82,6 +84,7 @@ class MasterSettings:
             weak_pixel_level=masters.weak_pixel_level,
             min_frames=min_frames(kind, masters),
             workers=workers,
+            flat_normalisation=masters.flat_normalisation,
         )
 
 
@@ -97,6 +100,7 @@ class MasterJob:
     bias: MasterFile | None = None  # subtracted from darks and flats
     dark: MasterFile | None = None  # subtracted (scaled) from flats
     includes_bias: bool = False  # a dark master built without bias subtraction
+    bayer: str | None = None  # the frames' stored Bayer pattern (colour camera), None = mono
 
 
 @dataclass(frozen=True)
@@ -280,7 +284,12 @@ def finish_master(job: MasterJob, combination: MasterDraft) -> MasterResult:
     if job.kind == "dark" and _subtracts_bias(job):
         data -= _load_master(job.bias)
     median = float(np.nanmedian(data[::SAMPLE_STRIDE, ::SAMPLE_STRIDE]))
-    if job.kind == "flat":  # normalised to 1
+    if job.kind == "flat" and job.bayer and job.settings.flat_normalisation == "per_site":
+        levels = site_levels(data, SAMPLE_STRIDE // 2)  # each colour site to 1: the flat adds no tint
+        divide_sites(data, levels)
+        divide_sites(uncertainty, levels)
+        median = 1.0
+    elif job.kind == "flat":  # normalised to 1
         data /= np.float32(median)
         uncertainty /= np.float32(median)
         median = 1.0
@@ -369,8 +378,16 @@ def master_header(job: MasterJob, frames: list[FrameRef], *, bias_used: bool, da
     if job.kind == "flat":
         h.add_history(
             f"each flat divided by its own median (every {SAMPLE_STRIDE}th pixel of each axis) "
-            "before combining; master divided by its median (the same grid)"
+            "before combining; master divided by "
+            + (
+                f"the median of each Bayer site ({job.bayer}): the flat adds no colour"
+                if job.bayer and s.flat_normalisation == "per_site"
+                else "its median (the same grid)"
+            )
         )
+    if job.bayer:
+        h["BAYERPAT"] = (job.bayer, "colour sites of the stored pixels, from row 0")
+        h["ROWORDER"] = ("TOP-DOWN", "BAYERPAT starts at the first stored row")
     h.add_history(f"combined: {s.method}, rejection {s.rejection} {s.sigma:g} sigma")
     return h
 

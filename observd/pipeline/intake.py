@@ -36,7 +36,7 @@ class Seen:
 
 def classify_rules(config: Config) -> ClassifyRules:
     c = config.classify
-    return ClassifyRules(keywords=c.keywords, values=c.values, filename_patterns=c.filename_patterns)
+    return ClassifyRules(keywords=c.keywords, values=c.values, filename_patterns=c.filename_patterns, bayer=c.bayer)
 
 
 def catalogue(
@@ -108,6 +108,8 @@ def catalogue(
     )
     if new:
         _retire_renamed(catalog, sha256, key)
+        if info.bayer_note:
+            catalog.event("warning", "colour", f"{Path(key).name}: {info.bayer_note}", key)
     row = catalog.file(file_id)
     return Seen(key, file_id, row["state"], row["reason"], new, info.frame_type)
 

@@ -118,6 +118,7 @@ class LightStage(Stage):
             hdu=row["hdu_index"] or 0,
             calibrated_path=str(paths.calibrated),
             aligned_path=str(paths.aligned),
+            thumbnail_path=str(paths.thumbnail),
             bias=MasterFile.from_row(selection.bias),
             dark=MasterFile.from_row(selection.dark),
             flat=MasterFile.from_row(selection.flat),
@@ -135,6 +136,8 @@ class LightStage(Stage):
             max_control_points=ac.max_control_points,
             min_matches=ac.min_matches,
             notes=selection.notes,
+            bayer=row["bayer"],
+            debayer=cc.debayer,
         )
 
     def _record_light(self, job: LightJob, outcome) -> None:
@@ -157,6 +160,7 @@ class LightStage(Stage):
             "flat_id": job.flat.id if job.flat else None,
             "dark_scale": job.dark_scale,
             "calibration_note": "; ".join(job.notes) or None,
+            "channel_stats": result.channels.to_json() if result.channels else None,
         }
         if result.bad_reason:
             fields.update(state="bad", reason=result.bad_reason)

@@ -167,6 +167,7 @@ class MasterStage(Stage):
             bias=MasterFile.from_row(chosen.bias),
             dark=MasterFile.from_row(chosen.dark),
             includes_bias=chosen.includes_bias,
+            bayer=ref["bayer"],
         ), ""
 
     def _biases_coming(self, ref: dict) -> bool:
@@ -230,6 +231,7 @@ def master_record(plan: GroupPlan, job: MasterJob, used: list[dict], result, fla
         "median": result.median,
         "n_bad_pixels": result.n_bad_pixels,
         "flag": flag,
+        "bayer": ref["bayer"],
     }
 
 

@@ -53,6 +53,7 @@ from observd import __version__
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus, write_atomic
 from observd.adapters.fits_rows import FitsSource, MaskedOffset, mask_hdu
+from observd.core.bayer import luminance
 from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
 from observd.core.layout import stack_stem
@@ -60,6 +61,7 @@ from observd.core.measure import measure
 from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
+from observd.pipeline.composites import build_composites, picture_gains
 
 __all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
 
@@ -81,6 +83,7 @@ class StackProduct:
     reference: str | None
     noise: float
     input_ids: tuple[int, ...]
+    channels: str | None = None  # 'R,G,B' for a colour cube
 
 
 def stack_header(
@@ -139,11 +142,13 @@ def stack_frames(
     workers: int | None,
     offsets: Sequence[float] | None = None,
     executor: Executor | None = None,
+    plane: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
 
     Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
     (one per frame, default 0) are added to each frame first (background normalisation).
+    `plane`: which plane of colour cubes (0, 1, 2: R, G, B).
     """
     offsets = [0.0] * len(paths) if offsets is None else list(offsets)
     if len(offsets) != len(paths):
@@ -151,8 +156,8 @@ def stack_frames(
     sources = []
     for path, offset in zip(map(Path, paths), offsets):
         mask_index = mask_hdu(path)
-        mask = FitsSource(path, hdu=mask_index) if mask_index is not None else None
-        sources.append(FitsSource(path, hdu=0, prepare=MaskedOffset(mask, MASK_BAD, float(offset))))
+        mask = FitsSource(path, hdu=mask_index, plane=plane) if mask_index is not None else None
+        sources.append(FitsSource(path, hdu=0, prepare=MaskedOffset(mask, MASK_BAD, float(offset)), plane=plane))
     result = combine_in_pool(
         sources,
         executor=executor,
@@ -213,6 +218,7 @@ def stack_night(
                 "total_exptime": product.total_exptime,
                 "reference": product.reference,
                 "noise": product.noise,
+                "channels": product.channels,
             },
             product.input_ids,
         )
@@ -225,6 +231,7 @@ def stack_night(
             str(product.path),
         )
         products.append(product)
+    build_composites(config, catalog, night)
     if failures:
         raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
     if object is None and filter is None:
@@ -248,32 +255,47 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     c = config.stack
     n = len(group.rows)
     rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
-    weights = frame_weights([r["noise"] for r in group.rows], [r["fwhm"] for r in group.rows], weighting=c.weighting)
-    workers = worker_count(config)
-    data, unc, count = stack_frames(
-        group.paths,
-        weights=weights,
-        rejection=rejection,
-        sigma=c.sigma,
-        memory_limit=c.memory_limit_mb << 20,
-        workers=workers,
-        offsets=group.offsets(),
-        executor=pool,
-    )
-    stem = stack_stem(config.paths.output, group.night, group.object, group.filter)
-    title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}"
+    # a colour group: each channel with its own sky offsets and noise weights
+    channels = (0, 1, 2) if group.colour else (None,)
+    stacked, all_weights = [], []
+    for channel in channels:
+        weights = frame_weights(group.noises(channel), [r["fwhm"] for r in group.rows], weighting=c.weighting)
+        stacked.append(
+            stack_frames(
+                group.paths,
+                weights=weights,
+                rejection=rejection,
+                sigma=c.sigma,
+                memory_limit=c.memory_limit_mb << 20,
+                workers=worker_count(config),
+                offsets=group.offsets(channel),
+                executor=pool,
+                plane=channel or 0,
+            )
+        )
+        all_weights.append(weights)
+    if group.colour:
+        data, unc = np.stack([s[0] for s in stacked]), np.stack([s[1] for s in stacked])
+        count = np.min([s[2] for s in stacked], axis=0)
+        weights = np.mean(all_weights, axis=0)
+    else:
+        (data, unc, count), weights = stacked[0], all_weights[0]
+    stem = stack_stem(config.paths.output, group.night, group.object, group.filter, "RGB" if group.colour else "")
+    title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}" + (" (colour)" if group.colour else "")
     lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
     empty = count == 0
     # The pictures are drawn, and the stack measured, by the pool's workers (which have
     # matplotlib, SEP and scipy loaded: this process need not import them) while this process
     # writes; without a pool, the pictures are drawn in a thread (numpy, zlib and the writes
     # release the GIL). What a broken pool cannot do is done here.
-    pictures_job = (call, "observd.adapters.previews:write_pictures", data, stem, title, lines)
+    pictures_job = (call, "observd.adapters.previews:write_pictures", data, stem, title, lines, picture_gains(config))
+    plane = luminance(data) if group.colour else data
     with ThreadPoolExecutor(max_workers=1) as drawing:
         pictures = offload(pool or drawing, *pictures_job)
-        measured = offload(pool, measure, data, mask=empty)
-        unc = _floor_uncertainty(unc, count, group.rows)
-        quality, _ = outcome(measured, measure, data, mask=empty)
+        measured = offload(pool, measure, plane, mask=empty)
+        for k in range(len(channels)):
+            _floor_uncertainty(unc if unc.ndim == 2 else unc[k], count, group.rows)
+        quality, _ = outcome(measured, measure, plane, mask=empty)
         header = stack_header(
             group,
             rejection=rejection,
@@ -283,6 +305,9 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
             noise=quality.noise,
             fwhm=quality.fwhm,
         )
+        if group.colour:
+            header["CHANNELS"] = ("R,G,B", "planes of this cube: red, green, blue (linear, as the camera saw)")
+            header.add_history(f"observd {__version__}: each channel stacked on its own (sky offsets, weights)")
         path = write_atomic(
             stem.with_name(f"{stem.name}.fits"), image_hdus(data, header, uncertainty=unc, mask=empty), cache=False
         )  # observd does not read it again
@@ -299,4 +324,5 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         (group.reference or {}).get("name"),
         float(quality.noise),
         tuple(r["id"] for r in group.rows),
+        "R,G,B" if group.colour else None,
     )

@@ -3,11 +3,12 @@
 One main thread owns the catalog (the only writer) and runs the loop (`Daemon.step`); other
 threads only *hint*: the watcher's observer thread queues completed paths (`arrivals`), the
 APScheduler thread requests nightly stacks, a heartbeat thread pings the systemd watchdog
-(`health`), signal handlers set flags. Anything the hints missed is found again by a scan of
-the folder: at start-up, every `[watch] rescan_minutes`, and at once when the watcher says
-events were lost. Each step is idempotent (same content = same row, same output path), so a
-duplicate, a rescan or a restart after SIGKILL never produces a second row or output, and
-unfinished work, still 'classified' in the catalog, is simply done again.
+(`health`), signal handlers set flags, and the message senders (the morning report, alarms)
+send on threads of their own and queue the outcome for the loop to record. Anything the hints
+missed is found again by a scan of the folder: at start-up, every `[watch] rescan_minutes`, and
+at once when the watcher says events were lost. Each step is idempotent (same content = same
+row, same output path), so a duplicate, a rescan or a restart after SIGKILL never produces a
+second row or output, and unfinished work, still 'classified' in the catalog, is simply done again.
 
 Stopping (SIGTERM/SIGINT): no new work is submitted, jobs in flight finish and are recorded,
 the watcher, scheduler and pool stop, the catalog is closed, exit 0. If in-flight work has not
@@ -33,9 +34,12 @@ from observd.core.config import Config, ConfigError, merge_reload
 from observd.jobs.pool import worker_pool
 from observd.pipeline.events import Events
 from observd.pipeline.reducer import Reducer
+from observd.service.alarms import Alarms, log_delivery
 from observd.service.announcer import Announcer
+from observd.service.apprise_sender import Message, Sender, deliver
 from observd.service.arrivals import Arrivals, remove_stale_temporaries
 from observd.service.health import HANG_LIMIT, Health
+from observd.service.morning_report import MorningReports
 from observd.service.nightly_stacks import NightlyStacks
 from observd.service.sdnotify import Notifier
 from observd.service.signals import STOP_TIMEOUT, StopSignals
@@ -64,6 +68,7 @@ class Daemon:
     `pool_factory(config)` returns the worker pool (None = run jobs inline). `stack_night(config,
     catalog, night)` builds a night's products and records the night in the catalog's ledger
     (`observd.pipeline.stacking.stack_night` by default); it raises when the night must be tried again.
+    `send_message(url, message)` delivers a morning report or an alarm (Apprise by default).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Daemon:
         hang_limit: float = HANG_LIMIT,
         stop_timeout: float = STOP_TIMEOUT,
         tick: float = TICK,
+        send_message: Callable[[str, Message], str | None] = deliver,
     ):
         self.config = config
         self.config_path = Path(config_path) if config_path else None
@@ -94,7 +100,11 @@ class Daemon:
             self.health,
             lambda: self._wake.set(),
             finish=lambda night: self.reducer.finish_night(night),
+            on_stacked=lambda night: self.reports.schedule(self.catalog, self.config, night),
         )
+        self.reports = MorningReports(clock=clock, send=send_message)
+        self._alarm_sender = Sender(log_delivery, send=send_message, name="observd-alarms")
+        self.alarms = Alarms(self._send_alarm)
         self.catalog: Catalog | None = None
         self.events: Events | None = None
         self.reducer: Reducer | None = None
@@ -148,7 +158,7 @@ class Daemon:
         config = self.config
         self.status_log = StatusLog(config.paths.status_log)
         self.catalog = Catalog.open(config.paths.database)
-        self.events = Events(self.catalog, log, listeners=(self._on_event,))
+        self.events = Events(self.catalog, log, listeners=(self._on_event, self.alarms.on_event))
         self._pool = self._pool_factory(config)
         self.reducer = Reducer(
             config, self.catalog, pool=self._pool, clock=self.clock, events=self.events, should_stop=self._stop.is_set
@@ -208,6 +218,8 @@ class Daemon:
         self._stop.set()
         self.health.stop()
         self.nightly.stop()
+        self.reports.stop()
+        self._alarm_sender.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self._pool is not None:
@@ -243,6 +255,7 @@ class Daemon:
             self._resume = False
             self._advance()
         self.nightly.run_requests(self.config, self.catalog, self.events, self._stop.is_set)
+        self.reports.step(self.catalog, self.config, self.events)
         if changed or timers.status_due():
             timers.status_sent()
             self._announcer.status()
@@ -323,6 +336,12 @@ class Daemon:
 
     def healthy(self) -> bool:
         return self.health.healthy()
+
+    def _send_alarm(self, message: Message) -> None:
+        """To every `[notify] urls` target, when `[notify] alarms` (read now: a reload applies)."""
+        if self.config.notify.alarms:
+            for url in self.config.notify.urls:
+                self._alarm_sender.send(url, message)
 
     def _on_event(self, level: str, message: str, path: str | None) -> None:
         """Every event also goes to the status log; an event is progress for the watchdog."""

@@ -3,6 +3,7 @@
 The APScheduler thread (and the demo, and a catch-up at start) only *request* a night; the
 daemon's main thread, which owns the catalog, builds it (`run_requests`). A night already in
 the catalog's ledger of stacked nights is not built again, so a repeated request is harmless.
+Once a night's stacks are built, `on_stacked(night)` follows (the morning report is due).
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ class NightlyStacks:
     each after `finish(night)` has made the night's verdicts final (`Reducer.finish_night`)."""
 
     def __init__(
-        self, stack_night: StackNight, health: Health, wake: Callable[[], None], finish: Callable[[str], object]
+        self,
+        stack_night: StackNight,
+        health: Health,
+        wake: Callable[[], None],
+        finish: Callable[[str], object],
+        on_stacked: Callable[[str], object] = lambda night: None,
     ):
         self._stack_night = stack_night
         self._finish = finish
+        self._on_stacked = on_stacked
         self._health = health
         self._wake = wake
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -78,6 +85,7 @@ class NightlyStacks:
             finally:
                 self._health.beat()
             events.emit("info", "stack", f"night {night} stacked: {len(products)} product(s)")
+            self._on_stacked(night)
 
 
 def _nights_due(config: Config) -> list[str]:

@@ -29,18 +29,40 @@ asiair   ZWO ASIAIR-like, deliberately *without* any frame-type keyword (real AS
          '60.000', CCD-TEMP, GAIN setting, OFFSET, DATE-OBS with 6-digit fraction. Names
          'Light_M42_60.0s_Bin1_L_gain100_20261120-210304_-10.0C_0001.fit', 'Bias_0.0ms_Bin1_...',
          'Dark_60.0s_Bin1_...', 'Flat_1.0s_Bin1_L_...' (local time, counter per type).
+seestar  ZWO Seestar S50 (a one-shot-colour smart telescope), cards copied from real S50 files
+         in their order: CREATOR 'ZWO Seestar S50', PRODUCER, XORGSUBF/YORGSUBF 0, FOCALLEN 250,
+         APERTURE, PROGRAM, X/YBINNING, CCDX/YBIN, X/YPIXSZ, IMAGETYP 'Light' | 'Bias' | 'Dark' |
+         'Flat', EXPOSURE+EXPTIME, CCD-TEMP (1/16 degC steps), RA/DEC (degrees, lights),
+         SITELONG/SITELAT, DATE-OBS (UTC, 6-digit fraction), FILTER, INSTRUME 'Seestar S50',
+         BAYERPAT 'GRBG', GAIN 80, FOCUSPOS, TELESCOP, OBJECT (lights), TOTALEXP; no ROWORDER
+         (the data are stored top-down). Names 'Light_M 94_10.0s_IRCUT_20250409-225435.fit'
+         (no folder): the stamp is the site's *local* wall-clock time when the file is saved,
+         2.5 s after the exposure ends, as in real S50 files (e.g. DATE-OBS
+         2025-04-09T20:54:22.79 UTC, 10 s, in France: '..._20250409-225435.fit').
 
-Every dialect also writes INSTRUME and, with ``overscan > 0``, BIASSEC/TRIMSEC (1-based,
-inclusive) saying where the overscan columns on the right are.
+Every dialect also writes INSTRUME and, with ``overscan > 0`` or ``prescan > 0``,
+BIASSEC/TRIMSEC (1-based, inclusive): BIASSEC the overscan columns on the right (or, without
+overscan, the prescan columns on the left), TRIMSEC the data section.
+
+Colour (CFA) cameras (``spec.bayer`` set; see `bayer_cards`): nina writes BAYERPAT,
+XBAYROFF, YBAYROFF and ROWORDER (per ``spec.row_order``; none when it is None); asiair
+BAYERPAT (XBAYROFF/YBAYROFF only when the offset is not (0, 0)) and ROWORDER only when
+``spec.row_order`` is not None; seestar BAYERPAT only. The BAYERPAT written is chosen so that
+the colour of readout pixel (x, y) (y from the sensor's top) is
+P[(y + YBAYROFF) % 2][(x + XBAYROFF) % 2], read off the simulated sensor's colour map
+(`observd.sim.mosaic`). nina writes ROWORDER for mono cameras too, as N.I.N.A. does.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from observd.sim import mosaic
 
 if TYPE_CHECKING:  # only for annotations: spec and schedule import this module
     from observd.sim.schedule import PlannedFrame
@@ -53,6 +75,7 @@ _TYPE_WORDS = {  # frame type -> value per dialect keyword convention
     "nina": {"light": "LIGHT", "bias": "BIAS", "dark": "DARK", "flat": "FLAT"},
     "iraf": {"light": "object", "bias": "zero", "dark": "dark", "flat": "flat"},
     "theskyx": {"light": "Light Frame", "bias": "Bias Frame", "dark": "Dark Frame", "flat": "Flat Field"},
+    "seestar": {"light": "Light", "bias": "Bias", "dark": "Dark", "flat": "Flat"},
 }
 _PICTTYPE = {"light": 1, "bias": 2, "dark": 3, "flat": 4}
 _ASIAIR_PREFIX = {"light": "Light", "bias": "Bias", "dark": "Dark", "flat": "Flat"}
@@ -72,15 +95,47 @@ def _isot(t: datetime, digits: int) -> str:
 
 
 def _common_cards(spec: SimSpec) -> list[Card]:
-    """Cards every dialect writes; overscan sections only when there is an overscan."""
-    cards: list[Card] = [("INSTRUME", spec.instrument, "Imaging instrument name")]
+    """Cards every dialect writes; sections only when there is an overscan or a prescan."""
+    return [("INSTRUME", spec.instrument, "Imaging instrument name"), *_section_cards(spec)]
+
+
+def _section_cards(spec: SimSpec) -> list[Card]:
+    """BIASSEC (the overscan, else the prescan) and TRIMSEC (the data section), 1-based."""
+    if not (spec.overscan or spec.prescan):
+        return []
+    rows, cols = spec.shape
+    pre, end = spec.prescan, spec.prescan + cols
     if spec.overscan:
-        rows, cols = spec.shape
-        cards += [
-            ("BIASSEC", f"[{cols + 1}:{cols + spec.overscan},1:{rows}]", "Overscan region"),
-            ("TRIMSEC", f"[1:{cols},1:{rows}]", "Useful part of data"),
-        ]
+        bias = ("BIASSEC", f"[{end + 1}:{end + spec.overscan},1:{rows}]", "Overscan region")
+    else:
+        bias = ("BIASSEC", f"[1:{pre},1:{rows}]", "Prescan region")
+    return [bias, ("TRIMSEC", f"[{pre + 1}:{end},1:{rows}]", "Useful part of data")]
+
+
+def bayer_cards(spec: SimSpec) -> dict[str, Any]:
+    """The colour-camera cards `spec.dialect` writes (BAYERPAT, XBAYROFF, YBAYROFF, ROWORDER),
+    in writing order; empty for a mono camera (nina's ROWORDER is written in `_cards_nina`)."""
+    if spec.bayer is None:
+        return {}
+    xoff, yoff = spec.bayer_offset
+    cards: dict[str, Any] = {"BAYERPAT": mosaic.header_pattern(spec.bayer, xoff, yoff)}
+    if spec.dialect == "nina" or (spec.dialect == "asiair" and (xoff, yoff) != (0, 0)):
+        cards.update(XBAYROFF=xoff, YBAYROFF=yoff)
+    if spec.dialect in ("nina", "asiair") and spec.row_order is not None:
+        cards["ROWORDER"] = spec.row_order
     return cards
+
+
+_BAYER_COMMENTS = {
+    "BAYERPAT": "Sensor Bayer pattern",
+    "XBAYROFF": "Bayer pattern X axis offset",
+    "YBAYROFF": "Bayer pattern Y axis offset",
+    "ROWORDER": "FITS Image Orientation",
+}
+
+
+def _bayer_card_list(spec: SimSpec, *, skip: tuple[str, ...] = ()) -> list[Card]:
+    return [(k, v, _BAYER_COMMENTS[k]) for k, v in bayer_cards(spec).items() if k not in skip]
 
 
 def _cards_maxim(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
@@ -128,10 +183,10 @@ def _cards_nina(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
     ]
     if frame.target:
         cards.append(("OBJECT", frame.target, "Name of the object of interest"))
-    cards += [
-        ("ROWORDER", "TOP-DOWN", "FITS Image Orientation"),
-        ("SWCREATE", "N.I.N.A. 3.1.2.9001 (x64)", "Software that created this file"),
-    ]
+    cards += _bayer_card_list(spec, skip=("ROWORDER",))
+    if spec.row_order is not None:  # N.I.N.A. writes it for mono cameras too
+        cards.append(("ROWORDER", spec.row_order, "FITS Image Orientation"))
+    cards.append(("SWCREATE", "N.I.N.A. 3.1.2.9001 (x64)", "Software that created this file"))
     return cards
 
 
@@ -202,7 +257,61 @@ def _cards_asiair(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
         cards.append(("FILTER", frame.filter, ""))
     if frame.target:
         cards.append(("OBJECT", frame.target, ""))
-    return cards
+    return cards + _bayer_card_list(spec)
+
+
+def _target_radec(spec: SimSpec, name: str) -> tuple[float, float]:
+    """A target's (RA, Dec) in degrees: its spec's, or a fixed one derived from its name."""
+    target = next(t for t in spec.targets if t.name == name)
+    crc = zlib.crc32(name.encode())
+    ra = target.ra if target.ra is not None else (crc % 360000) / 1000.0
+    dec = target.dec if target.dec is not None else (crc // 360000 % 120000) / 1000.0 - 30.0
+    return ra, dec
+
+
+def _cards_seestar(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
+    """A ZWO Seestar S50's header, card for card in a real file's order (module docstring)."""
+    cards: list[Card] = [
+        ("CREATOR", "ZWO Seestar S50", "Capture software"),
+        ("PRODUCER", "ZWO", "Powered by ZWO"),
+        ("XORGSUBF", 0, "Subframe X position in binned pixels"),
+        ("YORGSUBF", 0, "Subframe Y position in binned pixels"),
+        ("FOCALLEN", 250, "Focal length of telescope in mm"),
+        ("APERTURE", 5.0, "Name of field of view aperture"),
+        ("PROGRAM", "4.43", "The name of the software task that created the"),
+        ("XBINNING", 1, "Camera X Bin"),
+        ("YBINNING", 1, "Camera Y Bin"),
+        ("CCDXBIN", 1, "Camera X Bin"),
+        ("CCDYBIN", 1, "Camera Y Bin"),
+        ("XPIXSZ", 2.90000009536743, "pixel size in microns (with binning)"),
+        ("YPIXSZ", 2.90000009536743, "pixel size in microns (with binning)"),
+        ("IMAGETYP", _TYPE_WORDS["seestar"][frame.frame_type], "Type of image"),
+        ("EXPOSURE", frame.exptime, "Exposure time in seconds"),
+        ("EXPTIME", frame.exptime, "Exposure time in seconds"),
+        ("CCD-TEMP", round(frame.ccd_temp * 16) / 16, "sensor temperature in C"),
+    ]
+    if frame.target:
+        ra, dec = _target_radec(spec, frame.target)
+        cards += [
+            ("RA", ra, "Object Right Ascension in degrees"),
+            ("DEC", dec, "Object Declination in degrees"),
+        ]
+    lon, lat = spec.site
+    cards += [
+        ("SITELONG", lon, "longitude of the imaging site in degrees"),
+        ("SITELAT", lat, "latitude of the imaging site in degrees"),
+        ("DATE-OBS", _isot(frame.date_obs, 6), "Image created time"),
+        ("FILTER", frame.filter or "IRCUT", "Filter used when taking image"),
+        ("INSTRUME", spec.instrument, "Camera model"),
+        ("BAYERPAT", bayer_cards(spec)["BAYERPAT"], "Bayer pattern"),
+        ("GAIN", 80, "Gain Value"),
+        ("FOCUSPOS", 1655, "Focuser position in steps"),
+        ("TELESCOP", spec.telescope, "Telescope name"),
+    ]
+    if frame.target:
+        cards.append(("OBJECT", frame.target, "name or catalog number of object being imaged"))
+    cards.append(("TOTALEXP", frame.exptime, "Total Exposure Time in seconds"))
+    return cards + _section_cards(spec)
 
 
 def _name_maxim(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
@@ -255,6 +364,24 @@ def _name_asiair(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
     return "_".join(p for p in parts if p) + ".fit"
 
 
+SEESTAR_SAVE_DELAY = 2.5  # s after the exposure ends: when the S50 saves (names) the file
+
+
+def _name_seestar(frame: PlannedFrame, spec: SimSpec, n: Counter) -> str:
+    saved = frame.date_obs + timedelta(seconds=frame.exptime + SEESTAR_SAVE_DELAY)
+    stamp = saved.astimezone(ZoneInfo(spec.timezone)).strftime("%Y%m%d-%H%M%S")
+    parts = [
+        _TYPE_WORDS["seestar"][frame.frame_type],
+        frame.target,
+        f"{frame.exptime:.1f}s",
+        frame.filter or "IRCUT",
+        stamp,
+    ]
+    name = "_".join(p for p in parts if p)
+    n[name] += 1  # never two files in one second of one kind, but never overwrite either
+    return f"{name}.fit" if n[name] == 1 else f"{name}_{n[name]}.fit"
+
+
 _DIALECTS: dict[
     str, tuple[Callable[[PlannedFrame, SimSpec], list[Card]], Callable[[PlannedFrame, SimSpec, Counter], str]]
 ] = {
@@ -263,7 +390,9 @@ _DIALECTS: dict[
     "iraf": (_cards_iraf, _name_iraf),
     "theskyx": (_cards_theskyx, _name_theskyx),
     "asiair": (_cards_asiair, _name_asiair),
+    "seestar": (_cards_seestar, _name_seestar),
 }
+_OWN_LAYOUT = ("seestar",)  # dialects that place INSTRUME and the sections themselves
 
 DIALECTS: tuple[str, ...] = tuple(_DIALECTS)
 
@@ -271,6 +400,8 @@ DIALECTS: tuple[str, ...] = tuple(_DIALECTS)
 def frame_header(frame: PlannedFrame, spec: SimSpec) -> tuple[Card, ...]:
     """The frame's header as `spec.dialect` writes it, after the cards all dialects share."""
     cards, _ = _DIALECTS[spec.dialect]
+    if spec.dialect in _OWN_LAYOUT:
+        return tuple(cards(frame, spec))
     return tuple(_common_cards(spec) + cards(frame, spec))
 
 

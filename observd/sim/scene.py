@@ -10,6 +10,11 @@ camera gain (e-/ADU); rates are per second. Coordinates follow numpy: an image i
 
 Speed matters (a benchmark writes 80 lights of 2048x2048): stars are rendered as small
 stamps, all stars at once, and scattered into the frame with one `np.bincount`.
+
+Colour (CFA) sensors: each pixel sees one channel, given by a colour map (int8, R = 0,
+G = 1, B = 2; see `observd.sim.mosaic`). Stars are rendered once, each stamp pixel weighted
+by the star's flux in the channel of the site it falls on, which is what sampling three
+full-resolution channel images at the mosaic's sites gives, at the cost of one pass.
 """
 
 from __future__ import annotations
@@ -131,6 +136,46 @@ def make_flat(shape: tuple[int, int], optics: Optics, rng: np.random.Generator) 
     return (flat / flat.mean(dtype=np.float64)).astype(np.float32)
 
 
+# Chromatic vignetting of a CFA flat: extra fractional falloff at the farthest corner per
+# channel (R, G, B): the optics pass red a little better towards the edge than blue.
+CHROMATIC_FALLOFF = (-0.02, 0.0, 0.03)
+
+
+def colour_flat(flat: np.ndarray, optics: Optics, colours: np.ndarray) -> np.ndarray:
+    """A filter's flat (`make_flat`) as a CFA sensor sees it: per channel a slightly different
+    vignetting (`CHROMATIC_FALLOFF`), each channel's sites then normalised to mean 1 (float32).
+
+    The tint of the light (lamp, sky, star colours) and the channels' response are *not* in
+    here: they scale whole channels and are applied to the light itself.
+    """
+    rows, cols = flat.shape
+    cx, cy = optics.centre
+    y, x = np.ogrid[:rows, :cols]
+    corner2 = max((cx - a) ** 2 + (cy - b) ** 2 for a in (0, cols - 1) for b in (0, rows - 1))
+    radial = ((x - cx) ** 2 + (y - cy) ** 2) / corner2
+    extra = np.asarray(CHROMATIC_FALLOFF, np.float64)[colours]
+    out = flat * (1.0 - extra * radial)
+    sums = np.bincount(colours.ravel(), weights=out.ravel(), minlength=3)
+    counts = np.bincount(colours.ravel(), minlength=3)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+    return (out / means[colours]).astype(np.float32)
+
+
+def star_colours(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3) intrinsic R, G, B weights of `n` stars, G = 1.
+
+    A colour index c in [-1, 1] (blue .. red) per star: most near neutral-yellowish
+    (normal around 0.1, sigma 0.4), one star in 8 clearly red (c 0.75..1) and one in 8
+    clearly blue (c -1..-0.75); R/G = exp(0.8 c), B/G = exp(-0.8 c), i.e. 0.45..2.2.
+    """
+    c = np.clip(rng.normal(0.1, 0.4, n), -1.0, 1.0)
+    k = n // 8
+    order = rng.permutation(n)
+    c[order[:k]] = rng.uniform(0.75, 1.0, k)
+    c[order[k : 2 * k]] = rng.uniform(-1.0, -0.75, k)
+    return np.stack([np.exp(0.8 * c), np.ones(n), np.exp(-0.8 * c)], axis=1)
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t + 0.5, 0.0, 1.0)
     return t * t * (3 - 2 * t)
@@ -174,12 +219,17 @@ def render_stars(
     flux: np.ndarray,
     fwhm: float,
     trail: tuple[float, float] = (0.0, 0.0),
+    colours: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stars as pixel-integrated Moffat profiles (total `flux` each), float32 image.
 
     A trailed frame (`trail` = total (dx, dy) motion during the exposure) spreads each
     star over points every ~0.5 px along the segment centred on its position, so the
     centroid stays where the transform puts it.
+
+    A CFA sensor: `colours` is the frame's colour map and `flux` an (n, 3) array of each
+    star's R, G, B flux; a pixel gets the star's flux of its own channel (so each channel's
+    sites sample that channel's full-resolution image, total flux = the channel's flux).
     """
     rows, cols = shape
     length = float(np.hypot(*trail))
@@ -187,7 +237,7 @@ def render_stars(
     s = (np.arange(n_pts) + 0.5) / n_pts - 0.5
     px = (x[:, None] + s[None, :] * trail[0]).ravel()
     py = (y[:, None] + s[None, :] * trail[1]).ravel()
-    pf = np.repeat(flux / n_pts, n_pts)
+    pf = np.repeat(flux / n_pts, n_pts, axis=0)
     radius = int(np.ceil(4.5 * fwhm))
     keep = (px > -radius) & (px < cols - 1 + radius) & (py > -radius) & (py < rows - 1 + radius)
     px, py, pf = px[keep], py[keep], pf[keep]
@@ -203,14 +253,20 @@ def render_stars(
     prof = (1.0 + (dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / alpha**2) ** (-MOFFAT_BETA)
     norm = (MOFFAT_BETA - 1) / (np.pi * alpha**2) / sub**2  # analytic total flux = 1
     size = 2 * radius + 1
-    stamps = prof.reshape(-1, size, sub, size, sub).sum(axis=(2, 4)) * (norm * pf)[:, None, None]
+    unit = prof.reshape(-1, size, sub, size, sub).sum(axis=(2, 4))
 
     k = np.arange(-radius, radius + 1)
     yy = iy[:, None, None] + k[None, :, None]
     xx = ix[:, None, None] + k[None, None, :]
     inside = (yy >= 0) & (yy < rows) & (xx >= 0) & (xx < cols)
     idx = (yy * cols + xx)[inside]
-    img = np.bincount(idx, weights=stamps[inside], minlength=rows * cols)
+    if colours is None:
+        weights = (unit * (norm * pf)[:, None, None])[inside]
+    else:  # each stamp pixel weighted by the star's flux in the channel of its site
+        star = np.broadcast_to(np.arange(len(pf))[:, None, None], inside.shape)[inside]
+        channel_flux = (norm * pf).astype(np.float64).ravel()  # (n_points * 3,)
+        weights = unit[inside] * channel_flux[3 * star + colours.ravel()[idx]]
+    img = np.bincount(idx, weights=weights, minlength=rows * cols)
     return img.reshape(shape).astype(np.float32)
 
 
@@ -243,21 +299,24 @@ def read_out(
     rng: np.random.Generator,
     extra_adu: tuple[np.ndarray, np.ndarray] | None = None,
     overscan: int = 0,
+    prescan: int = 0,
 ) -> np.ndarray:
     """Photon noise, ADC conversion, bias, read noise, saturation: the uint16 raw image.
 
     `electrons` is the expected charge (light + dark current); Poisson noise is drawn here.
     `extra_adu` adds cosmic-ray hits (pixels as [x, y], values in ADU). `overscan` appends
     that many columns on the right holding bias level + read noise only (no pattern, no
-    charge), as a real serial overscan does.
+    charge), as a real serial overscan does; `prescan` puts such columns on the left.
     """
     adu = rng.poisson(electrons).astype(np.float32) / np.float32(gain)
     adu += sensor.bias
     if extra_adu is not None and len(extra_adu[0]):
         pix, values = extra_adu
         adu[pix[:, 1], pix[:, 0]] += values.astype(np.float32)
-    if overscan:
-        strip = np.full((adu.shape[0], overscan), sensor.level, np.float32)
-        adu = np.hstack([adu, strip])
+    if overscan or prescan:
+        rows = adu.shape[0]
+        left = np.full((rows, prescan), sensor.level, np.float32)
+        right = np.full((rows, overscan), sensor.level, np.float32)
+        adu = np.hstack([left, adu, right])
     adu += rng.normal(0.0, read_noise_e / gain, adu.shape).astype(np.float32)
     return np.clip(np.rint(adu), 0, ADU_MAX).astype(np.uint16)

@@ -183,6 +183,7 @@ def _light_states(spec: SimSpec, target: TargetSpec, k: int, rng: np.random.Gene
     offset = rng.normal(0.0, 1.5, 2)
     recentre = rng.uniform(-10.0, 10.0, 2)  # plate-solve re-centring error after the flip
     base_fwhm = target_fwhm(spec, k)
+    limits = (2.5, 3.5) if spec.seeing is None else (base_fwhm - 0.5, base_fwhm + 0.5)
     states = []
     for i, f in enumerate(order):
         if i:
@@ -190,7 +191,7 @@ def _light_states(spec: SimSpec, target: TargetSpec, k: int, rng: np.random.Gene
         flipped = i >= flip_from
         angle = i * spec.field_rotation + (180.0 if flipped else 0.0)
         shift = offset + (recentre if flipped else 0.0)
-        fwhm = float(np.clip(base_fwhm + rng.normal(0.0, 0.15), 2.5, 3.5))
+        fwhm = float(np.clip(base_fwhm + rng.normal(0.0, 0.15), *limits))
         is_cloud, is_trail = i in clouded, i in trailed
         transparency, sky, trail = _weather(spec, is_cloud, is_trail, rng)
         states.append(
@@ -233,8 +234,9 @@ def _weather(
 
 
 def target_fwhm(spec: SimSpec, k: int) -> float:
-    """The seeing of target k (its frames vary +-0.15 px around it)."""
-    return float(seeded(spec.seed, SEEING, k).uniform(2.7, 3.2))
+    """The seeing of target k (its frames vary +-0.15 px around it): `spec.seeing`, or drawn."""
+    drawn = float(seeded(spec.seed, SEEING, k).uniform(2.7, 3.2))
+    return drawn if spec.seeing is None else float(spec.seeing)
 
 
 def _matrix(angle_deg: float, shift: np.ndarray, centre: np.ndarray) -> tuple[tuple[float, ...], ...]:

@@ -7,10 +7,21 @@ wall-clock value enters a header, and every random draw comes from
 star catalogues, seeing, plan, each frame's noise), so the camera and the star fields stay
 the same when only the plan changes. A new random quantity takes a new stream number
 (appended, never inserted), or every existing night would change.
+
+A colour (one-shot-colour, CFA) camera is a spec with ``bayer`` set: the sensor's physical
+Bayer pattern at the top-left pixel of its readout (prescan included, sensor row 0 at the
+top), i.e. what BAYERPAT says with zero XBAYROFF/YBAYROFF. ``bayer_offset`` only changes how
+the headers describe that sensor (the written BAYERPAT is chosen to match the offsets);
+``row_order`` says how the file stores the rows ('TOP-DOWN' or None: sensor top row first;
+'BOTTOM-UP': bottom row first) and which ROWORDER is written (None: none). The colours of
+the scene (`channel_qe`, `sky_colour`, `flat_colour`) apply to CFA specs only; a mono spec
+gives the same bytes as before these fields existed. The ``seestar`` dialect is a ZWO Seestar
+S50: its spec defaults to ``bayer='GRBG'``, no ROWORDER and the S50's INSTRUME/TELESCOP.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
@@ -27,6 +38,17 @@ FLAT_EXPTIME_OTHER = 2.0
 
 # Independent random streams: seeded(seed, STREAM, index...).
 SENSOR, OPTICS, FLAT, CATALOG, SEEING, PLAN, FRAME = range(7)
+COLOUR = 7  # star colours of a CFA night, per target: seeded(seed, COLOUR, k)
+
+BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
+ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP", None)
+# Dialects whose headers can describe a CFA sensor (BAYERPAT and friends).
+BAYER_DIALECTS = ("nina", "asiair", "seestar")
+
+# The ZWO Seestar S50 as its own files describe it (see observd.sim.dialects).
+SEESTAR_BAYER = "GRBG"
+SEESTAR_INSTRUMENT = "Seestar S50"
+SEESTAR_TELESCOPE = "S50_12d98769"
 
 
 def seeded(*key: int) -> np.random.Generator:
@@ -41,6 +63,8 @@ class TargetSpec:
     n_lights: int = 6  # per filter
     exptime: float = 60.0
     n_stars: int = 150
+    ra: float | None = None  # degrees (seestar RA card); None: derived from the name
+    dec: float | None = None  # degrees (seestar DEC card); None: derived from the name
 
 
 @dataclass(frozen=True)
@@ -80,8 +104,27 @@ class SimSpec:
     chunk_delay: float = 0.05
     temp_names: bool = False  # write 'name.tmp' then rename (like N.I.N.A./SGP)
     truth: bool = True  # write truth.json + truth.npz in OUTDIR
+    # -- colour (CFA) cameras; appended so that mono specs keep their meaning and bytes --
+    bayer: str | None = None  # physical pattern at readout (0, 0), sensor top; None = mono
+    row_order: str | None = "TOP-DOWN"  # ROWORDER written; 'BOTTOM-UP' stores the rows flipped
+    bayer_offset: tuple[int, int] = (0, 0)  # (XBAYROFF, YBAYROFF) written with BAYERPAT
+    prescan: int = 0  # prescan columns on the left (adds BIASSEC/TRIMSEC)
+    channel_qe: tuple[float, float, float] = (0.8, 1.0, 0.7)  # R, G, B response (relative)
+    sky_colour: tuple[float, float, float] = (1.3, 1.0, 0.85)  # light-polluted sky, per channel
+    flat_colour: tuple[float, float, float] = (0.85, 1.0, 1.15)  # twilight / flat lamp, per channel
+    site: tuple[float, float] = (13.405, 52.52)  # (longitude, latitude) degrees, seestar cards
+    seeing: float | None = None  # px: every target's FWHM (frames +-0.15 px); None = 2.7-3.2 per target
 
     def __post_init__(self) -> None:
+        if self.dialect == "seestar":  # the S50's own defaults (a frozen dataclass: set once, here)
+            if self.bayer is None:
+                object.__setattr__(self, "bayer", SEESTAR_BAYER)
+            if self.row_order == "TOP-DOWN":  # stored top-down, but the S50 writes no ROWORDER
+                object.__setattr__(self, "row_order", None)
+            if self.instrument == SimSpec.instrument:
+                object.__setattr__(self, "instrument", SEESTAR_INSTRUMENT)
+            if self.telescope == SimSpec.telescope:
+                object.__setattr__(self, "telescope", SEESTAR_TELESCOPE)
         problems = []
         if self.dialect not in DIALECTS:
             problems.append(f"dialect {self.dialect!r} is not one of {DIALECTS}")
@@ -95,6 +138,9 @@ class SimSpec:
             problems.append("target names must be unique")
         if self.gain <= 0 or self.read_noise < 0 or self.overscan < 0:
             problems.append("gain must be > 0, read_noise and overscan >= 0")
+        if min(self.n_bias, self.n_dark, self.n_flat) < 0:
+            problems.append("n_bias, n_dark and n_flat must be >= 0")
+        problems += self._colour_problems()
         try:
             date.fromisoformat(self.night)
             ZoneInfo(self.timezone)
@@ -102,6 +148,32 @@ class SimSpec:
             problems.append(f"night/timezone: {exc}")
         if problems:
             raise ValueError("invalid SimSpec: " + "; ".join(problems))
+
+    def _colour_problems(self) -> list[str]:
+        problems = []
+        if not isinstance(self.prescan, int) or self.prescan < 0:
+            problems.append(f"prescan {self.prescan!r} must be an int >= 0")
+        if self.row_order not in ROW_ORDERS:
+            problems.append(f"row_order {self.row_order!r} is not one of {ROW_ORDERS}")
+        if self.bayer is not None and self.bayer not in BAYER_PATTERNS:
+            problems.append(f"bayer {self.bayer!r} is not one of {BAYER_PATTERNS} (or None for a mono camera)")
+        offset = tuple(self.bayer_offset)
+        if len(offset) != 2 or not all(isinstance(v, int) and v >= 0 for v in offset):
+            problems.append(f"bayer_offset {self.bayer_offset!r} must be (x, y), ints >= 0")
+        for name in ("channel_qe", "sky_colour", "flat_colour"):
+            value = tuple(getattr(self, name))
+            if len(value) != 3 or not all(math.isfinite(v) and v > 0 for v in value):
+                problems.append(f"{name} {value!r} must be three numbers > 0 (R, G, B)")
+        if self.bayer is not None and self.dialect not in BAYER_DIALECTS:
+            problems.append(f"bayer: the {self.dialect!r} dialect writes no Bayer keywords ({BAYER_DIALECTS} do)")
+        if self.dialect == "seestar":
+            if self.bayer != SEESTAR_BAYER:
+                problems.append(f"bayer {self.bayer!r}: the seestar dialect is a Seestar S50, whose sensor is GRBG")
+            if self.row_order is not None:
+                problems.append(f"row_order {self.row_order!r}: the seestar dialect writes no ROWORDER (top-down)")
+            if offset != (0, 0):
+                problems.append(f"bayer_offset {self.bayer_offset!r}: the seestar dialect writes no XBAYROFF/YBAYROFF")
+        return problems
 
     @property
     def filters(self) -> tuple[str, ...]:

@@ -8,8 +8,10 @@ custom writers). Each frame's noise has its own stream, so the files are byte-id
 for the same spec whatever is written around them.
 
 All files: BITPIX 16, BZERO 32768 (uint16, as cameras write), primary HDU only. With
-``overscan > 0`` every frame gets that many overscan columns on the right; all truth
-coordinates refer to the data section, which starts at column 1 either way.
+``overscan > 0`` every frame gets that many overscan columns on the right, with
+``prescan > 0`` that many prescan columns on the left; all truth coordinates refer to the
+data section (TRIMSEC), in the stored numpy orientation: x = column from the data
+section's first column, y = numpy row of the file.
 
 Image model (see `observd.sim.scene`)
 -------------------------------------
@@ -19,7 +21,11 @@ rounded and clipped to 0..65535, where electrons = (sky + stars) x flat x t + da
 faintest are at the detection limit and a few saturate; PSF Moffat (beta 3), FWHM 2.5-3.5 px.
 Cosmic rays: ``cosmic_rays`` hits of 1-3 pixels per 512x512 light (scaled by area); darks
 get the same rate per second as a light of the targets' mean exposure; never multiplied by
-the flat.
+the flat. A CFA camera (``spec.bayer``): every pixel sees only the channel of its colour
+site, electrons = (sky_c + stars_c) x flat_c x t + dark(T) x t, with sky_c = sky x
+sky_colour_c x channel_qe_c, stars_c each star's flux in channel c (`stars_rgb`), flat_c the
+per-channel flat; a flat frame's light is tinted by flat_colour x channel_qe (its four sites
+differ by tens of %).
 
 Ground truth (``truth=True``): OUTDIR/truth.json and OUTDIR/truth.npz
 ---------------------------------------------------------------------
@@ -41,10 +47,37 @@ truth.json::
                 "matrix": 3x3, "fwhm", "transparency", "sky_adu", "trail": [dx, dy],
                 "clouded", "trailed", "flipped"}, ...]}
 
+A colour (CFA) night (``spec.bayer`` set) adds::
+
+    "bayer": {"header_pattern": BAYERPAT as written, "xoff", "yoff": XBAYROFF/YBAYROFF
+                  as written (0 when the dialect writes none),
+              "row_order": the ROWORDER written, or null when none is written (top-down),
+              "stored_pattern": the colours of the stored data section at numpy
+                  [0,0], [0,1], [1,0], [1,1] (after the row flip and the trim),
+              "sensor_pattern": spec.bayer (physical, readout pixel (0, 0), sensor top),
+              "prescan", "channels": "RGB",
+              "channel_qe": [r, g, b], "sky_colour": [r, g, b], "flat_colour": [r, g, b],
+              "flat_tint": [r, g, b]},          # flat level per channel / brightest channel
+    "targets": {"M42": {..., "stars_rgb": [[x_sky, y_sky, flux_r, flux_g, flux_b], ...]}},
+    "files": [{..., lights: "sky_adu_rgb": [r, g, b], flats: "flat_adu_rgb": [r, g, b]}]
+
+``stars_rgb`` lists the same stars in the same order and the same (sky-frame, stored
+orientation) coordinates as ``stars``; each flux is what that channel's full-resolution
+image holds (ADU per light exposure at flat = 1, transparency = 1, the channel's response
+included): flux_c = flux x colour_c x channel_qe_c with the star's colour_G = 1. The mosaic
+samples these images: a pixel holds the channel of its colour site only. ``sky_adu_rgb`` is
+each channel's sky per light (ADU at flat = 1) = sky_adu x sky_colour_c x channel_qe_c;
+``flat_adu_rgb`` each channel's mean illumination of a flat (ADU, above bias).
+For ROWORDER 'BOTTOM-UP' the file holds the sensor's rows bottom first, so a truth (or
+stored numpy) row y is sensor row ``rows - 1 - y`` counted from the sensor's top, the row
+BAYERPAT's convention counts; every truth coordinate stays in stored orientation.
+
 truth.npz (float32, data-section shape): ``bias`` = bias level + pattern (ADU, the mean of
 infinitely many biases); ``dark_<i>`` = dark current in ADU/s at each temperature of
 ``arrays.dark`` (the dark temperatures and the light set point); ``flat_<i>`` = flat of
-each filter normalised to mean 1.
+each filter normalised to mean 1 (CFA: each channel's sites normalised to mean 1, the tint
+of the light excluded); CFA nights add ``colours`` (int8, R = 0, G = 1, B = 2: the colour
+site of each stored data-section pixel).
 
 Star fluxes are in ADU for one light exposure of that target at flat = 1 and
 transparency = 1. The matrix maps sky-frame pixels to frame pixels
@@ -66,9 +99,9 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from observd.sim import scene
+from observd.sim import dialects, mosaic, scene
 from observd.sim.schedule import PlannedFrame, plan_night, target_fwhm
-from observd.sim.spec import CATALOG, FLAT, FRAME, OPTICS, SENSOR, SimSpec, seeded
+from observd.sim.spec import CATALOG, COLOUR, FLAT, FRAME, OPTICS, SENSOR, SimSpec, seeded
 
 
 @dataclass(frozen=True)
@@ -76,8 +109,29 @@ class Night:
     """Everything fixed for the night: sensor, flats per filter, catalogue per target."""
 
     sensor: scene.Sensor
-    flats: dict[str, np.ndarray]  # filter -> flat normalised to mean 1
+    flats: dict[str, np.ndarray]  # filter -> flat normalised to mean 1 (CFA: per channel)
     catalogs: dict[str, np.ndarray]  # target -> (n, 3) x_sky, y_sky, flux ADU
+    # CFA cameras only (None for mono):
+    colours: np.ndarray | None = None  # stored data section's colour sites, int8 R=0 G=1 B=2
+    star_rgb: dict[str, np.ndarray] | None = None  # target -> (n, 3) R, G, B flux ADU
+    sky_weight: np.ndarray | None = None  # float32 per pixel: sky_colour x channel_qe of its site
+    lamp_weight: np.ndarray | None = None  # float32 per pixel: a flat's level relative to its brightest channel
+
+    @property
+    def stored_pattern(self) -> str | None:
+        """The 4 colours of the stored data section at numpy [0,0], [0,1], [1,0], [1,1]."""
+        return None if self.colours is None else mosaic.pattern_at(self.colours)
+
+
+def _flat_tint(spec: SimSpec) -> np.ndarray:
+    """A flat's level per channel relative to its brightest channel (lamp colour x response)."""
+    tint = np.asarray(spec.flat_colour, np.float64) * np.asarray(spec.channel_qe, np.float64)
+    return tint / tint.max()
+
+
+def _sky_tint(spec: SimSpec) -> np.ndarray:
+    """The sky per channel relative to ``spec.sky`` (sky colour x response)."""
+    return np.asarray(spec.sky_colour, np.float64) * np.asarray(spec.channel_qe, np.float64)
 
 
 def build_night(spec: SimSpec) -> Night:
@@ -97,6 +151,11 @@ def build_night(spec: SimSpec) -> Night:
     )
     optics = scene.make_optics(shape, seeded(spec.seed, OPTICS))
     flats = {f: scene.make_flat(shape, optics, seeded(spec.seed, FLAT, i)) for i, f in enumerate(spec.filters)}
+    colours = None
+    if spec.bayer is not None:  # the sensor's colour sites over its whole readout, then as stored
+        readout = mosaic.sensor_colours(spec.bayer, shape[0], spec.prescan + shape[1] + spec.overscan)
+        colours = mosaic.stored_colours(readout, spec.row_order, spec.prescan, shape[1])
+        flats = {f: scene.colour_flat(flat, optics, colours) for f, flat in flats.items()}
     catalogs = {}
     for k, target in enumerate(spec.targets):
         fwhm = target_fwhm(spec, k)
@@ -108,7 +167,22 @@ def build_night(spec: SimSpec) -> Night:
         catalogs[target.name] = scene.make_catalog(
             shape, target.n_stars, f_min=f_min, f_sat=f_sat, margin=20.0, rng=seeded(spec.seed, CATALOG, k)
         )
-    return Night(sensor, flats, catalogs)
+    if colours is None:
+        return Night(sensor, flats, catalogs)
+    qe = np.asarray(spec.channel_qe, np.float64)
+    star_rgb = {
+        t.name: catalogs[t.name][:, 2:3] * scene.star_colours(len(catalogs[t.name]), seeded(spec.seed, COLOUR, k)) * qe
+        for k, t in enumerate(spec.targets)
+    }
+    return Night(
+        sensor,
+        flats,
+        catalogs,
+        colours=colours,
+        star_rgb=star_rgb,
+        sky_weight=_sky_tint(spec).astype(np.float32)[colours],
+        lamp_weight=_flat_tint(spec).astype(np.float32)[colours],
+    )
 
 
 def _cosmic_count(spec: SimSpec, frame: PlannedFrame) -> int:
@@ -127,7 +201,9 @@ def synthesize(frame: PlannedFrame, spec: SimSpec, night: Night) -> tuple[np.nda
     rng = seeded(spec.seed, FRAME, frame.index)
     sensor, t = night.sensor, frame.exptime
     electrons = sensor.dark_rate(frame.ccd_temp) * np.float32(t)
-    if frame.frame_type == "flat":
+    if night.colours is not None:
+        _colour_light(frame, spec, night, electrons)
+    elif frame.frame_type == "flat":
         electrons += night.flats[frame.filter] * np.float32(frame.flat_level)
     elif frame.frame_type == "light":
         state = frame.light
@@ -141,9 +217,37 @@ def synthesize(frame: PlannedFrame, spec: SimSpec, night: Night) -> tuple[np.nda
         electrons += light * night.flats[frame.filter]
     pix, values = scene.cosmic_rays(spec.shape, _cosmic_count(spec, frame), spec.gain, rng)
     raw = scene.read_out(
-        electrons, sensor, spec.read_noise, spec.gain, rng, extra_adu=(pix, values), overscan=spec.overscan
+        electrons,
+        sensor,
+        spec.read_noise,
+        spec.gain,
+        rng,
+        extra_adu=(pix, values),
+        overscan=spec.overscan,
+        prescan=spec.prescan,
     )
     return raw, pix
+
+
+def _colour_light(frame: PlannedFrame, spec: SimSpec, night: Night, electrons: np.ndarray) -> None:
+    """Add a CFA frame's light to `electrons` (in place): each pixel sees its site's channel.
+
+    Flats: the tinted lamp/twilight (`lamp_weight`) through the per-channel flat; lights: the
+    stars (rendered once, per-site channel flux) plus the coloured sky, through the flat.
+    """
+    flat = night.flats.get(frame.filter) if frame.filter is not None else None
+    if frame.frame_type == "flat":
+        electrons += flat * night.lamp_weight * np.float32(frame.flat_level)
+    elif frame.frame_type == "light":
+        state = frame.light
+        cat = night.catalogs[frame.target]
+        m = np.array(state.matrix)
+        xy = m[:2, :2] @ cat[:, :2].T + m[:2, 2:3]
+        flux = night.star_rgb[frame.target] * (spec.gain * state.transparency)
+        light = scene.render_stars(spec.shape, xy[0], xy[1], flux, state.fwhm, state.trail, colours=night.colours)
+        light += night.sky_weight * np.float32(state.sky_rate * frame.exptime)
+        light *= flat
+        electrons += light
 
 
 def _fits_bytes(frame: PlannedFrame, data: np.ndarray) -> bytes:
@@ -226,6 +330,10 @@ def _file_truth(frame: PlannedFrame, spec: SimSpec, cosmic: np.ndarray) -> dict:
             trailed=s.trailed,
             flipped=s.flipped,
         )
+        if spec.bayer is not None:
+            rec["sky_adu_rgb"] = (rec["sky_adu"] * _sky_tint(spec)).tolist()
+    if frame.frame_type == "flat" and spec.bayer is not None:
+        rec["flat_adu_rgb"] = (frame.flat_level / spec.gain * _flat_tint(spec)).tolist()
     return rec
 
 
@@ -235,7 +343,7 @@ def _dark_temps(spec: SimSpec) -> tuple[float, ...]:
 
 def _truth(spec: SimSpec, night: Night, files: list[dict]) -> dict:
     fwhm = {t.name: target_fwhm(spec, k) for k, t in enumerate(spec.targets)}
-    return {
+    truth = {
         "seed": spec.seed,
         "dialect": spec.dialect,
         "shape": list(spec.shape),
@@ -264,6 +372,33 @@ def _truth(spec: SimSpec, night: Night, files: list[dict]) -> dict:
         },
         "files": files,
     }
+    if night.colours is not None:
+        truth["bayer"] = _bayer_truth(spec, night)
+        for name, target in truth["targets"].items():
+            cat = night.catalogs[name]
+            target["stars_rgb"] = np.column_stack([cat[:, :2], night.star_rgb[name]]).tolist()
+    if spec.prescan:
+        truth["prescan"] = spec.prescan
+    return truth
+
+
+def _bayer_truth(spec: SimSpec, night: Night) -> dict:
+    """How the headers describe the CFA and what the stored data section holds."""
+    written = dialects.bayer_cards(spec)
+    return {
+        "header_pattern": written["BAYERPAT"],
+        "xoff": written.get("XBAYROFF", 0),
+        "yoff": written.get("YBAYROFF", 0),
+        "row_order": written.get("ROWORDER"),
+        "stored_pattern": night.stored_pattern,
+        "sensor_pattern": spec.bayer,
+        "prescan": spec.prescan,
+        "channels": mosaic.CHANNELS,
+        "channel_qe": list(spec.channel_qe),
+        "sky_colour": list(spec.sky_colour),
+        "flat_colour": list(spec.flat_colour),
+        "flat_tint": _flat_tint(spec).tolist(),
+    }
 
 
 def _write_truth(outdir: Path, spec: SimSpec, night: Night, truth: dict) -> None:
@@ -273,6 +408,8 @@ def _write_truth(outdir: Path, spec: SimSpec, night: Night, truth: dict) -> None
         arrays[f"dark_{i}"] = night.sensor.dark_rate(temp) / np.float32(spec.gain)
     for i, f in enumerate(spec.filters):
         arrays[f"flat_{i}"] = night.flats[f]
+    if night.colours is not None:
+        arrays["colours"] = night.colours
     tmp = outdir / "truth.npz.tmp"
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)

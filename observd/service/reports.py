@@ -1,11 +1,14 @@
 """What observers ask: the `status` and `frames` reports, as stable JSON-ready dicts and as text.
 
-Read-only over the catalog. The JSON layout is documented in README.md ("JSON formats") and
-is a public interface: add keys, never rename or remove them.
+Read-only over the catalog. One function builds each document, for every reader: `observd
+status --json` / `frames --json`, the web page's JSON endpoints and pages, and the morning
+report. The JSON layout is documented in README.md ("JSON formats") and is a public interface:
+add keys, never rename or remove them.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -16,6 +19,7 @@ from observd.core.master_plan import calibration_groups
 
 FAILURE_STATES = ("failed", "rejected", "unknown", "unaligned")
 _FRAME_KEYS = (
+    "id",
     "name",
     "path",
     "version",
@@ -28,6 +32,7 @@ _FRAME_KEYS = (
     "ccd_temp",
     "state",
     "reason",
+    "bayer",  # the stored Bayer pattern of a one-shot-colour frame; null for mono
 )
 
 
@@ -78,15 +83,47 @@ def product_entry(row: dict) -> dict:
             "reference",
             "noise",
             "created",
+            "channels",  # 'R,G,B' for a colour cube (one-shot-colour stack or composite), null for mono
         )
     }
 
 
 def pending_groups(catalog: Catalog, config: Config, *, now: float) -> list[dict]:
-    """Calibration groups with no master yet, and why (`calibration_groups` over the catalog)."""
-    masters = catalog.masters(current_only=True)
-    inputs = {m["id"]: set(catalog.master_input_ids(m["id"])) for m in masters}
-    return calibration_groups(catalog.files(types=CALIBRATION_TYPES), masters, inputs, config, now=now)
+    """Calibration groups with no master yet, and why (`calibration_groups` over the catalog: the
+    frames of groups that have a master, and the masters' inputs, play no part in it)."""
+    frames = catalog.frames_of_groups_without_master(CALIBRATION_TYPES)
+    return calibration_groups(frames, catalog.masters(current_only=True), {}, config, now=now)
+
+
+def status_for(
+    catalog: Catalog, config: Config, *, night: str | None = None, all_nights: bool = False, now: float | None = None
+) -> dict:
+    """The `observd status --json` document of `night` (default: the latest night in the catalog;
+    `all_nights`: every night), with the calibration groups still short of a master."""
+    if not all_nights and night is None:
+        nights = catalog.nights()
+        night = nights[-1] if nights else None
+    return status_report(
+        catalog,
+        night=None if all_nights else night,
+        status_log=str(config.paths.status_log),
+        pending_groups=pending_groups(catalog, config, now=time.time() if now is None else now),
+    )
+
+
+def night_counts(catalog: Catalog, night: str | None = None) -> list[dict]:
+    """Files by night, type and state (the status document's `nights`): `night` alone, or every night."""
+    per_night: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    for row in catalog.counts(night):
+        per_night[row["night"] or "undated"][row["frame_type"] or "none"][row["state"]] = row["n"]
+    return [
+        {
+            "night": n,
+            "counts": {t: dict(s) for t, s in types.items()},
+            "total": sum(sum(s.values()) for s in types.values()),
+        }
+        for n, types in sorted(per_night.items())
+    ]
 
 
 def status_report(
@@ -97,24 +134,13 @@ def status_report(
     pending_groups: list[dict] | None = None,
 ) -> dict:
     """The `observd status --json` document. `night=None` covers every night in the catalog."""
-    per_night: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
-    for row in catalog.counts(night):
-        per_night[row["night"] or "undated"][row["frame_type"] or "none"][row["state"]] = row["n"]
-    nights = [
-        {
-            "night": n,
-            "counts": {t: dict(s) for t, s in types.items()},
-            "total": sum(sum(s.values()) for s in types.values()),
-        }
-        for n, types in sorted(per_night.items())
-    ]
     files = catalog.files(night=night)
     lights = [r for r in files if r["frame_type"] == "light" and r["fwhm"] is not None]
     return {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "night": night,
         "status_log": status_log,
-        "nights": nights,
+        "nights": night_counts(catalog, night),
         "masters": [master_entry(m) for m in catalog.masters(current_only=True)],
         "calibration_groups": pending_groups or [],
         "waiting": [frame_entry(r) for r in files if r["state"] == "waiting"],
@@ -148,19 +174,10 @@ def format_status(report: dict) -> str:
     if not report["nights"]:
         out.append("\nNo files catalogued yet.")
     for night in report["nights"]:
-        out.append(f"\nNight {night['night']}: {night['total']} files")
-        for kind in ("light", *CALIBRATION_TYPES, "unknown", "none"):
-            states = night["counts"].get(kind)
-            if states:
-                detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda x: -x[1]))
-                out.append(f"  {kind:<8} {sum(states.values()):>5}  ({detail})")
-    q = report["quality"]
-    if q["lights_measured"]:
-        out.append(
-            f"\nQuality: FWHM median {q['fwhm_median']:.2f} px, best {q['fwhm_best']:.2f} px; "
-            f"CCD-TEMP {q['ccd_temp_min']:+.1f}..{q['ccd_temp_max']:+.1f} °C; "
-            f"{q['lights_bad']} light(s) judged bad"
-        )
+        out.append("")
+        out.extend(format_counts(night))
+    if report["quality"]["lights_measured"]:
+        out.append("\n" + format_quality(report["quality"]))
     if report["masters"]:
         out.append("\nMasters in use:")
         out.extend("  " + line for line in format_masters(report["masters"]).splitlines()[1:])
@@ -177,6 +194,26 @@ def format_status(report: dict) -> str:
                 f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}"
             )
     return "\n".join(out)
+
+
+def format_counts(night: dict) -> list[str]:
+    """A `nights` entry of the status document as lines: the total, then each type by state."""
+    out = [f"Night {night['night']}: {night['total']} files"]
+    for kind in ("light", *CALIBRATION_TYPES, "unknown", "none"):
+        states = night["counts"].get(kind)
+        if states:
+            detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda x: -x[1]))
+            out.append(f"  {kind:<8} {sum(states.values()):>5}  ({detail})")
+    return out
+
+
+def format_quality(quality: dict) -> str:
+    """The status document's `quality`, in one line (when lights were measured)."""
+    return (
+        f"Quality: FWHM median {quality['fwhm_median']:.2f} px, best {quality['fwhm_best']:.2f} px; "
+        f"CCD-TEMP {quality['ccd_temp_min']:+.1f}..{quality['ccd_temp_max']:+.1f} °C; "
+        f"{quality['lights_bad']} light(s) judged bad"
+    )
 
 
 def format_masters(entries: list[dict]) -> str:
