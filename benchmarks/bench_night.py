@@ -93,8 +93,13 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subp
 
 
 def read_stack(path: Path) -> np.ndarray:
-    data = fits.getdata(path).astype(np.float32)
+    data = read_stack_planes(path)
     return np.ascontiguousarray(data[0] if data.ndim == 3 else data)
+
+
+def read_stack_planes(path: Path) -> np.ndarray:
+    """A stack's primary data as float32: (rows, cols), or (planes, rows, cols) for a colour cube."""
+    return fits.getdata(path).astype(np.float32)
 
 
 def blur_to(data: np.ndarray, fwhm: float, target_fwhm: float) -> np.ndarray:
