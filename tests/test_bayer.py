@@ -161,3 +161,26 @@ def test_malvar_variance_is_the_noise_it_makes():
                     else out[k, 4 + dy : -4 : 2, 4 + dx : -4 : 2].std()
                 )
                 assert measured == pytest.approx(predicted[k, 10 + dy, 10 + dx], rel=0.08)
+
+
+def test_an_unknown_pattern_is_processed_as_mono_with_a_warning_and_a_reason(tmp_path):
+    from tests.support import ingest_into
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    rng = np.random.default_rng(8)
+    for i, pattern in enumerate(("XTRANS", "RGGB")):
+        h = fits.Header()
+        h["IMAGETYP"], h["EXPTIME"], h["OBJECT"], h["BAYERPAT"] = "Light Frame", 10.0, "M1", pattern
+        h["DATE-OBS"] = f"2026-11-20T21:0{i}:00"
+        fits.writeto(camera / f"light_{i}.fits", rng.normal(1000, 10, (64, 64)).astype(np.uint16), h)
+    config, catalog = ingest_into(tmp_path, [camera], calibrate={"require": []})
+    try:
+        rows = {r["name"]: r for r in catalog.files()}
+        assert rows["light_0.fits"]["bayer"] is None and "XTRANS" in rows["light_0.fits"]["bayer_note"]
+        assert rows["light_1.fits"]["bayer"] == "RGGB" and rows["light_1.fits"]["bayer_note"] is None
+        assert {r["state"] for r in rows.values()} <= {"calibrated", "aligned", "bad", "unaligned"}
+        warnings = [e for e in catalog.events(level="warning") if e["event"] == "colour"]
+        assert len(warnings) == 1 and "light_0.fits" in warnings[0]["message"]
+    finally:
+        catalog.close()
