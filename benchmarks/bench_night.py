@@ -92,6 +92,35 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subp
     return time.perf_counter() - started, peak, subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
+def siril_runner(root: Path, script: str):
+    """A function that runs `script` with siril-cli from scratch (no sequences, no outputs) and
+    returns `timed`'s result; the script's stack is root/siril/siril_stack.fits.
+
+    Siril works in its own folder beside raw/ (which observd ingests whole): hard links to the
+    raw frames (its script's `cd ../process` would leave a symlinked folder), its sequences in
+    process/, its stack beside them."""
+    siril = root / "siril"
+    shutil.rmtree(siril, ignore_errors=True)
+    for frame in (root / "raw").rglob("*.fits"):
+        (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(frame, siril / frame.parent.name / frame.name)
+    (siril / "night.ssf").write_text(script)
+    stack = siril / "siril_stack.fits"
+
+    def run_siril():
+        shutil.rmtree(siril / "process", ignore_errors=True)
+        (siril / "process").mkdir()
+        stack.unlink(missing_ok=True)
+        os.sync()
+        run = timed(["siril-cli", "-d", str(siril), "-s", str(siril / "night.ssf")])
+        if run[2].returncode or not stack.exists():
+            print("Siril failed:", (run[2].stdout + run[2].stderr)[-1500:])
+            raise SystemExit("Siril failed")
+        return run
+
+    return run_siril
+
+
 def read_stack(path: Path) -> np.ndarray:
     data = read_stack_planes(path)
     return np.ascontiguousarray(data[0] if data.ndim == 3 else data)
@@ -227,29 +256,8 @@ def main() -> None:
                 raise SystemExit("observd failed")
             return run
 
-        run_siril = None
-        if shutil.which("siril-cli"):
-            # Siril works in its own folder beside raw/ (which observd ingests whole): hard links
-            # to the raw frames (its script's `cd ../process` would leave a symlinked folder), its
-            # sequences in process/, its stack beside them
-            siril = root / "siril"
-            shutil.rmtree(siril, ignore_errors=True)
-            for frame in (root / "raw").rglob("*.fits"):
-                (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
-                os.link(frame, siril / frame.parent.name / frame.name)
-            (siril / "night.ssf").write_text(SIRIL_SCRIPT)
-            siril_stack = siril / "siril_stack.fits"
-
-            def run_siril():  # from scratch: no sequences, no outputs
-                shutil.rmtree(siril / "process", ignore_errors=True)
-                (siril / "process").mkdir()
-                siril_stack.unlink(missing_ok=True)
-                os.sync()
-                run = timed(["siril-cli", "-d", str(siril), "-s", str(siril / "night.ssf")])
-                if run[2].returncode or not siril_stack.exists():
-                    print("Siril failed:", (run[2].stdout + run[2].stderr)[-1500:])
-                    raise SystemExit("Siril failed")
-                return run
+        run_siril = siril_runner(root, SIRIL_SCRIPT) if shutil.which("siril-cli") else None
+        siril_stack = root / "siril" / "siril_stack.fits"
 
         # Warm-up runs are not timed (the first run after the night is written was often 1-3 s
         # slower, for both pipelines); then the two pipelines alternate, so that a drift of this

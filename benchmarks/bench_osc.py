@@ -27,35 +27,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_night import read_stack_planes, timed
+from bench_night import SIRIL_SCRIPT, read_stack_planes, siril_runner, timed
 
 from observd.core.align import find_transform
 from observd.core.measure import Stars, measure, sky
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night
 
-SIRIL_OSC_SCRIPT = """requires 1.0.0
-setext fits
-cd BIAS
-convert bias -out=../process
-cd ../process
-stack bias rej 3 3 -nonorm
-cd ../FLAT
-convert flat -out=../process
-cd ../process
-preprocess flat -bias=bias_stacked
-stack pp_flat rej 3 3 -norm=mul
-cd ../DARK
-convert dark -out=../process
-cd ../process
-stack dark rej 3 3 -nonorm
-cd ../LIGHT
-convert light -out=../process
-cd ../process
-preprocess light -dark=dark_stacked -flat=pp_flat_stacked -cfa -equalize_cfa -debayer
-register pp_light
-stack r_pp_light rej 3 3 -norm=addscale -output_norm -out=../siril_stack
-"""
+# Siril's calibration steps as bench_night runs them; the lights calibrated in mosaic space, the
+# flat's colour sites equalised, then demosaiced (Siril's OSC preprocessing script)
+SIRIL_OSC_SCRIPT = SIRIL_SCRIPT.replace(
+    "preprocess light -dark=dark_stacked -flat=pp_flat_stacked",
+    "preprocess light -dark=dark_stacked -flat=pp_flat_stacked -cfa -equalize_cfa -debayer",
+)
+assert SIRIL_OSC_SCRIPT != SIRIL_SCRIPT
 
 
 def colour_accuracy(cube: np.ndarray, truth: dict) -> tuple[np.ndarray, np.ndarray, int]:
@@ -142,33 +127,15 @@ def main() -> None:
             return run
 
         pipelines = {"observd": run_observd}
-        siril = root / "siril"
         if shutil.which("siril-cli"):
-            shutil.rmtree(siril, ignore_errors=True)
-            for frame in (root / "raw").rglob("*.fits"):
-                (siril / frame.parent.name).mkdir(parents=True, exist_ok=True)
-                os.link(frame, siril / frame.parent.name / frame.name)
-            (siril / "osc.ssf").write_text(SIRIL_OSC_SCRIPT)
-
-            def run_siril():
-                shutil.rmtree(siril / "process", ignore_errors=True)
-                (siril / "process").mkdir()
-                (siril / "siril_stack.fits").unlink(missing_ok=True)
-                os.sync()
-                run = timed(["siril-cli", "-d", str(siril), "-s", str(siril / "osc.ssf")])
-                if run[2].returncode or not (siril / "siril_stack.fits").exists():
-                    print("Siril failed:", (run[2].stdout + run[2].stderr)[-1500:])
-                    raise SystemExit("Siril failed")
-                return run
-
-            pipelines["Siril"] = run_siril
+            pipelines["Siril"] = siril_runner(root, SIRIL_OSC_SCRIPT)
         runs = {name: [] for name in pipelines}
         for _ in range(args.repeats):
             for name, run in pipelines.items():
                 runs[name].append(run())
         stacks = {"observd": next((root / "out").rglob("stacks/*_RGB.fits"))}
         if "Siril" in pipelines:
-            stacks["Siril"] = siril / "siril_stack.fits"
+            stacks["Siril"] = root / "siril" / "siril_stack.fits"
         results = {}
         for name, timings in runs.items():
             wall, rss = statistics.median(r[0] for r in timings), max(r[1] for r in timings)
