@@ -1,19 +1,21 @@
 """A whole simulated night, observd against Siril, in the same run.
 
-Writes a 2048² night (20 bias, 20 dark, 20 flat, 20 lights of one target; no clouds or
-trails, so both pipelines stack the same frames), then runs
+Writes a night for each `--size` (20 bias, 20 dark, 20 flat, 20 lights of one target, 10 of each
+above 25 MP; no clouds or trails, so both pipelines stack the same frames), then runs
   observd  `observd ingest --stack` (masters, calibration, measurement, alignment, then the
            night's weighted rejecting stack), and
   Siril    its standard 1.0 script: stack bias, stack dark, preprocess flat, stack flat,
            preprocess lights, register, stack with rejection (when `siril-cli` exists),
-each in a subprocess whose process tree is polled for peak RSS: one untimed warm-up run of
-each, then timed runs alternating between the two. Prints wall time, peak RSS,
+each in a subprocess whose process tree is polled for its memory (PSS, summed over the tree from
+/proc/<pid>/smaps_rollup: pages shared between processes, like memory-mapped masters, count
+once): one untimed warm-up run of each, then timed runs alternating between the two. Prints
+wall time, peak memory,
 their ratios, and compares the two stacks: sky noise in an aperture, relative to the flux of
 the same bright stars in the same aperture in each stack (lower is better; unit-free, so the
 stacks' scales do not matter), as produced and at equal resolution, and median star FWHM.
 
-    python benchmarks/bench_night.py [--size 2048] [--frames 20] [--repeats 3] [--warmup 1]
-                                     [--masters-method median|mean] [--workdir DIR]
+    python benchmarks/bench_night.py [--size 2048 4800 9576x6388] [--frames 20] [--repeats 3] [--warmup 1]
+                                     [--memory-limit MIB] [--masters-method median|mean] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ stack r_pp_light rej 3 3 -norm=addscale -output_norm -out=../siril_stack
 
 
 def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Wall time and peak RSS (bytes, summed over the process tree, polled every 50 ms)."""
+    """Wall time and peak memory (bytes: PSS summed over the process tree, polled every 50 ms)."""
     peak = 0
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +81,7 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subp
         while not done.is_set():
             try:
                 tree = [root] + root.children(recursive=True)
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                peak = max(peak, sum(pss(p.pid) for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.05)
@@ -90,6 +92,17 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int, subp
     done.set()
     thread.join()
     return time.perf_counter() - started, peak, subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def pss(pid: int) -> int:
+    """A process's proportional set size in bytes (0 once it has ended)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) << 10
+    except OSError:
+        pass
+    return 0
 
 
 def siril_runner(root: Path, script: str):
@@ -197,15 +210,22 @@ def relative_noise(a: Quality, b: Quality) -> float:
     return (a.noise / b.noise) / scale
 
 
+def frame_shape(text: str) -> tuple[int, int]:
+    """`--size` "2048" (square) or "9576x6388" (width x height) as (rows, columns)."""
+    width, _, height = text.lower().partition("x")
+    return (int(height or width), int(width))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--size", type=frame_shape, nargs="+", default=[frame_shape("2048")], metavar="WxH")
+    parser.add_argument("--frames", type=int, help="of each kind (default 20; 10 above 25 MP)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs of each pipeline, alternating (medians are reported)"
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each pipeline first")
+    parser.add_argument("--memory-limit", type=int, default=0, metavar="MIB", help="observd's [daemon] memory_limit_mb")
     parser.add_argument(
         "--masters-method",
         choices=("median", "mean"),
@@ -214,104 +234,109 @@ def main() -> None:
         "uses a mean throughout)",
     )
     args = parser.parse_args()
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_night_"))
-    n = args.frames
-    try:
-        t0 = time.perf_counter()
-        write_night(
-            root / "raw",
-            SimSpec(
-                shape=(args.size, args.size),
-                n_bias=n,
-                n_dark=n,
-                n_flat=n,
-                seed=7,
-                truth=False,
-                n_clouded=0,
-                n_trailed=0,
-                meridian_flip=False,
-                targets=(TargetSpec(n_lights=n, n_stars=400),),
-            ),
-        )
-        print(f"simulated night written in {time.perf_counter() - t0:.0f} s ({4 * n} files of {args.size}²)")
-        os.sync()  # the night's raw files reach the disk before anything is timed, not during
-        config = root / "observd.toml"
-        config.write_text(
-            "[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
-            f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
-            + (
-                f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n"
-                if args.masters_method
-                else ""
-            )
-        )
-        observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
+    for shape in args.size:
+        frames = args.frames or (20 if shape[0] * shape[1] <= 25_000_000 else 10)
+        name = f"{shape[1]}x{shape[0]}"
+        root = args.workdir / name if args.workdir else Path(tempfile.mkdtemp(prefix=f"bench_night_{name}_"))
+        try:
+            bench(root, shape, frames, args)
+        finally:
+            if not args.workdir:
+                shutil.rmtree(root, ignore_errors=True)
 
-        def run_observd():  # from scratch: no catalog, no outputs
-            shutil.rmtree(root / "out", ignore_errors=True)
-            os.sync()
-            run = timed(observd)
-            if run[2].returncode:
-                print(run[2].stdout[-2000:], run[2].stderr[-2000:])
-                raise SystemExit("observd failed")
-            return run
 
-        run_siril = siril_runner(root, SIRIL_SCRIPT) if shutil.which("siril-cli") else None
-        siril_stack = root / "siril" / "siril_stack.fits"
+def bench(root: Path, shape: tuple[int, int], n: int, args) -> None:
+    """One night of frames of `shape`, `n` of each kind, through both pipelines; prints the figures."""
+    size = f"{shape[1]}x{shape[0]}"
+    t0 = time.perf_counter()
+    write_night(
+        root / "raw",
+        SimSpec(
+            shape=shape,
+            n_bias=n,
+            n_dark=n,
+            n_flat=n,
+            seed=7,
+            truth=False,
+            n_clouded=0,
+            n_trailed=0,
+            meridian_flip=False,
+            targets=(TargetSpec(n_lights=n, n_stars=400),),
+        ),
+    )
+    print(f"== {size}: simulated night written in {time.perf_counter() - t0:.0f} s ({4 * n} files)")
+    os.sync()  # the night's raw files reach the disk before anything is timed, not during
+    config = root / "observd.toml"
+    config.write_text(
+        "[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
+        f"[daemon]\nmemory_limit_mb = {args.memory_limit}\n"
+        f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
+        + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n" if args.masters_method else "")
+    )
+    observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
 
-        # Warm-up runs are not timed (the first run after the night is written was often 1-3 s
-        # slower, for both pipelines); then the two pipelines alternate, so that a drift of this
-        # machine's speed during the benchmark (seen here: ±10 % over minutes) hits both alike.
-        pipelines = [run_observd] + ([run_siril] if run_siril else [])
-        for _ in range(args.warmup):
-            for run in pipelines:
-                run()
-        runs = {run: [] for run in pipelines}
-        for _ in range(args.repeats):
-            for run in pipelines:
-                runs[run].append(run())
-        ours = runs[run_observd]
-        ours_wall, ours_rss = statistics.median(r[0] for r in ours), max(r[1] for r in ours)
-        ours_stack = next((root / "out").rglob("stacks/*.fits"))
-        print(
-            f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
-            f"`observd ingest --stack`), peak RSS {ours_rss / 2**20:.0f} MiB"
-        )
-        ours_data = read_stack(ours_stack)
-        q_ours = stack_quality(ours_data)
-        masters = (
-            f"sigma-clipped {args.masters_method}"
-            if args.masters_method
-            else "defaults (sigma-clipped median bias and dark, mean flat)"
-        )
-        print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: {masters}")
-        if not run_siril:
-            print("Siril: siril-cli not installed — no comparison")
-            return
-        theirs = runs[run_siril]
-        ws, ms = statistics.median(r[0] for r in theirs), max(r[1] for r in theirs)
-        siril_data = read_stack(siril_stack)
-        q_siril = stack_quality(siril_data)
-        print(
-            f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
-            f"peak RSS {ms / 2**20:.0f} MiB"
-        )
-        print(f"  stack FWHM {q_siril.fwhm:.2f} px")
-        paired = statistics.median(a[0] / b[0] for a, b in zip(ours, theirs))
-        # the sharper stack blurred to the other's star FWHM: noise at equal resolution
-        fwhm = max(q_ours.fwhm, q_siril.fwhm)
-        blurred = [stack_quality(blur_to(d, q.fwhm, fwhm)) for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
-        error = np.hypot(q_ours.noise_error, q_siril.noise_error)
-        print(
-            f"ratios observd/Siril: wall time {ours_wall / ws:.2f} (median of the {args.repeats} alternating "
-            f"pairs' ratios {paired:.2f}), peak RSS {ours_rss / ms:.2f}, "
-            f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
-            f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
-            f"(< 1: observd's stack is less noisy; each ±{error:.0%})"
-        )
-    finally:
-        if not args.workdir:
-            shutil.rmtree(root, ignore_errors=True)
+    def run_observd():  # from scratch: no catalog, no outputs
+        shutil.rmtree(root / "out", ignore_errors=True)
+        os.sync()
+        run = timed(observd)
+        if run[2].returncode:
+            print(run[2].stdout[-2000:], run[2].stderr[-2000:])
+            raise SystemExit("observd failed")
+        return run
+
+    run_siril = siril_runner(root, SIRIL_SCRIPT) if shutil.which("siril-cli") else None
+    siril_stack = root / "siril" / "siril_stack.fits"
+
+    # Warm-up runs are not timed (the first run after the night is written was often 1-3 s
+    # slower, for both pipelines); then the two pipelines alternate, so that a drift of this
+    # machine's speed during the benchmark (seen here: ±10 % over minutes) hits both alike.
+    pipelines = [run_observd] + ([run_siril] if run_siril else [])
+    for _ in range(args.warmup):
+        for run in pipelines:
+            run()
+    runs = {run: [] for run in pipelines}
+    for _ in range(args.repeats):
+        for run in pipelines:
+            runs[run].append(run())
+    ours = runs[run_observd]
+    ours_wall, ours_mem = statistics.median(r[0] for r in ours), max(r[1] for r in ours)
+    ours_stack = next((root / "out").rglob("stacks/*.fits"))
+    print(
+        f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
+        f"`observd ingest --stack`), peak PSS {ours_mem / 2**20:.0f} MiB"
+    )
+    ours_data = read_stack(ours_stack)
+    q_ours = stack_quality(ours_data)
+    masters = (
+        f"sigma-clipped {args.masters_method}"
+        if args.masters_method
+        else "defaults (sigma-clipped median bias and dark, mean flat)"
+    )
+    print(f"  stack FWHM {q_ours.fwhm:.2f} px, masters: {masters}")
+    if not run_siril:
+        print("Siril: siril-cli not installed — no comparison")
+        return
+    theirs = runs[run_siril]
+    ws, ms = statistics.median(r[0] for r in theirs), max(r[1] for r in theirs)
+    siril_data = read_stack(siril_stack)
+    q_siril = stack_quality(siril_data)
+    print(
+        f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
+        f"peak PSS {ms / 2**20:.0f} MiB"
+    )
+    print(f"  stack FWHM {q_siril.fwhm:.2f} px")
+    paired = statistics.median(a[0] / b[0] for a, b in zip(ours, theirs))
+    # the sharper stack blurred to the other's star FWHM: noise at equal resolution
+    fwhm = max(q_ours.fwhm, q_siril.fwhm)
+    blurred = [stack_quality(blur_to(d, q.fwhm, fwhm)) for d, q in ((ours_data, q_ours), (siril_data, q_siril))]
+    error = np.hypot(q_ours.noise_error, q_siril.noise_error)
+    print(
+        f"ratios observd/Siril ({size}): wall time {ours_wall / ws:.2f} (median of the {args.repeats} alternating "
+        f"pairs' ratios {paired:.2f}), peak PSS {ours_mem / ms:.2f}, "
+        f"aperture noise at the same flux scale {relative_noise(q_ours, q_siril):.3f} as produced, "
+        f"{relative_noise(*blurred):.3f} at equal resolution (both {fwhm:.2f} px) "
+        f"(< 1: observd's stack is less noisy; each ±{error:.0%})"
+    )
 
 
 if __name__ == "__main__":

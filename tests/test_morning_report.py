@@ -12,6 +12,8 @@ import shutil
 import socket
 import threading
 import time
+from collections import namedtuple
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,6 +21,7 @@ from web_night import NIGHT, night_config, reduce_night
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.report_ledger import ReportLedger, target_of
+from observd.core.config import NotifyConfig
 from observd.service.alarms import Alarms
 from observd.service.apprise_sender import Message, deliver
 from observd.service.daemon import Daemon
@@ -120,7 +123,7 @@ def ledger(config) -> list[dict]:
 
 
 def test_one_report_per_night_with_counts_and_thumbnails_and_none_after_a_restart(site, recorder):
-    config = night_config(site, notify={"urls": [recorder.url]})
+    config = night_config(site, notify={"urls": [recorder.url], "disk_free_percent": 0.0})  # whatever this disk holds
     daemon = start_daemon(config)
     try:
         daemon.request_stack(NIGHT)
@@ -155,7 +158,7 @@ def test_one_report_per_night_with_counts_and_thumbnails_and_none_after_a_restar
 
 def test_an_unreachable_endpoint_is_logged_and_retried_later_while_the_daemon_goes_on(site, caplog):
     port = free_port()
-    config = night_config(site, notify={"urls": [f"json://127.0.0.1:{port}/"]})
+    config = night_config(site, notify={"urls": [f"json://127.0.0.1:{port}/"], "disk_free_percent": 0.0})
     clock = Clock()
     daemon = start_daemon(config, clock)
     recorder = None
@@ -230,7 +233,11 @@ def test_the_message_lists_problems_and_warns_of_low_disk_space(site):
         catalog.close()
     hot = {"name": "warm.fits", "ccd_temp": -7.5, "set_temp": -10.0}
     message = report_message(
-        status, excursions=[hot], tolerance=0.5, disk=DiskSpace("/srv", 2_000_000_000, 100_000_000_000), host="obs"
+        status,
+        excursions=[hot],
+        tolerance=0.5,
+        disk=DiskSpace("/srv", 2_000_000_000, 100_000_000_000, 0.10),
+        host="obs",
     )
     assert message.title.startswith("observd on obs: night 2026-11-20: 0 stack(s)")
     assert "No stacks" in message.body
@@ -262,8 +269,40 @@ def test_alarms_go_out_at_once_for_a_broken_pool_or_a_full_disk_at_most_once_an_
     assert sent[-1].title.endswith("the disk is full") and "(1 more such event(s) in the last 60 min)" in sent[-1].body
 
 
+def test_a_restarted_watcher_a_nearly_full_disk_and_a_quiet_night_raise_alarms(tmp_path, monkeypatch):
+    sent: list[Message] = []
+    clock, wall = [0.0], [datetime(2026, 11, 20, 21, 0, tzinfo=UTC)]  # 22:00 in Berlin
+    alarms = Alarms(sent.append, clock=lambda: clock[0], host="obs", wall=lambda: wall[0])
+    alarms.on_event("warning", "observer thread died; restarted: scanning /srv/camera", None)
+    assert sent[-1].title == "observd on obs: the folder watcher died and was restarted"
+
+    notify = NotifyConfig(disk_free_percent=10.0, quiet_hours=2.0, night_end="05:00")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(100 * 2**30, 95 * 2**30, 5 * 2**30))
+    last = {"2026-11-20": "2026-11-20T20:30:00+00:00"}  # the last light, 30 min ago
+    alarms.check(tmp_path, notify, last.get, "Europe/Berlin")
+    assert sent[-1].title == "observd on obs: the disk is nearly full" and "5.0 GiB free of 100 GiB" in sent[-1].body
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(100 * 2**30, 50 * 2**30, 50 * 2**30))
+    count = len(sent)
+    clock[0], wall[0] = 120.0, datetime(2026, 11, 20, 22, 0, tzinfo=UTC)  # 1.5 h quiet: not yet
+    alarms.check(tmp_path, notify, last.get, "Europe/Berlin")
+    assert len(sent) == count
+    clock[0], wall[0] = 240.0, datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # 2.5 h quiet, at midnight
+    alarms.check(tmp_path, notify, last.get, "Europe/Berlin")
+    assert sent[-1].title == "observd on obs: a night went quiet" and "21:30 local time" in sent[-1].body
+    clock[0], wall[0] = 4000.0, datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
+    alarms.check(tmp_path, notify, last.get, "Europe/Berlin")
+    assert len(sent) == count + 1  # once per night
+    # after night_end the session has simply ended; a night with no light yet is not quiet
+    late = Alarms(sent.append, clock=lambda: 0.0, wall=lambda: datetime(2026, 11, 21, 5, 30, tzinfo=UTC))
+    late.check(tmp_path, notify, last.get, "Europe/Berlin")
+    early = Alarms(sent.append, clock=lambda: 0.0, wall=lambda: datetime(2026, 11, 20, 23, 0, tzinfo=UTC))
+    early.check(tmp_path, notify, {}.get, "Europe/Berlin")
+    assert len(sent) == count + 1
+
+
 def test_the_daemon_sends_alarms_through_apprise(site, recorder):
-    config = night_config(site, notify={"urls": [recorder.url], "morning_report": False})
+    config = night_config(site, notify={"urls": [recorder.url], "morning_report": False, "disk_free_percent": 0.0})
     daemon = start_daemon(config)
     try:
         daemon.events.emit("error", "workers", "a worker process died (test); starting new workers")

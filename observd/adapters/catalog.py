@@ -264,6 +264,13 @@ class Catalog:
         """Current files with no night: unreadable ones (rejected) and headers without a time."""
         return self._query("SELECT * FROM files WHERE current = 1 AND night IS NULL ORDER BY first_seen, path")
 
+    def last_arrival(self, night: str) -> str | None:
+        """When the newest light of `night` was first seen (ISO-8601 UTC), None before its first."""
+        row = self._query_one(
+            "SELECT MAX(first_seen) AS t FROM files WHERE night = ? AND frame_type = 'light'", [night]
+        )
+        return row["t"] if row else None
+
     def nights(self) -> list[str]:
         return [
             r["night"]

@@ -180,4 +180,23 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["path"], if_not_exists=True)
 
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4]
+PLATE_SOLUTION_COLUMNS = {
+    "solve_state": str,  # 'solved' | 'skipped' | 'failed'; NULL: not attempted ([astrometry] enabled = false)
+    "solve_reason": str,  # why it was skipped or failed
+    "solve_ra": float,  # field centre, degrees (ICRS/J2000)
+    "solve_dec": float,
+    "solve_scale": float,  # "/px
+    "solve_rotation": float,  # degrees E of N of the image's +y axis
+    "solve_residual": float,  # RMS of the matched stars, arcsec
+    "solve_seconds": float,  # wall time of solve-field
+}
+
+
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Plate solving: products.solve_* (the stack's astrometric solution, or why there is none)."""
+    for column, kind in PLATE_SOLUTION_COLUMNS.items():
+        if column not in db["products"].columns_dict:
+            db["products"].add_column(column, kind)
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]

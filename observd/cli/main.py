@@ -19,7 +19,8 @@ from observd import __version__
 from observd.adapters.config_file import load_config
 from observd.core.align import prepare_astroalign
 from observd.core.config import Config, ConfigError, to_toml
-from observd.jobs.pool import reuse_freed_memory
+from observd.core.memory import MemoryBudgetError
+from observd.jobs.pool import memory_budget, reuse_freed_memory, total_memory_mb
 
 log = logging.getLogger("observd")
 
@@ -60,6 +61,8 @@ def cmd_config(args) -> int:
         print(f"{config.source}: OK")
     else:
         sys.stdout.write(to_toml(config))
+        budget = memory_budget(config).limit_mb
+        print(f"# [daemon] memory_limit_mb here: {budget} MiB of this machine's {total_memory_mb()} MiB")
     return 0
 
 
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_astroalign()  # and lights aligned, without a pool
     try:
         return args.func(args)
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, MemoryBudgetError) as exc:
         print(f"observd: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -132,10 +132,23 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class AstrometryConfig:
+    enabled: bool = True  # plate solve every stack with astrometry.net's solve-field (skipped when absent)
+    cpu_limit_s: float = 30.0  # CPU-time bound of one solve
+    radius_deg: float = 2.0  # search radius around the header's RA/DEC
+    tweak_order: int = 2  # SIP distortion order (2 or 3)
+    index_dir: str = ""  # astrometry.net index files; "" = /etc/astrometry.cfg's (/usr/share/astrometry)
+    lights: bool = False  # also every aligned light (not implemented yet)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     urls: tuple[str, ...] = ()  # Apprise URLs (mailto://, ntfy://, tgram://, slack://, matrix://...)
     morning_report: bool = True  # one message per night after its stacks
     alarms: bool = True  # a message when the daemon needs a person (disk full, pool broken...)
+    disk_free_percent: float = 10.0  # alarm when the output folder's disk has less free space than this
+    quiet_hours: float = 2.0  # alarm when a night that began has had no new frame for this long...
+    night_end: str = "05:00"  # ...before this local time (later, the session has simply ended)
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,7 @@ class WatchConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     workers: int = 0  # 0 = one per core
+    memory_limit_mb: int = 0  # the whole process tree's budget (fewer jobs at once for big frames); 0 = half the RAM
     queue_size: int = 64  # bounded work queue: a burst cannot exhaust memory
     max_retries: int = 3  # attempts per file before it stays failed
     retry_backoff: float = 30.0  # seconds, doubled per attempt
@@ -171,6 +185,7 @@ class Config:
     colour: ColourConfig = field(default_factory=ColourConfig)
     web: WebConfig = field(default_factory=WebConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    astrometry: AstrometryConfig = field(default_factory=AstrometryConfig)
     source: str = "<defaults>"  # where this configuration came from
 
     def with_paths(self, **paths: Path) -> Config:
@@ -331,6 +346,12 @@ def _check_semantics(config: Config) -> None:
             f"{src}: [colour] white_balance = 'camera' needs camera_gains = [red, green, blue], "
             f"got {list(config.colour.camera_gains)!r}"
         )
+    try:
+        dt.time.fromisoformat(config.notify.night_end)
+    except ValueError:
+        raise ConfigError(
+            f"{src}: [notify] night_end = {config.notify.night_end!r}: expected a local time HH:MM"
+        ) from None
     if not 0 < config.web.port < 65536:
         raise ConfigError(f"{src}: [web] port = {config.web.port!r}: expected 1..65535")
     for section, key in (
@@ -344,6 +365,20 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(
                 f"{src}: [{section}] {key} = {getattr(getattr(config, section), key)!r}: expected a number >= 0"
             )
+    limit = config.daemon.memory_limit_mb
+    if limit < 0:
+        raise ConfigError(f"{src}: [daemon] memory_limit_mb = {limit!r}: expected 0 (half the RAM) or a number of MiB")
+    for section in ("masters", "stack"):
+        # the band-by-band combinations run inside the whole budget
+        if limit and getattr(config, section).memory_limit_mb >= limit:
+            raise ConfigError(
+                f"{src}: [{section}] memory_limit_mb = {getattr(config, section).memory_limit_mb} must be below "
+                f"[daemon] memory_limit_mb = {limit}"
+            )
+    if config.astrometry.tweak_order not in (2, 3):
+        raise ConfigError(f"{src}: [astrometry] tweak_order = {config.astrometry.tweak_order!r}: expected 2 or 3")
+    if config.astrometry.cpu_limit_s <= 0:
+        raise ConfigError(f"{src}: [astrometry] cpu_limit_s = {config.astrometry.cpu_limit_s!r}: expected a number > 0")
     for key in ("min_bias", "min_dark", "min_flat"):
         if getattr(config.masters, key) < 1:
             raise ConfigError(f"{src}: [masters] {key} = {getattr(config.masters, key)!r}: expected an integer >= 1")

@@ -1,8 +1,8 @@
 """Reducing one light in a worker: calibrate, measure, write; align and write when a reference is known.
 
 Jobs and results are plain picklable dataclasses so they cross a process pool; nothing
-here touches the catalog. Masters are cached per worker process, since every light of a
-night uses the same few.
+here touches the catalog. Masters are memory-mapped, one copy per host for all the workers
+(`mapped_masters`), since every light of a night uses the same few.
 """
 
 from __future__ import annotations
@@ -10,20 +10,21 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from observd import __version__
-from observd.adapters.fits_files import image_hdus, read_image_and_header, read_planes, write_atomic
+from observd.adapters.fits_files import image_hdus, image_shape, read_image_and_header, read_planes, write_atomic
 from observd.adapters.previews import write_thumbnail
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.bayer import develop, luminance, shifted
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, trim_origin
 from observd.core.frames import MasterFile
 from observd.core.measure import Measurement, Stars, judge, measure, sky
+from observd.core.memory import Need, light_need
+from observd.jobs.mapped_masters import master_plane
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,18 @@ class AlignResult:
     error: str | None = None
 
 
-@lru_cache(maxsize=16)
-def _master_plane(path: str) -> Plane:
-    planes = read_planes(Path(path))
-    return Plane(planes.data, planes.uncertainty, None if planes.mask is None else planes.mask.astype(bool))
+def footprint(job: LightJob | AlignJob) -> Need:
+    """The memory a job needs (`observd.core.memory`), from its frame's header alone. An alignment
+    holds less than a light's reduction (no raw frame, no calibration), and is counted as one: a
+    colour light's when its calibrated frame is a cube."""
+    if isinstance(job, LightJob):
+        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None)
+    header = fits.getheader(job.calibrated_path)
+    return light_need((header["NAXIS2"], header["NAXIS1"]), colour=header["NAXIS"] == 3)
 
 
 def _plane(use: MasterFile | None) -> Plane | None:
-    return None if use is None else _master_plane(use.path)
+    return None if use is None else master_plane(use.path)
 
 
 def reduce_light(job: LightJob) -> LightResult:

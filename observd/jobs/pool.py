@@ -11,6 +11,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 
 from observd.core.align import prepare_astroalign
 from observd.core.config import Config
+from observd.core.memory import Budget, default_limit_mb
 from observd.jobs.lifeline import mark_owner, watch_parent
 
 
@@ -96,6 +97,16 @@ def worker_count(config: Config) -> int:
     """`[daemon] workers`, or one per core: the pool's size, and the shares or threads of a
     combination (masters, stacks)."""
     return config.daemon.workers or os.cpu_count() or 1
+
+
+def memory_budget(config: Config) -> Budget:
+    """`[daemon] memory_limit_mb` on this machine (0: half its memory), with the pool's size."""
+    return Budget(config.daemon.memory_limit_mb or default_limit_mb(total_memory_mb()), worker_count(config))
+
+
+def total_memory_mb() -> int:
+    """This machine's physical memory, in MiB."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
 
 
 def warm_up(pool: Executor, workers: int) -> None:

@@ -22,7 +22,7 @@ from observd.core.config import Config
 from observd.core.layout import light_paths
 from observd.core.measure import judge
 from observd.core.references import best_stars, choose_reference, measurement, target_key
-from observd.jobs.light_job import AlignJob, AlignResult, Reference, align_calibrated
+from observd.jobs.light_job import AlignJob, AlignResult, Reference, align_calibrated, footprint
 from observd.pipeline.dispatch import Failure, Stage, run_jobs
 
 ALIGNABLE = ("calibrated", "aligned", "unaligned")  # measured, not judged bad
@@ -144,7 +144,15 @@ class AlignmentStage(Stage):
                 jobs += [align_job(self.config, row, ref) for row in stale]
         tasks = [(align_calibrated, job) for job in jobs]
         window = self.config.daemon.queue_size
-        for job, outcome in run_jobs(self.pool, tasks, window=window, should_stop=self.context.should_stop):
+        outcomes = run_jobs(
+            self.pool,
+            tasks,
+            window=window,
+            should_stop=self.context.should_stop,
+            budget=self.budget,
+            footprint=footprint,
+        )
+        for job, outcome in outcomes:
             self.record(job, outcome)
         return len(jobs)
 

@@ -1,8 +1,8 @@
 """`observd ingest`: run existing files and folders once through the daemon's pipeline.
 
-The batch is catalogued file by file (the same `intake.catalogue` the daemon uses), then
-the reduction is advanced with `final=True`: settle times do not apply, because nothing
-more of this batch is coming.
+The batch is catalogued file by file (the same `intake.catalogue` the daemon uses), its frames'
+memory needs are checked against `[daemon] memory_limit_mb`, then the reduction is advanced with
+`final=True`: settle times do not apply, because nothing more of this batch is coming.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import sha256_file
 from observd.adapters.watcher import is_candidate, scan
 from observd.core.config import Config
+from observd.core.memory import MemoryBudgetError, light_need, master_need
+from observd.jobs.pool import memory_budget
 from observd.pipeline.intake import Seen, catalogue, classify_rules, known_unchanged
 from observd.pipeline.reducer import Reducer
 
@@ -83,12 +85,36 @@ def ingest(
                 catalog.event("error", "internal-error", traceback.format_exc(), str(path))
             if progress:
                 progress(index, len(files), path.name)
+    check_budget(catalog, result, config)
     try:
         reducer.advance(final=True, progress=progress)
     except Exception as exc:
         result.errors.append(f"reduction: {exc}")
         catalog.event("error", "internal-error", traceback.format_exc())
     return result
+
+
+def check_budget(catalog: Catalog, result: BatchResult, config: Config) -> None:
+    """Before any frame of the batch is processed: one job of each of its frames fits in
+    `[daemon] memory_limit_mb` (the biggest frames then run fewer at once, `dispatch.run_jobs`).
+
+    Raises:
+        MemoryBudgetError: for the first frame whose job cannot fit even alone, with both numbers.
+    """
+    budget = memory_budget(config)
+    for row in filter(None, (catalog.file(s.file_id) for s in result.seen if s.file_id is not None)):
+        if not (row["naxis1"] and row["naxis2"]):
+            continue
+        shape = (row["naxis2"], row["naxis1"])
+        if row["frame_type"] == "light":
+            need = light_need(shape, colour=bool(row["bayer"]))
+        elif row["frame_type"] in ("bias", "dark", "flat"):
+            need = master_need(shape, config.masters.memory_limit_mb)
+        else:
+            continue
+        reason = budget.refusal(need)
+        if reason:
+            raise MemoryBudgetError(reason)
 
 
 class HashAhead:

@@ -3,7 +3,9 @@
 A job that raises comes back as a `Failure` (message and traceback) instead of stopping the
 pass; a job whose worker process died comes back as a `Failure` too, so it counts as an
 attempt and a frame that kills its worker every time ends up failed instead of killing the
-daemon's pool for ever.
+daemon's pool for ever. Within `[daemon] memory_limit_mb`, big frames mean fewer jobs at once,
+and a job that cannot fit at all comes back as a `Failure` without running: refused, not
+killed by the OOM killer half-way.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from dataclasses import dataclass
 
 from observd.adapters.catalog import Catalog
 from observd.core.config import Config
+from observd.core.memory import Budget, MemoryBudgetError, Need
+from observd.jobs.pool import memory_budget
 from observd.pipeline.events import Events
 
 Fail = Callable[[int, str, BaseException | str, str], None]  # (file id, path, error, traceback)
+
+Footprint = Callable[[object], Need]
+"""What a job needs in memory: `observd.jobs.light_job.footprint`."""
 
 
 @dataclass
@@ -45,6 +52,11 @@ class Stage:
     events = property(lambda self: self.context.events)
     pool = property(lambda self: self.context.pool)
 
+    @property
+    def budget(self) -> Budget:
+        """`[daemon] memory_limit_mb` on this machine, as the configuration says now (a reload)."""
+        return memory_budget(self.config)
+
     def fail(self, file_id: int, path: str, error: BaseException | str, tb: str = "") -> None:
         self.context.fail(file_id, path, error, tb)
 
@@ -69,14 +81,27 @@ def _call(func: Callable, job):
 
 
 def run_jobs(
-    pool: Executor | None, tasks: list[tuple[Callable, object]], *, window: int, should_stop: Callable[[], bool]
+    pool: Executor | None,
+    tasks: list[tuple[Callable, object]],
+    *,
+    window: int,
+    should_stop: Callable[[], bool],
+    budget: Budget | None = None,
+    footprint: Footprint | None = None,
 ) -> Iterator[tuple[object, object]]:
     """(job, result or Failure) for each (function, job) task, in completion order.
 
     In the pool at most `window` jobs are in flight at once (a burst cannot queue every frame's
     work in memory), and no new job starts once `should_stop()` is true (jobs in flight finish).
-    Without a pool, or for a single task, the jobs run here.
+    With a `budget`, each job's `footprint` decides: fewer jobs at once when the biggest needs
+    more than the budget leaves per worker (`Budget.jobs_at_once`), and a job that does not fit
+    even alone is refused. Without a pool, or for a single task, the jobs run here.
     """
+    if budget is not None and footprint is not None:
+        tasks, refused, at_once = _within(budget, footprint, tasks)
+        yield from refused
+        if at_once < budget.workers:  # otherwise the pool's own size limits them
+            window = min(window, at_once)
     if pool is None or len(tasks) < 2:
         for func, job in tasks:
             if should_stop():
@@ -104,3 +129,24 @@ def run_jobs(
                     WorkerDied(f"the worker process reducing it died ({exc}): out of memory, or a crash in a library")
                 )
             yield job, outcome
+
+
+def _within(budget: Budget, footprint: Footprint, tasks: list) -> tuple[list, list, int]:
+    """The tasks that fit in `budget`, (job, Failure) for each that does not, and how many of
+    them run at once (as many as the biggest allows). A job whose frame cannot be read is left
+    to fail as it runs, with its reason."""
+    fitting, refused, needs = [], [], []
+    for task in tasks:
+        try:
+            need = footprint(task[1])
+        except (OSError, ValueError, KeyError):
+            fitting.append(task)
+            continue
+        reason = budget.refusal(need)
+        if reason:
+            refused.append((task[1], Failure(MemoryBudgetError(reason), tb="")))
+        else:
+            fitting.append(task)
+            needs.append(need)
+    at_once = min((budget.jobs_at_once(need) for need in needs), default=budget.workers)
+    return fitting, refused, at_once

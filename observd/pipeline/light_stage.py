@@ -21,6 +21,7 @@ from observd.jobs.light_job import (
     LightResult,
     Reference,
     align_calibrated,
+    footprint,
     reduce_light,
 )
 from observd.pipeline.alignment_stage import AlignmentStage, align_fields
@@ -44,7 +45,12 @@ class LightStage(Stage):
         tasks = [(reduce_light, job) for job in self._light_jobs(rows, references, final)]
         tasks += [(align_calibrated, job) for job in align_jobs]
         outcomes = run_jobs(
-            self.pool, tasks, window=self.config.daemon.queue_size, should_stop=self.context.should_stop
+            self.pool,
+            tasks,
+            window=self.config.daemon.queue_size,
+            should_stop=self.context.should_stop,
+            budget=self.budget,
+            footprint=footprint,
         )
         for n, (job, outcome) in enumerate(outcomes, start=1):
             if isinstance(job, LightJob):

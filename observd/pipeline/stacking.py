@@ -37,13 +37,17 @@ Outputs, written atomically: ``<output>/<night>/stacks/<object>_<filter>.fits`` 
 UNCERT std-dev, MASK = no frame contributed) with provenance cards, ``<stem>.png`` (labelled
 preview) and ``<stem>_thumb.png``. Each is recorded in the catalog as the current product of
 its (night, object, filter); rebuilding replaces the files and the current row.
+
+Plate solving (`observd.pipeline.astrometry`, ``[astrometry]``): after each stack is written, the
+stars measured on it are solved by astrometry.net's solve-field; a solved stack is rewritten with
+its WCS, and the solution (or why there is none) goes into the product's row. It never fails a stack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +61,11 @@ from observd.core.bayer import luminance
 from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
 from observd.core.layout import stack_stem
-from observd.core.measure import measure
+from observd.core.measure import Stars, measure
 from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
+from observd.pipeline.astrometry import input_header, solve_stack
 from observd.pipeline.composites import build_composites, picture_gains
 
 __all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
@@ -84,6 +89,7 @@ class StackProduct:
     noise: float
     input_ids: tuple[int, ...]
     channels: str | None = None  # 'R,G,B' for a colour cube
+    stars: Stars | None = field(default=None, compare=False, repr=False)  # measured on the stack (luminance)
 
 
 def stack_header(
@@ -206,6 +212,8 @@ def stack_night(
                 f"stack {group.object} {group.filter} of {night} failed: {type(exc).__name__}: {exc}",
             )
             continue
+        # after the stack is written: its WCS (plate solving never fails a stack)
+        solution = solve_stack(config, product.path, product.stars, input_header(group.rows[0]))
         catalog.add_product(
             {
                 "night": product.night,
@@ -219,9 +227,17 @@ def stack_night(
                 "reference": product.reference,
                 "noise": product.noise,
                 "channels": product.channels,
+                **(solution.record() if solution is not None else {}),
             },
             product.input_ids,
         )
+        if solution is not None:
+            catalog.event(
+                "info" if solution.state == "solved" else "warning",
+                "plate-solve",
+                f"stack {product.object} {product.filter} of {night}: " + _solution_text(solution),
+                str(product.path),
+            )
         catalog.event(
             "info",
             "stack",
@@ -239,6 +255,15 @@ def stack_night(
     elif not groups:
         catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
     return products
+
+
+def _solution_text(solution) -> str:
+    if solution.state != "solved":
+        return f"plate solving {solution.state}: {solution.reason}"
+    return (
+        f'plate solved, centre {solution.ra:.5f} {solution.dec:+.5f}, {solution.scale:.3f}"/px, '
+        f"rotation {solution.rotation:.1f}°, residual {solution.residual} arcsec RMS, {solution.seconds:.1f} s"
+    )
 
 
 def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict]) -> np.ndarray:
@@ -295,7 +320,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         measured = offload(pool, measure, plane, mask=empty)
         for k in range(len(channels)):
             _floor_uncertainty(unc if unc.ndim == 2 else unc[k], count, group.rows)
-        quality, _ = outcome(measured, measure, plane, mask=empty)
+        quality, stars = outcome(measured, measure, plane, mask=empty)
         header = stack_header(
             group,
             rejection=rejection,
@@ -325,4 +350,5 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         float(quality.noise),
         tuple(r["id"] for r in group.rows),
         "R,G,B" if group.colour else None,
+        stars,
     )

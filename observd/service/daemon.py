@@ -31,7 +31,7 @@ from observd.adapters.catalog import Catalog
 from observd.adapters.config_file import load_config
 from observd.adapters.watcher import FolderWatcher
 from observd.core.config import Config, ConfigError, merge_reload
-from observd.jobs.pool import worker_pool
+from observd.jobs.pool import memory_budget, worker_pool
 from observd.pipeline.events import Events
 from observd.pipeline.reducer import Reducer
 from observd.service.alarms import Alarms, log_delivery
@@ -176,7 +176,8 @@ class Daemon:
         self.events.emit(
             "info",
             "started",
-            f"observd started: watching {config.paths.watch}, output {config.paths.output}, config {config.source}",
+            f"observd started: watching {config.paths.watch}, output {config.paths.output}, config {config.source}, "
+            f"memory budget {memory_budget(config).limit_mb} MiB ([daemon] memory_limit_mb)",
         )
         self.notifier.ready()  # READY once watching and the start-up scan is under way
         self._announcer = Announcer(self.catalog, self.status_log, self.notifier, config.site.timezone)
@@ -256,6 +257,9 @@ class Daemon:
             self._advance()
         self.nightly.run_requests(self.config, self.catalog, self.events, self._stop.is_set)
         self.reports.step(self.catalog, self.config, self.events)
+        self.alarms.check(
+            self.config.paths.output, self.config.notify, self.catalog.last_arrival, self.config.site.timezone
+        )
         if changed or timers.status_due():
             timers.status_sent()
             self._announcer.status()

@@ -36,7 +36,6 @@ __all__ = ["MorningReports", "DiskSpace", "report_message"]
 RETRY_FIRST = 60.0  # s before the first retry of a failed send; doubled each time
 RETRY_MAX = 3600.0  # s, the longest wait between two attempts
 MAX_ATTEMPTS = 30  # then the report is given up (over a day of trying)
-LOW_DISK = 0.10  # free fraction of the output folder's disk below which the report warns
 LISTED = 10  # frames listed by name per problem; the rest are counted
 
 
@@ -45,14 +44,15 @@ class DiskSpace:
     path: str
     free: int  # bytes
     total: int
+    low: float  # free fraction below which the report warns (`[notify] disk_free_percent` / 100)
 
     @classmethod
-    def of(cls, path: Path) -> DiskSpace | None:
+    def of(cls, path: Path, low: float) -> DiskSpace | None:
         try:
             usage = shutil.disk_usage(path)
         except OSError:
             return None
-        return cls(str(path), usage.free, usage.total)
+        return cls(str(path), usage.free, usage.total, low)
 
 
 def report_message(
@@ -104,7 +104,7 @@ def _problems(status: dict, excursions: list[dict], tolerance: float, disk: Disk
             f"  {len(excursions)} frame(s) more than {tolerance:g} °C from their set point, "
             f"worst {worst['name']}: {worst['ccd_temp']:+.1f} °C for {worst['set_temp']:+.1f} °C"
         )
-    if disk is not None and disk.free < LOW_DISK * disk.total:
+    if disk is not None and disk.free < disk.low * disk.total:
         out.append(f"  low disk space: {_size(disk.free)} free ({disk.free / disk.total:.0%}) on {disk.path}")
     return out
 
@@ -166,7 +166,7 @@ class MorningReports:
             status_for(catalog, config, night=night),
             excursions=excursions,
             tolerance=tolerance,
-            disk=DiskSpace.of(config.paths.output),
+            disk=DiskSpace.of(config.paths.output, config.notify.disk_free_percent / 100),
             host=socket.gethostname(),
         )
 

@@ -69,7 +69,7 @@ def master_entry(row: dict, now: datetime | None = None) -> dict:
 
 
 def product_entry(row: dict) -> dict:
-    return {
+    entry = {
         k: row.get(k)
         for k in (
             "night",
@@ -86,6 +86,48 @@ def product_entry(row: dict) -> dict:
             "channels",  # 'R,G,B' for a colour cube (one-shot-colour stack or composite), null for mono
         )
     }
+    entry["astrometry"] = astrometry_entry(row)
+    return entry
+
+
+def astrometry_entry(row: dict) -> dict | None:
+    """A product's plate solution (`products.solve_*`), or null when solving was not attempted."""
+    if not row.get("solve_state"):
+        return None
+    return {
+        "state": row["solve_state"],  # solved | skipped | failed
+        "reason": row.get("solve_reason"),
+        "ra": row.get("solve_ra"),
+        "dec": row.get("solve_dec"),
+        "scale": row.get("solve_scale"),
+        "rotation": row.get("solve_rotation"),
+        "residual": row.get("solve_residual"),
+        "seconds": row.get("solve_seconds"),
+    }
+
+
+def _sexagesimal(value: float) -> str:
+    """0 <= value: 'dd:mm:ss.s', rounded once (59.96 s carries into the minute)."""
+    tenths = round(value * 36000)
+    whole, tenth = divmod(tenths, 10)
+    minutes, seconds = divmod(whole, 60)
+    degrees, minutes = divmod(minutes, 60)
+    return f"{degrees:02d}:{minutes:02d}:{seconds:02d}.{tenth}"
+
+
+def format_astrometry(solution: dict | None) -> str | None:
+    """A product's plate solution in one line (None when not attempted)."""
+    if not solution:
+        return None
+    if solution["state"] != "solved":
+        return f"WCS: {solution['state']} — {solution['reason']}"
+    ra, dec = solution["ra"], solution["dec"]
+    sexa = f"{_sexagesimal(ra / 15.0)} {'-' if dec < 0 else '+'}{_sexagesimal(abs(dec))}"
+    residual = f', residual {solution["residual"]:.2f}"' if solution["residual"] is not None else ""
+    return (
+        f'WCS: centre {sexa} ({ra:.4f} {dec:+.4f}), {solution["scale"]:.3f}"/px, '
+        f"rotation {solution['rotation']:.1f}°{residual}, solved in {solution['seconds']:.1f} s"
+    )
 
 
 def pending_groups(catalog: Catalog, config: Config, *, now: float) -> list[dict]:
@@ -193,6 +235,8 @@ def format_status(report: dict) -> str:
                 f"  {p['night']} {p['object']} [{p['filter']}] N={p['n_combined']} "
                 f"{p['total_exptime']:.0f} s\n    {p['path']}\n    {p['preview_path']}"
             )
+            if (wcs := format_astrometry(p.get("astrometry"))) is not None:
+                out.append(f"    {wcs}")
     return "\n".join(out)
 
 

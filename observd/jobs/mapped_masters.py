@@ -1,0 +1,116 @@
+"""Masters held once per host: native-endian `.npy` copies of their planes, memory-mapped by every worker.
+
+Each worker used to read every master it applies into its own float32 arrays (data, uncertainty,
+mask of bias, dark and flat: 28 bytes per pixel) and derive its own flat-fielding planes from them
+(`Plane.normalised`, `inverse_square`, `relative_variance`, the variances: 20 bytes per pixel more),
+so the host held one copy per worker. Now the first worker that needs a master writes its planes,
+and the derived ones, once, as `.npy` files in a hidden folder beside it (atomically: a temporary
+and a rename); every worker then maps them read-only (`np.load(mmap_mode="r")`), and the page
+cache holds one copy for all of them. Calibration only reads masters, so the maps are never copied.
+
+The folder's name carries the master file's size and mtime: a master written again under the
+same name gets new copies, never stale ones. `MappedPlane` is a `Plane` whose derived planes come
+from those files (computed by `Plane`'s own arithmetic, once per host), so the results are those of
+the planes read from FITS, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from observd.adapters.fits_files import read_planes
+from observd.core.calibrate import Plane
+
+PLANES_FOLDER = ".planes"
+_LISTING = "planes.json"  # written last: which stored planes exist (a master may have no uncertainty)
+
+
+_STORED = ("data", "uncertainty", "mask")
+
+
+@lru_cache(maxsize=16)
+def master_plane(path: str) -> Plane:
+    """The master at `path` as memory-mapped planes, written beside it first by the first worker that needs it."""
+    folder = planes_folder(Path(path))
+    if not (folder / _LISTING).exists():
+        _store(Path(path), folder)
+    present = json.loads((folder / _LISTING).read_text())
+    planes = {name: np.load(folder / f"{name}.npy", mmap_mode="r") if name in present else None for name in _STORED}
+    return MappedPlane(planes["data"], planes["uncertainty"], planes["mask"], folder=folder)
+
+
+def planes_folder(master: Path) -> Path:
+    """Where the mapped copies of `master` (as it is now) live."""
+    stat = master.stat()
+    return master.parent / PLANES_FOLDER / f"{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _store(master: Path, folder: Path) -> None:
+    planes = read_planes(master)
+    mask = None if planes.mask is None else planes.mask.astype(bool)
+    present = {n: p for n, p in zip(_STORED, (planes.data, planes.uncertainty, mask)) if p is not None}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, plane in present.items():
+        save_atomic(folder / f"{name}.npy", plane)
+    _write_atomic(folder / _LISTING, lambda f: f.write(json.dumps(list(present)).encode()))
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """`array` as a native-endian .npy file at `path`, whole or not at all: workers storing the same
+    master at once each write their own temporary, and the last rename wins, with the same bytes."""
+    _write_atomic(path, lambda f: np.save(f, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))))
+
+
+def _write_atomic(path: Path, write: Callable) -> None:
+    """A temporary of its own for each writer (process or thread), renamed over `path` once whole
+    and on disk: a crash must not leave a truncated copy that every later light would map."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+@dataclass(frozen=True)
+class MappedPlane(Plane):
+    """A master's mapped planes; each derived plane is computed by `Plane` once per host, then mapped."""
+
+    folder: Path | None = None
+
+    def _mapped(self, name: str, compute: Callable[[Plane], np.ndarray | None]) -> np.ndarray | None:
+        path = self.folder / f"{name}.npy"
+        if not path.exists():
+            plane = compute(self)
+            if plane is None:
+                return None
+            save_atomic(path, plane)
+        return np.load(path, mmap_mode="r")
+
+    @cached_property
+    def normalised(self) -> np.ndarray:
+        return self._mapped("normalised", Plane.normalised.func)
+
+    @cached_property
+    def inverse_square(self) -> np.ndarray:
+        return self._mapped("inverse_square", Plane.inverse_square.func)
+
+    @cached_property
+    def relative_variance(self) -> np.ndarray | None:
+        return self._mapped("relative_variance", Plane.relative_variance.func)
+
+    @cached_property
+    def variance(self) -> np.ndarray | None:
+        return self._mapped("variance", Plane.variance.func)
+
+    @cached_property
+    def bad(self) -> np.ndarray | None:
+        """The stored mask is already boolean: the map itself, not a copy."""
+        return self.mask

@@ -1,0 +1,92 @@
+"""Masters held once per host: workers calibrate from memory-mapped copies, written once beside the master."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
+from observd.core.calibrate import Plane, calibrate
+from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane
+
+SHAPE = (128, 160)
+SETTINGS = {"dark_scale": 1.5, "gain": 1.2, "read_noise": 4.0, "saturation": 60000.0}
+
+
+def _masters(folder: Path) -> dict[str, str]:
+    rng = np.random.default_rng(3)
+    paths = {}
+    for kind, level, noise in (("bias", 500.0, 3.0), ("dark", 20.0, 2.0), ("flat", 1.0, 0.01)):
+        data = (level + noise * rng.standard_normal(SHAPE)).astype(np.float32)
+        uncertainty = np.full(SHAPE, noise / 3, np.float32)
+        mask = (rng.random(SHAPE) < 0.01).astype(np.uint8)
+        path = folder / f"{kind}_v1.fits"
+        write_atomic(path, image_hdus(data, fits.Header(), uncertainty=uncertainty, mask=mask))
+        paths[kind] = str(path)
+    return paths
+
+
+def _light(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(600, 40000, SHAPE).astype(np.uint16)
+
+
+def _read_per_worker(path: str) -> Plane:
+    """How a worker held a master before: its own float32 copies, read from the FITS file."""
+    planes = read_planes(Path(path))
+    return Plane(planes.data, planes.uncertainty, planes.mask.astype(bool))
+
+
+def _calibrated(raw: np.ndarray, masters: dict[str, str], barrier) -> tuple[np.ndarray, ...]:
+    """A worker's calibration of `raw` with the mapped masters; the barrier makes both workers take one."""
+    barrier.wait(timeout=60)
+    planes = {kind: master_plane(path) for kind, path in masters.items()}
+    assert all(isinstance(p.data, np.memmap) and isinstance(p.bad, np.memmap) for p in planes.values())
+    out = calibrate(raw, **planes, **SETTINGS)
+    assert isinstance(planes["flat"].inverse_square, np.memmap)  # derived once, then mapped too
+    return out.data, out.uncertainty, out.mask
+
+
+def _in_two_workers(raw: np.ndarray, masters: dict[str, str]) -> list[tuple[np.ndarray, ...]]:
+    context = multiprocessing.get_context("spawn")  # fresh workers: nothing cached from another test
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        barrier = manager.Barrier(2)
+        return [f.result() for f in [pool.submit(_calibrated, raw, masters, barrier) for _ in range(2)]]
+
+
+def _stored(masters: dict[str, str]) -> dict[Path, tuple[int, int]]:
+    folder = Path(masters["bias"]).parent / PLANES_FOLDER
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_workers_calibrate_from_mapped_masters_as_from_their_own_copies_and_reuse_the_files(tmp_path):
+    masters = _masters(tmp_path)
+    for seed in (1, 2):
+        raw = _light(seed)
+        before = calibrate(raw, **{k: _read_per_worker(p) for k, p in masters.items()}, **SETTINGS)
+        stored = _stored(masters) if seed == 2 else None
+        for data, uncertainty, mask in _in_two_workers(raw, masters):
+            np.testing.assert_array_equal(data, before.data)
+            np.testing.assert_array_equal(uncertainty, before.uncertainty)
+            np.testing.assert_array_equal(mask, before.mask)
+        if stored is not None:
+            assert _stored(masters) == stored  # the second light's workers mapped them, rewrote nothing
+    names = {p.name for p in _stored(masters)}
+    assert {"data.npy", "uncertainty.npy", "mask.npy", "normalised.npy", "inverse_square.npy"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_a_master_written_again_gets_new_copies(tmp_path):
+    masters = _masters(tmp_path)
+    first = master_plane(masters["bias"])
+    data = np.full(SHAPE, 7.0, np.float32)
+    write_atomic(
+        Path(masters["bias"]), image_hdus(data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
+    )
+    master_plane.cache_clear()  # a new worker
+    again = master_plane(masters["bias"])
+    assert again.folder != first.folder
+    np.testing.assert_array_equal(again.data, data)
