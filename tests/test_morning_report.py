@@ -21,11 +21,11 @@ from web_night import NIGHT, night_config, reduce_night
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.report_ledger import ReportLedger, target_of
-from observd.core.config import NotifyConfig
+from observd.core.config import NotifyConfig, config_from_dict
 from observd.service.alarms import Alarms
 from observd.service.apprise_sender import Message, deliver
 from observd.service.daemon import Daemon
-from observd.service.morning_report import DiskSpace, report_message
+from observd.service.morning_report import DiskSpace, MorningReports, report_message
 from observd.service.reports import status_for
 from observd.service.sdnotify import Notifier
 
@@ -222,6 +222,25 @@ def test_the_ledger_schedules_each_night_and_target_once(catalog):
 
 
 # -- the message --------------------------------------------------------------------------------------
+
+
+def test_at_start_a_recently_stacked_night_without_a_report_gets_one_and_old_nights_do_not(tmp_path):
+    """The daemon may stop between stacking a night and scheduling its report: the start catches up."""
+    catalog = Catalog.open(tmp_path / "c.db")
+    try:
+        catalog.mark_stacked("2026-11-20", 2)  # just now, its report never scheduled
+        catalog.db["stack_runs"].insert({"night": "2026-10-01", "ran_at": "2026-10-02T08:00:00+00:00", "n_products": 1})
+        config = config_from_dict({"notify": {"urls": ["json://127.0.0.1:9/"]}})
+        reports = MorningReports(send=lambda url, message: None)
+        try:
+            reports.catch_up(catalog, config)
+            reports.catch_up(catalog, config)  # twice: still one row
+        finally:
+            reports.stop()
+        rows = ReportLedger(catalog).entries()
+        assert [(r["night"], r["state"]) for r in rows] == [("2026-11-20", "due")]
+    finally:
+        catalog.close()
 
 
 def test_the_message_lists_problems_and_warns_of_low_disk_space(site):

@@ -359,6 +359,12 @@ class Catalog:
     def stacked_nights(self) -> set[str]:
         return {r["night"] for r in self._query("SELECT night FROM stack_runs")}
 
+    def stacked_since(self, since: str) -> list[str]:
+        """The nights whose stack run ended at or after `since` (ISO-8601 UTC)."""
+        return [
+            r["night"] for r in self._query("SELECT night FROM stack_runs WHERE ran_at >= ? ORDER BY night", [since])
+        ]
+
     # -- events -------------------------------------------------------------------------------
 
     def event(self, level: str, event: str, message: str, path: str | None = None) -> None:

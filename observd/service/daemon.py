@@ -182,6 +182,7 @@ class Daemon:
         self.notifier.ready()  # READY once watching and the start-up scan is under way
         self._announcer = Announcer(self.catalog, self.status_log, self.notifier, config.site.timezone)
         self._rescan("start-up scan")
+        self.reports.catch_up(self.catalog, config)
         self.nightly.start(config)
         self.health.start()
 

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from observd.adapters.catalog import Catalog
@@ -37,6 +38,7 @@ RETRY_FIRST = 60.0  # s before the first retry of a failed send; doubled each ti
 RETRY_MAX = 3600.0  # s, the longest wait between two attempts
 MAX_ATTEMPTS = 30  # then the report is given up (over a day of trying)
 LISTED = 10  # frames listed by name per problem; the rest are counted
+CATCH_UP = 24.0  # h: at start, nights stacked this recently get their report if it was never scheduled
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,15 @@ class MorningReports:
         """`night` is stacked: its report is due for every target (once; again is harmless)."""
         if config.notify.morning_report and config.notify.urls:
             ReportLedger(catalog).schedule(night, [target_of(url) for url in config.notify.urls])
+
+    def catch_up(self, catalog: Catalog, config: Config) -> None:
+        """At start: the reports of the nights stacked in the last CATCH_UP hours are due, in case
+        the daemon stopped between stacking a night and scheduling its report (scheduling is
+        idempotent: a report already scheduled or sent stays as it is). Older nights are left
+        alone, so that turning notifications on does not send the archive's reports."""
+        since = datetime.fromtimestamp(self.clock() - CATCH_UP * 3600, UTC).isoformat(timespec="seconds")
+        for night in catalog.stacked_since(since):
+            self.schedule(catalog, config, night)
 
     def step(self, catalog: Catalog, config: Config, events: Events) -> None:
         """Record what the sender did, then hand it the reports that are due."""
