@@ -105,6 +105,23 @@ def pss(pid: int) -> int:
     return 0
 
 
+def observd_runner(root: Path, config: Path):
+    """A function that runs `observd ingest root/raw --stack -c config` from scratch (no catalog,
+    no outputs: the config's output folder is root/out) and returns `timed`'s result."""
+    command = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
+
+    def run_observd():
+        shutil.rmtree(root / "out", ignore_errors=True)
+        os.sync()
+        run = timed(command)
+        if run[2].returncode:
+            print(run[2].stdout[-2000:], run[2].stderr[-2000:])
+            raise SystemExit("observd failed")
+        return run
+
+    return run_observd
+
+
 def siril_runner(root: Path, script: str):
     """A function that runs `script` with siril-cli from scratch (no sequences, no outputs) and
     returns `timed`'s result; the script's stack is root/siril/siril_stack.fits.
@@ -273,16 +290,7 @@ def bench(root: Path, shape: tuple[int, int], n: int, args) -> None:
         f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
         + (f"method = '{args.masters_method}'\nflat_method = '{args.masters_method}'\n" if args.masters_method else "")
     )
-    observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
-
-    def run_observd():  # from scratch: no catalog, no outputs
-        shutil.rmtree(root / "out", ignore_errors=True)
-        os.sync()
-        run = timed(observd)
-        if run[2].returncode:
-            print(run[2].stdout[-2000:], run[2].stderr[-2000:])
-            raise SystemExit("observd failed")
-        return run
+    run_observd = observd_runner(root, config)
 
     run_siril = siril_runner(root, SIRIL_SCRIPT) if shutil.which("siril-cli") else None
     siril_stack = root / "siril" / "siril_stack.fits"

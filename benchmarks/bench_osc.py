@@ -21,13 +21,12 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_night import SIRIL_SCRIPT, read_stack_planes, siril_runner, timed
+from bench_night import SIRIL_SCRIPT, observd_runner, read_stack_planes, siril_runner
 
 from observd.core.align import find_transform
 from observd.core.measure import Stars, measure, sky
@@ -115,18 +114,7 @@ def main() -> None:
             "[paths]\noutput = 'out'\ndatabase = 'out/observd.db'\n[site]\ntimezone = 'Europe/Berlin'\n"
             f"[masters]\nmin_bias = {min(n, 7)}\nmin_dark = {min(n, 5)}\nmin_flat = {min(n, 5)}\n"
         )
-        observd = [sys.executable, "-m", "observd", "ingest", str(root / "raw"), "--stack", "-c", str(config)]
-
-        def run_observd():
-            shutil.rmtree(root / "out", ignore_errors=True)
-            os.sync()
-            run = timed(observd)
-            if run[2].returncode:
-                print(run[2].stdout[-2000:], run[2].stderr[-2000:])
-                raise SystemExit("observd failed")
-            return run
-
-        pipelines = {"observd": run_observd}
+        pipelines = {"observd": observd_runner(root, config)}
         if shutil.which("siril-cli"):
             pipelines["Siril"] = siril_runner(root, SIRIL_OSC_SCRIPT)
         runs = {name: [] for name in pipelines}

@@ -203,10 +203,11 @@ def test_a_combination_cap_must_fit_in_the_whole_budget(tmp_path, capsys, sectio
     assert f"[{section}] memory_limit_mb = 2000 must be below" in capsys.readouterr().err
 
 
-def test_an_alignment_counts_as_a_mono_or_colour_light_by_its_calibrated_frame(tmp_path):
-    for planes, colour in ((1, False), (3, True)):
+def test_an_alignment_counts_as_a_mono_or_colour_light_by_its_frames_bayer_pattern(tmp_path):
+    for planes, bayer in ((1, None), (3, "RGGB")):
         path = tmp_path / f"calibrated_{planes}.fits"
-        data = np.zeros((planes, 40, 60) if colour else (40, 60), np.float32)
+        data = np.zeros((planes, 40, 60) if bayer else (40, 60), np.float32)
         write_atomic(path, image_hdus(data, fits.Header()))
-        job = AlignJob(1, str(path), str(tmp_path / "aligned.fits"), (), Reference(1, "ref", (40, 60), (), (), ()))
-        assert footprint(job) == light_need((40, 60), colour=colour)
+        ref = Reference(1, "ref", (40, 60), (), (), ())
+        job = AlignJob(1, str(path), str(tmp_path / "aligned.fits"), (), ref, bayer=bayer)
+        assert footprint(job) == light_need((40, 60), colour=bayer is not None)

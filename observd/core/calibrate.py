@@ -150,9 +150,12 @@ class Calibrated:
     @property
     def saturation_level(self) -> float | None:
         """The lowest calibrated value of a saturated pixel: where stars start to clip."""
-        if self.saturated is None or not self.saturated.any():
-            return None
-        return float(np.nanmin(self.data[self.saturated]))
+        return None if self.saturated is None else lowest(self.data, self.saturated)
+
+
+def lowest(image: np.ndarray, where: np.ndarray) -> float | None:
+    """The lowest value of `image` where `where` holds (None when nowhere): a saturation level."""
+    return float(np.nanmin(image[where])) if where.any() else None
 
 
 def calibrate(

@@ -20,7 +20,7 @@ from observd.adapters.fits_files import image_hdus, image_shape, read_image_and_
 from observd.adapters.previews import write_thumbnail
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.bayer import develop, luminance, shifted
-from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, trim_origin
+from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, lowest, trim_origin
 from observd.core.frames import MasterFile
 from observd.core.measure import Measurement, Stars, judge, measure, sky
 from observd.core.memory import Need, light_need
@@ -102,6 +102,7 @@ class AlignJob:
     reference: Reference
     max_control_points: int = 50
     min_matches: int = 4
+    bayer: str | None = None  # the raw frame's Bayer pattern: its calibrated frame is an R, G, B cube
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,11 @@ class AlignResult:
 
 def footprint(job: LightJob | AlignJob) -> Need:
     """The memory a job needs (`observd.core.memory`), from its frame's header alone. An alignment
-    holds less than a light's reduction (no raw frame, no calibration), and is counted as one: a
-    colour light's when its calibrated frame is a cube."""
+    holds less than a light's reduction (no raw frame, no calibration), and is counted as one, a
+    colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light)."""
     if isinstance(job, LightJob):
         return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None)
-    header = fits.getheader(job.calibrated_path)
-    return light_need((header["NAXIS2"], header["NAXIS1"]), colour=header["NAXIS"] == 3)
+    return light_need(image_shape(Path(job.calibrated_path)), colour=job.bayer is not None)
 
 
 def _plane(use: MasterFile | None) -> Plane | None:
@@ -152,7 +152,7 @@ def reduce_light(job: LightJob) -> LightResult:
     # stars are detected, measured and matched on one plane: a colour light's luminance
     plane = luminance(image) if job.bayer else image
     if job.bayer:
-        saturation = _lowest(plane, (bits & MASK_SATURATED) != 0)
+        saturation = lowest(plane, (bits & MASK_SATURATED) != 0)
     # saturated pixels stay visible to detection (they are star cores) but mark their stars
     m, stars = measure(
         plane, mask=(bits & MASK_BAD) != 0, saturation=saturation, threshold=job.threshold, max_stars=200
@@ -196,11 +196,6 @@ def reduce_light(job: LightJob) -> LightResult:
 def _channel_levels(rgb: np.ndarray, bits: np.ndarray) -> ChannelLevels:
     levels = [sky(channel, (bits & MASK_BAD) != 0) for channel in rgb]
     return ChannelLevels(tuple(b for b, _ in levels), tuple(n for _, n in levels))
-
-
-def _lowest(image: np.ndarray, where: np.ndarray) -> float | None:
-    """The lowest value of `image` where `where` holds: a colour light's saturation level."""
-    return float(np.nanmin(image[where])) if where.any() else None
 
 
 def align_calibrated(job: AlignJob) -> AlignResult:

@@ -167,6 +167,7 @@ def align_job(config: Config, row: dict, ref: Reference) -> AlignJob:
         ref,
         config.align.max_control_points,
         config.align.min_matches,
+        row["bayer"],
     )
 
 
