@@ -203,10 +203,9 @@ def test_the_sky_is_neutral_and_free_of_mosaic_residue(night):
 
 def test_each_channel_is_as_deep_as_its_inputs_allow(night):
     """Where every input frame contributes, and away from the stars, the stack's noise in each
-    channel against the ideal, the inputs' noise / sqrt(N). Measured: 1.04-1.06 x, of which the
-    rejection (winsorized sigma clipping of 9 frames) costs ~3-4 % (1.01-1.02 x without): a
-    demosaiced channel's pixels differ in variance with their site, so one sigma fits them less
-    well than a mono frame's. Bound: 1.06 x."""
+    channel against the ideal, the inputs' noise / sqrt(N). Measured: 1.013-1.018 x (the
+    winsorized clipping of 9 frames floors its sigma at the frames' noise; without that floor,
+    1.04-1.06 x). Bound: the issue's 1.05 x."""
     truth, product, cube = night
     n = fits.getheader(product["path"])["NCOMBINE"]
     aligned = sorted((Path(product["path"]).parents[1] / "aligned").rglob("*.fits"))
@@ -226,4 +225,4 @@ def test_each_channel_is_as_deep_as_its_inputs_allow(night):
         stack = sigma_clipped_stats(cube[k][region], sigma=3.0)[2]
         ideal = math.sqrt(np.mean(np.square(singles)) / n)  # equal weights: var = sum(var_i) / N^2
         print(f"channel {'RGB'[k]}: stack noise {stack:.3f}, ideal {ideal:.3f} ({stack / ideal:.3f} x)")
-        assert stack <= 1.06 * ideal
+        assert stack <= 1.05 * ideal

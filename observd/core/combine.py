@@ -19,7 +19,9 @@ Rejection, per pixel (``v`` = its valid values):
 
 ``sigclip``, ``winsorized``
     astropy's iterated sigma clipping and Siril's winsorized clipping; their reference
-    semantics are given in `observd.core.rejection`.
+    semantics are given in `observd.core.rejection`; ``noise_floor`` (winsorized only) is the
+    frames' known background noise, below which the sigma estimated from a few values is not
+    believed.
 ``minmax``
     Drop the ``nlow`` lowest and ``nhigh`` highest valid values; a pixel with at most
     ``nlow + nhigh`` valid values keeps none (NaN, count 0).
@@ -120,6 +122,7 @@ class Params:
     nlow: int
     nhigh: int
     weights: np.ndarray | None  # float64, one per frame; only for method='mean'
+    noise_floor: float = 0.0  # winsorized only: the clipping sigma is never below this
 
 
 def params(
@@ -133,6 +136,7 @@ def params(
     nlow: int = 1,
     nhigh: int = 1,
     weights: Sequence[float] | None = None,
+    noise_floor: float = 0.0,
 ) -> Params:
     """The options of a combination of `sources`, checked (module docstring for their meaning).
 
@@ -154,7 +158,10 @@ def params(
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != (len(sources),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
             raise ValueError("weights must be one positive finite number per frame")
-    return Params(method, rejection, float(sigma_low), float(sigma_high), int(maxiters), int(nlow), int(nhigh), w)
+    if not (np.isfinite(noise_floor) and noise_floor >= 0):
+        raise ValueError(f"noise_floor must be a finite number >= 0, not {noise_floor!r}")
+    sigmas = float(sigma_low), float(sigma_high)
+    return Params(method, rejection, *sigmas, int(maxiters), int(nlow), int(nhigh), w, float(noise_floor))
 
 
 def combine(
@@ -168,7 +175,7 @@ def combine(
     """Combine same-shaped frames pixel by pixel.
 
     ``options``: what `params` takes (method, rejection, sigma_low, sigma_high, maxiters,
-    nlow, nhigh, weights; module docstring).  ``memory_limit`` bounds the working memory of
+    nlow, nhigh, weights, noise_floor; module docstring).  ``memory_limit`` bounds the working memory of
     all bands in flight together (the output planes, 10 bytes per pixel, and whatever the
     sources cache come on top); ``workers`` threads process bands concurrently (the caller
     says how many: this module does not ask the OS for its cores).  ``out``: planes of the
@@ -295,7 +302,7 @@ def _kept_ranges(
     if p.rejection == "none":
         return lo, nvalid, full_range_stats(x, nvalid, any_invalid)
     if p.rejection == "winsorized":
-        lo, hi = winsorized(x, nvalid, p.sigma_low, p.sigma_high, p.maxiters)
+        lo, hi = winsorized(x, nvalid, p.sigma_low, p.sigma_high, p.maxiters, noise_floor=p.noise_floor)
         return lo, hi, None
     lo[:] = p.nlow
     hi = nvalid - p.nhigh

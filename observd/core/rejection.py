@@ -37,8 +37,13 @@ Reference semantics, per pixel (``v`` = its valid values):
     ``m + sigma_high·s``.  Repeat while something was rejected, more than 3 values remain
     and fewer than ``maxiters`` iterations ran.  Unlike Siril (which never rejects when 4 or
     fewer values remain), a rejection is only refused if it would leave fewer than 2 values.
-    The price of a σ estimated from so few values: on pure Gaussian noise about 7 % of
-    pixels lose one good value (N=4..10), against ~0 % for plain clipping.
+    The price of a σ estimated from so few values: on pure Gaussian noise about 9 % of
+    pixels lose one good value (N=4..10), against ~0 % for plain clipping, and losing it
+    from one tail shifts their mean by about as much as their noise: the mean of 9 frames is
+    ~5 % noisier than the mean of all.  When the caller knows the frames' noise
+    (``noise_floor``, their typical background RMS), σ is never taken below it: an
+    underestimate from few values no longer rejects good ones (1.5 % of pixels, noise
+    +0.9 % at N=9), while an outlier, many σ away, is still rejected.  Siril has no floor.
 """
 
 from __future__ import annotations
@@ -232,8 +237,9 @@ def _astropy_bounds(x, stack, lo, hi, sigma_low, sigma_high):
     return med - sigma_low * std, med + sigma_high * std
 
 
-def winsorized(x, nvalid, sigma_low, sigma_high, maxiters):
-    """Winsorized sigma clipping (Siril's WINSORIZED; module docstring) as kept ranges."""
+def winsorized(x, nvalid, sigma_low, sigma_high, maxiters, *, noise_floor: float = 0.0):
+    """Winsorized sigma clipping (Siril's WINSORIZED; module docstring) as kept ranges; the
+    sigma is never below `noise_floor`."""
     npix = x.shape[1]
     lo = np.zeros(npix, np.intp)
     hi = nvalid.astype(np.intp)
@@ -245,7 +251,7 @@ def winsorized(x, nvalid, sigma_low, sigma_high, maxiters):
         la, ha = lo[active], hi[active]
         inside = in_range(x.shape[0], la, ha)
         m = _median(xa, la, ha)
-        s = _winsorized_sigma(xa, inside, m, _std_inside(xa, inside))
+        s = np.maximum(_winsorized_sigma(xa, inside, m, _std_inside(xa, inside)), noise_floor)
         new_lo = np.maximum(la, _count_below(xa, m - sigma_low * s, inclusive=False))
         new_hi = np.minimum(ha, _count_below(xa, m + sigma_high * s, inclusive=True))
         changed = ((new_hi - new_lo) >= 2) & ((new_lo != la) | (new_hi != ha))

@@ -116,6 +116,14 @@ def frame_weights(
     return w / w.sum()
 
 
+def typical_noise(noises: Sequence[float | None]) -> float:
+    """The frames' median measured background noise (0 when none is measured): the floor of
+    winsorized clipping's sigma (`observd.core.rejection`)."""
+    v = np.array([np.nan if x is None else float(x) for x in noises], dtype=np.float64)
+    usable = v[np.isfinite(v) & (v > 0)]
+    return float(np.median(usable)) if usable.size else 0.0
+
+
 def _filled(values: Sequence[float | None]) -> np.ndarray:
     """`values` as floats, the unmeasured (None, NaN, ≤ 0) replaced by the median of the rest."""
     v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)

@@ -62,7 +62,15 @@ from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
 from observd.core.layout import stack_stem
 from observd.core.measure import Stars, measure
-from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
+from observd.core.stack_plan import (
+    WEIGHTINGS,
+    StackGroup,
+    format_exposure,
+    frame_weights,
+    plan_stacks,
+    rejection_for,
+    typical_noise,
+)
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack
@@ -149,12 +157,14 @@ def stack_frames(
     offsets: Sequence[float] | None = None,
     executor: Executor | None = None,
     plane: int = 0,
+    noise_floor: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted mean of aligned frames with outlier rejection: (data, uncertainty, count).
 
     Each frame's MASK_BAD pixels and its NaN pixels are ignored; `offsets`
     (one per frame, default 0) are added to each frame first (background normalisation).
-    `plane`: which plane of colour cubes (0, 1, 2: R, G, B).
+    `plane`: which plane of colour cubes (0, 1, 2: R, G, B). `noise_floor`: the frames'
+    typical background noise, below which winsorized clipping does not believe its sigma.
     """
     offsets = [0.0] * len(paths) if offsets is None else list(offsets)
     if len(offsets) != len(paths):
@@ -174,6 +184,7 @@ def stack_frames(
         sigma_low=sigma,
         sigma_high=sigma,
         weights=weights,
+        noise_floor=noise_floor,
     )
     return result.data, result.uncertainty, result.count
 
@@ -284,7 +295,8 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
     channels = (0, 1, 2) if group.colour else (None,)
     stacked, all_weights = [], []
     for channel in channels:
-        weights = frame_weights(group.noises(channel), [r["fwhm"] for r in group.rows], weighting=c.weighting)
+        noises = group.noises(channel)
+        weights = frame_weights(noises, [r["fwhm"] for r in group.rows], weighting=c.weighting)
         stacked.append(
             stack_frames(
                 group.paths,
@@ -296,6 +308,7 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
                 offsets=group.offsets(channel),
                 executor=pool,
                 plane=channel or 0,
+                noise_floor=typical_noise(noises),
             )
         )
         all_weights.append(weights)
