@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.nddata import CCDData
+from astropy.wcs import WCS
 
+from observd.adapters.plate_solver import Solution
 from observd.core.colour import composite_plan, lrgb, star_gains
+from observd.pipeline import astrometry, stacking
 from observd.pipeline.stacking import stack_night
 from observd.sim.spec import SimSpec, TargetSpec
 from observd.sim.writer import write_night
@@ -81,5 +85,56 @@ def test_a_night_in_lrgb_and_narrowband_gives_composites(tmp_path):
             assert cube.shape == (3, 192, 192) and cube.mask.shape == cube.shape
             assert cube.header["CMAPPING"] == mapping and cube.header["COMPOSIT"] == kind
         assert sorted(f for o, f in products if o == "M42") == ["B", "G", "L", "LRGB", "R"]
+    finally:
+        catalog.close()
+
+
+@pytest.mark.slow
+def test_one_solve_gives_its_wcs_to_the_aligned_lights_and_the_composite(tmp_path, monkeypatch):
+    """Without a solver for the simulated sky, each stack is "solved" to a known TAN WCS (a
+    different one per filter, to see which went where): with `[astrometry] lights`, every aligned
+    light of that filter carries its stack's WCS, and the RGB composite carries one of its
+    stacks' (all share the night's reference grid), recorded with its solution."""
+    spec = SimSpec(
+        seed=5,
+        shape=(160, 160),
+        n_bias=3,
+        n_dark=3,
+        n_flat=3,
+        targets=(TargetSpec("M42", ("R", "G", "B"), n_lights=3, exptime=30.0, n_stars=100),),
+        n_clouded=0,
+        n_trailed=0,
+    )
+    write_night(tmp_path / "raw", spec)
+    config, catalog = ingest_into(
+        tmp_path, [tmp_path / "raw"], masters={"min_bias": 3, "min_dark": 3, "min_flat": 3}, astrometry={"lights": True}
+    )
+    centres = {"R": 83.0, "G": 84.0, "B": 85.0}
+
+    def solve_to_known_wcs(config, path, stars, header):
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crpix = [80.5, 80.5]
+        wcs.wcs.crval = [centres[fits.getheader(path)["FILTER"]], -5.4]
+        wcs.wcs.cd = np.array([[-1.0, 0.0], [0.0, 1.0]]) / 3600
+        solution = Solution("solved", None, wcs, wcs.wcs.crval[0], -5.4, 1.0, 0.0, 0.5, 40, 1.5)
+        astrometry._write_wcs(path, solution)
+        return solution
+
+    monkeypatch.setattr(stacking, "solve_stack", solve_to_known_wcs)
+    try:
+        stack_night(config, catalog, spec.night)
+        lights = [r for r in catalog.files(night=spec.night, types=("light",)) if r["aligned_path"]]
+        assert len(lights) == 9
+        for row in lights:
+            header = fits.getheader(row["aligned_path"])
+            assert header["PLTSOLVD"] is True and header["CRVAL1"] == centres[row["filter"]], row["name"]
+            assert fits.getheader(row["path"]).get("PLTSOLVD") is None  # raw files untouched
+        composite = next(p for p in catalog.products() if p["filter"] == "RGB")
+        header = fits.getheader(composite["path"])
+        assert header["CTYPE1"] == "RA---TAN" and header["CRVAL1"] == centres["R"]
+        assert (composite["solve_state"], composite["solve_reason"]) == ("solved", "WCS of the R stack")
+        assert composite["solve_ra"] == centres["R"] and composite["solve_seconds"] == 0.0
+        assert any("aligned lights" in e["message"] and "3 of 3" in e["message"] for e in catalog.events())
     finally:
         catalog.close()

@@ -87,12 +87,20 @@ def test_microobservatory_stack_is_solved_and_hat_p_32_is_on_a_star(tmp_path):
         site={"timezone": "America/Phoenix"},
         classify={"filename_patterns": {"HATP-*": "light"}},
         calibrate={"require": []},
+        astrometry={"lights": True},
     )
     catalog = Catalog.open(config.paths.database)
     ingest([folder], catalog, config)
     for night in catalog.nights_with_lights():
         stack_night(config, catalog, night)
     lines = _check_products(catalog, {"HATP-32"})
+    # every aligned light took the stack's WCS, and HAT-P-32 lands on its star in each of them
+    aligned = [Path(r["aligned_path"]) for r in catalog.files(types=("light",)) if r["aligned_path"]]
+    assert len(aligned) >= 10
+    for path in aligned:
+        distance, _ = _nearest_star_px(path, TARGETS["HATP-32"])
+        lines.append(f"{path.name}: HAT-P-32 {distance:.2f} px from the nearest detected star")
+        assert distance <= 1.0, lines[-1]
     print("\n".join(lines))
     with fits.open(catalog.products()[0]["path"]) as hdul:
         assert hdul[0].header["CTYPE1"] == "RA---TAN-SIP" and hdul[0].header["PLTSOLVD"] is True

@@ -254,13 +254,20 @@ def _position_angle(ra0: float, dec0: float, ra1: float, dec1: float) -> float:
 
 def wcs_cards(solution: Solution) -> fits.Header:
     """The solution as header cards for a stack (TAN-SIP, 2 axes; also right for a colour cube)."""
-    header = solution.wcs.to_header(relax=True)
-    header["WCSAXES"] = 2
-    for key in ("DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG", "DATEREF", "MJDREF"):
-        header.remove(key, ignore_missing=True, remove_all=True)
+    header = celestial_header(solution.wcs)
     header["PLTSOLVD"] = (True, "plate solved by astrometry.net (observd)")
     header["PLTSCALE"] = (solution.scale, '["/px] pixel scale of the solution')
     header["PLTROT"] = (solution.rotation, "[deg] position angle of +y (E of N)")
     if solution.residual is not None:
         header["PLTRESID"] = (solution.residual, "[arcsec] RMS of the matched stars")
+    return header
+
+
+def celestial_header(wcs) -> fits.Header:
+    """`wcs` (an astropy WCS, SIP included) as the cards of an image's 2 celestial axes, without
+    the solver's own dates (the image's DATE-OBS must stay the observation's)."""
+    header = wcs.to_header(relax=True)
+    header["WCSAXES"] = 2
+    for key in ("DATE-OBS", "MJD-OBS", "DATE-BEG", "MJD-BEG", "DATEREF", "MJDREF"):
+        header.remove(key, ignore_missing=True, remove_all=True)
     return header

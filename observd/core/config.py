@@ -138,7 +138,7 @@ class AstrometryConfig:
     radius_deg: float = 2.0  # search radius around the header's RA/DEC
     tweak_order: int = 2  # SIP distortion order (2 or 3)
     index_dir: str = ""  # astrometry.net index files; "" = /etc/astrometry.cfg's (/usr/share/astrometry)
-    lights: bool = False  # also every aligned light (not implemented yet)
+    lights: bool = False  # also every aligned light: the stack's WCS (same pixel grid), no solve per light
 
 
 @dataclass(frozen=True)

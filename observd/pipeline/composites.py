@@ -23,6 +23,7 @@ from observd.core.colour import Composite, composite_plan, lrgb, signal_gains
 from observd.core.config import Config
 from observd.core.layout import composite_stem
 from observd.core.stack_plan import format_exposure
+from observd.pipeline.astrometry import celestial_cards
 
 
 def build_composites(config: Config, catalog: Catalog, night: str) -> list[dict]:
@@ -80,6 +81,10 @@ def _write(config: Config, night: str, obj: str | None, plan: Composite, by_filt
     header.add_history(f"observd {__version__}: {plan.kind} composite, {plan.describe()}, planes as stacked")
     if lum is not None:
         header.add_history(f"observd {__version__}: luminance from {plan.luminance}, colour differences from R, G, B")
+    solved = _solved_on_same_grid(used)
+    if solved is not None:
+        header.update(celestial_cards(fits.getheader(solved["path"])))
+        header.add_history(f"observd: WCS of the {solved['filter']} stack (same reference, same pixel grid)")
     stem = composite_stem(config.paths.output, night, obj, plan.kind)
     path = write_atomic(stem.with_name(f"{stem.name}.fits"), image_hdus(rgb, header, mask=mask), cache=False)
     title = f"{obj or 'unknown'} — {plan.kind}"
@@ -97,7 +102,24 @@ def _write(config: Config, night: str, obj: str | None, plan: Composite, by_filt
         "reference": used[0]["reference"],
         "noise": None,
         "channels": "R,G,B",
+        **(_carried_solution(solved) if solved is not None else {}),
     }
+
+
+def _carried_solution(stack: dict) -> dict:
+    """The catalog's solve_* columns of a composite that took `stack`'s WCS: its solution, no
+    solve time of its own."""
+    record = {key: stack[key] for key in stack if key.startswith("solve_")}
+    record.update(solve_reason=f"WCS of the {stack['filter']} stack", solve_seconds=0.0)
+    return record
+
+
+def _solved_on_same_grid(stacks: list[dict]) -> dict | None:
+    """A plate-solved stack among `stacks`, when they were all aligned to one reference (so one
+    pixel grid, and its WCS is the composite's); None otherwise."""
+    if len({row["reference"] for row in stacks}) != 1:
+        return None
+    return next((row for row in stacks if row.get("solve_state") == "solved"), None)
 
 
 def _gains(config: Config, plan: Composite, rgb: np.ndarray) -> tuple[float, ...] | None:

@@ -73,7 +73,7 @@ from observd.core.stack_plan import (
 )
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
-from observd.pipeline.astrometry import input_header, solve_stack
+from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
 from observd.pipeline.composites import build_composites, picture_gains
 
 __all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
@@ -225,6 +225,8 @@ def stack_night(
             continue
         # after the stack is written: its WCS (plate solving never fails a stack)
         solution = solve_stack(config, product.path, product.stars, input_header(group.rows[0]))
+        if solution is not None and solution.state == "solved":
+            wcs_to_lights(config, catalog, product.path, group, rows)
         catalog.add_product(
             {
                 "night": product.night,
