@@ -3,7 +3,11 @@
 The APScheduler thread (and the demo, and a catch-up at start) only *request* a night; the
 daemon's main thread, which owns the catalog, builds it (`run_requests`). A night already in
 the catalog's ledger of stacked nights is not built again, so a repeated request is harmless.
-Once a night's stacks are built, `on_stacked(night)` follows (the morning report is due).
+Once a night's stacks are built, `on_stacked(night)` follows (the morning report is due), then,
+with ``[stack] deep = true``, `refresh_deep(config, catalog, night)`: the deep stacks (all nights) of
+the night's targets. A deep stack that fails is reported; the night stays stacked (its own products
+are done), and the target's deep stacks are refreshed again after its next night (or by
+`observd stack --all-nights`).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ class NightlyStacks:
         wake: Callable[[], None],
         finish: Callable[[str], object],
         on_stacked: Callable[[str], object] = lambda night: None,
+        refresh_deep: StackNight | None = None,
     ):
         self._stack_night = stack_night
+        self._refresh_deep = refresh_deep
         self._finish = finish
         self._on_stacked = on_stacked
         self._health = health
@@ -86,6 +92,21 @@ class NightlyStacks:
                 self._health.beat()
             events.emit("info", "stack", f"night {night} stacked: {len(products)} product(s)")
             self._on_stacked(night)
+            if config.stack.deep and self._refresh_deep is not None:
+                self._deep(config, catalog, events, night)
+
+    def _deep(self, config: Config, catalog: Catalog, events: Events, night: str) -> None:
+        self._health.beat(STACK_HANG_LIMIT)
+        try:
+            self._refresh_deep(config, catalog, night)
+        except Exception as exc:
+            events.emit_safely(
+                "error",
+                "deep-stack",
+                f"deep stacks after night {night} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+            )
+        finally:
+            self._health.beat()
 
 
 def _nights_due(config: Config) -> list[str]:
