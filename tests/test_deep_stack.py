@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
-from support import single_frame_noise
+from support import ingest_into, single_frame_noise
 
 from observd.adapters.catalog import Catalog
 from observd.cli.main import main
@@ -59,7 +59,7 @@ def night_spec(k: int, night: str, drift: float, rotation: float, flip: bool, cl
         shape=(320, 320),
         n_bias=7,
         n_dark=5,
-        n_flat=5,
+        n_flat=9,  # a night's flat noise is common to its frames: enough flats to keep it small
         targets=(TargetSpec("M42", ("L",), n_lights=N_LIGHTS + clouded),),
         drift=drift,
         field_rotation=rotation,
@@ -329,3 +329,72 @@ def test_compose_goes_frame_to_night_reference_to_deep_reference():
     to_deep = np.array([[-1.0, 0.0, 319.0], [0.0, -1.0, 319.0], [0.0, 0.0, 1.0]])  # a meridian flip
     point = np.array([10.0, 20.0, 1.0])
     np.testing.assert_allclose(compose(to_deep, to_night) @ point, to_deep @ (to_night @ point))
+
+
+@pytest.mark.slow
+def test_a_colour_target_gets_a_deep_cube_stacked_per_channel(tmp_path):
+    """One-shot-colour lights of two nights (the second with a meridian flip): one R, G, B cube,
+    each channel's sky at the deep reference's level in that channel."""
+    folders = []
+    for k, (night, flip) in enumerate((("2026-11-20", False), ("2026-11-21", True))):
+        spec = SimSpec(
+            seed=60 + k,
+            setup_seed=8,
+            night=night,
+            shape=(192, 224),
+            bayer="RGGB",
+            n_bias=3,
+            n_dark=3,
+            n_flat=3,
+            targets=(TargetSpec("NGC7000", ("IRCUT",), n_lights=4, n_stars=120),),
+            meridian_flip=flip,
+            n_clouded=0,
+            n_trailed=0,
+        )
+        write_night(tmp_path / "raw" / night, spec)
+        folders.append(tmp_path / "raw" / night)
+    config, catalog = ingest_into(tmp_path, folders, masters={"min_bias": 3, "min_dark": 3, "min_flat": 3})
+    try:
+        (refresh,) = deep_stacks.refresh_deep(config, catalog)
+        (product,) = catalog.products(deep=True)
+        reference = next(r for r in catalog.files(types=("light",)) if r["name"] == product["reference"])
+    finally:
+        catalog.close()
+    assert refresh.resampled == 8 and product["channels"] == "R,G,B" and product["n_combined"] == 8
+    assert Path(product["path"]) == tmp_path / "out" / "deep" / "NGC7000" / "NGC7000_IRCUT_RGB.fits"
+    cube = fits.getdata(product["path"]).astype(np.float64)
+    assert cube.shape == (3, 192, 224)
+    levels = json.loads(reference["channel_stats"])
+    for plane, background, noise in zip(cube, levels["background"], levels["noise"]):
+        _, sky, _ = sigma_clipped_stats(plane[16:-16, 16:-16], sigma=3.0, maxiters=10)
+        print(f"channel sky {sky:.1f}, reference {background:.1f}, noise {noise:.1f}")
+        assert abs(sky - background) < 0.2 * noise
+
+
+def test_a_failed_deep_refresh_is_reported_and_the_night_stays_stacked(catalog, config_factory):
+    config = config_factory(stack={"deep": True})
+    calls = []
+
+    def stack(c, cat, night):
+        cat.mark_stacked(night, 0)
+        return []
+
+    def refresh(c, cat, night):
+        calls.append(night)
+        raise OSError("No space left on device")
+
+    nightly = NightlyStacks(stack, Health(Notifier(), lambda: True), wake=lambda: None, finish=calls.append)
+    nightly.request("2026-11-20")
+    nightly.run_requests(config, catalog, Events(catalog, logging.getLogger("test")), lambda: False)
+    assert calls == ["2026-11-20"]  # finished, no refresh wired: nothing more
+    failing = NightlyStacks(stack, Health(Notifier(), lambda: True), lambda: None, calls.append, refresh_deep=refresh)
+    failing.request("2026-11-21")
+    failing.run_requests(config, catalog, Events(catalog, logging.getLogger("test")), lambda: False)
+    assert calls == ["2026-11-20", "2026-11-21", "2026-11-21"]
+    assert catalog.stacked_nights() == {"2026-11-20", "2026-11-21"}
+    (error,) = catalog.events(level="error")
+    assert error["event"] == "deep-stack" and "No space left on device" in error["message"]
+    # [stack] deep = false: no refresh at all
+    failing.request("2026-11-22")
+    failing.run_requests(config_factory(), catalog, Events(catalog, logging.getLogger("test")), lambda: False)
+    assert calls[-1] == "2026-11-22" and len(calls) == 4

@@ -168,8 +168,12 @@ def cmd_stack(args) -> int:
         with worker_pool(config) as pool:
             reducer = Reducer(config, catalog, pool=pool)
             if args.all_nights:
+                # nights not stacked yet are finished first; stacked ones stay as their stacks saw them
+                # (finishing again would calibrate their lights again with today's masters)
+                stacked = catalog.stacked_nights()
                 for night in nights:
-                    reducer.finish_night(night)
+                    if night not in stacked:
+                        reducer.finish_night(night)
                 objects = None if args.object is None else [args.object]
                 failed = _stack_deep(config, catalog, objects, pool, filter=args.filter)
             else:
@@ -315,6 +319,7 @@ def simulation_spec(args):
     try:
         return SimSpec(
             seed=args.seed,
+            setup_seed=args.setup_seed,
             shape=(args.size, args.size),
             dialect=args.dialect,
             night=args.night,
@@ -415,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", default="nina", help="maxim, nina, iraf, theskyx, asiair or seestar")
     p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--setup-seed",
+        type=int,
+        metavar="N",
+        help="seed of the camera, telescope and star fields (default: --seed); several nights with one "
+        "--setup-seed and their own --seed are nights of one target, for deep stacks",
+    )
     p.add_argument("--night", default="2026-11-20", help="local date of the evening")
     p.add_argument("--timezone", default="Europe/Berlin")
     p.add_argument(

@@ -23,7 +23,8 @@ leaves the previous version or the new one, never a partial file:
 
 A resampled light is recorded in the catalog's `deep_frames` (its transform, its source, its file)
 only after its file is written; a product is recorded with its inputs and its nights, as the
-current deep product of its target and filter (`observd status` lists them). A night whose
+current deep product of its target and filter (`observd status` lists them). The resampled file
+of a light no longer stacked (judged bad since) stays on disk, unused: nothing is deleted. A night whose
 reference cannot be matched to the deep reference (another field) is left out of the deep stack,
 with the reason in the event log, and tried again at the next refresh.
 """
