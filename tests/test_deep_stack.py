@@ -252,7 +252,7 @@ def test_a_fourth_night_with_deep_true_resamples_only_its_own_lights(deep, monke
         Health(Notifier(), lambda: True),
         wake=lambda: None,
         finish=reducer.finish_night,
-        refresh_deep=lambda c, cat, n: deep_stacks.refresh_after_night(c, cat, n),
+        refresh_deep=lambda c, cat, n, stopping: deep_stacks.refresh_after_night(c, cat, n, should_stop=stopping),
     )
     nightly.request(night)
     nightly.run_requests(config, catalog, Events(catalog, logging.getLogger("test")), lambda: False)
@@ -334,7 +334,8 @@ def test_compose_goes_frame_to_night_reference_to_deep_reference():
 @pytest.mark.slow
 def test_a_colour_target_gets_a_deep_cube_stacked_per_channel(tmp_path):
     """One-shot-colour lights of two nights (the second with a meridian flip): one R, G, B cube,
-    each channel's sky at the deep reference's level in that channel."""
+    each channel's sky at the deep reference's level in that channel; a refresh interrupted by a
+    stopping daemon keeps what it resampled."""
     folders = []
     for k, (night, flip) in enumerate((("2026-11-20", False), ("2026-11-21", True))):
         spec = SimSpec(
@@ -355,12 +356,18 @@ def test_a_colour_target_gets_a_deep_cube_stacked_per_channel(tmp_path):
         folders.append(tmp_path / "raw" / night)
     config, catalog = ingest_into(tmp_path, folders, masters={"min_bias": 3, "min_dark": 3, "min_flat": 3})
     try:
+        # the daemon stops after three lights: they are kept, and no stack is made without the others
+        (interrupted,) = deep_stacks.refresh_deep(
+            config, catalog, should_stop=lambda: len(catalog.deep_frames("NGC7000")) >= 3
+        )
+        assert interrupted.resampled == 3 and not interrupted.products and not catalog.products(deep=True)
         (refresh,) = deep_stacks.refresh_deep(config, catalog)
         (product,) = catalog.products(deep=True)
         reference = next(r for r in catalog.files(types=("light",)) if r["name"] == product["reference"])
     finally:
         catalog.close()
-    assert refresh.resampled == 8 and product["channels"] == "R,G,B" and product["n_combined"] == 8
+    assert (refresh.resampled, refresh.reused) == (5, 3)
+    assert product["channels"] == "R,G,B" and product["n_combined"] == 8
     assert Path(product["path"]) == tmp_path / "out" / "deep" / "NGC7000" / "NGC7000_IRCUT_RGB.fits"
     cube = fits.getdata(product["path"]).astype(np.float64)
     assert cube.shape == (3, 192, 224)
@@ -379,7 +386,7 @@ def test_a_failed_deep_refresh_is_reported_and_the_night_stays_stacked(catalog, 
         cat.mark_stacked(night, 0)
         return []
 
-    def refresh(c, cat, night):
+    def refresh(c, cat, night, stopping):
         calls.append(night)
         raise OSError("No space left on device")
 

@@ -26,7 +26,9 @@ only after its file is written; a product is recorded with its inputs and its ni
 current deep product of its target and filter (`observd status` lists them). The resampled file
 of a light no longer stacked (judged bad since) stays on disk, unused: nothing is deleted. A night whose
 reference cannot be matched to the deep reference (another field) is left out of the deep stack,
-with the reason in the event log, and tried again at the next refresh.
+with the reason in the event log, and tried again at the next refresh. A refresh interrupted (the
+daemon stops) keeps the lights it resampled and builds no stack: a stack without the others would be
+a step back; the next refresh makes it.
 """
 
 from __future__ import annotations
@@ -99,11 +101,16 @@ def refresh_deep(
 
 
 def refresh_after_night(
-    config: Config, catalog: Catalog, night: str, *, pool: Executor | None = None
+    config: Config,
+    catalog: Catalog,
+    night: str,
+    *,
+    pool: Executor | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> list[DeepRefresh]:
     """``[stack] deep = true``: once `night` is stacked, the deep stacks of its targets."""
     objects = {r["object"] for r in catalog.files(night=night, types=("light",), state="aligned")}
-    return refresh_deep(config, catalog, sorted(objects, key=lambda o: o or ""), pool=pool)
+    return refresh_deep(config, catalog, sorted(objects, key=lambda o: o or ""), pool=pool, should_stop=should_stop)
 
 
 def _refresh_target(
@@ -126,6 +133,14 @@ def _refresh_target(
     stale = [r for r in plan.stale if filter is None or r["filter"] == filter]
     resampled, why = _resample(config, catalog, obj, plan, stale, night_references, pool, should_stop)
     left_out += why
+    if should_stop():  # a stack without the lights not resampled yet would be a step back: next time
+        catalog.event(
+            "warning",
+            "deep-stack",
+            f"deep stack of {obj} interrupted (stopping): {len(resampled)} light(s) resampled and kept; "
+            "the stack is built at the next refresh",
+        )
+        return DeepRefresh(obj, plan.reference["name"], len(resampled), len(plan.fresh), tuple(left_out), ()), []
     # each light with its resampled frame in place of its night's aligned one
     fresh = {r["id"] for r in plan.fresh}
     usable = [
