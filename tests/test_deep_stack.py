@@ -405,3 +405,11 @@ def test_a_failed_deep_refresh_is_reported_and_the_night_stays_stacked(catalog, 
     failing.request("2026-11-22")
     failing.run_requests(config_factory(), catalog, Events(catalog, logging.getLogger("test")), lambda: False)
     assert calls[-1] == "2026-11-22" and len(calls) == 4
+
+
+def test_all_nights_with_one_night_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[paths]\ndatabase = '{tmp_path / 'none.db'}'\n")
+    assert main(["stack", "--all-nights", "--night", "2026-11-20", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--all-nights" in err
