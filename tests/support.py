@@ -76,5 +76,17 @@ def simulate(folder: Path, **spec) -> dict:
     return write_night(folder, SimSpec(**spec))
 
 
+def single_frame_noise(paths, region) -> list[float]:
+    """The sky noise of each aligned frame in `region` (a boolean mask of star-free pixels)."""
+    from astropy.io import fits
+    from astropy.stats import sigma_clipped_stats
+
+    out = []
+    for p in paths:
+        _, _, std = sigma_clipped_stats(fits.getdata(p, 0)[region], sigma=3.0, maxiters=10)
+        out.append(float(std))
+    return out
+
+
 def sha256_tree(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -16,7 +16,7 @@ import sep
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import sigma_clipped_stats
-from support import make_config
+from support import make_config, single_frame_noise
 
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus
@@ -298,14 +298,6 @@ def read_product(product):
 def coverage(rows) -> np.ndarray:
     """How many input frames have a valid (unmasked) value at each stack pixel."""
     return sum((fits.getdata(r["aligned_path"], "MASK") == 0).astype(int) for r in rows)
-
-
-def single_frame_noise(paths, region) -> list[float]:
-    out = []
-    for p in paths:
-        _, _, std = sigma_clipped_stats(fits.getdata(p, 0)[region], sigma=3.0, maxiters=10)
-        out.append(float(std))
-    return out
 
 
 @pytest.mark.slow

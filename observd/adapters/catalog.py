@@ -11,7 +11,9 @@ files          one row per (path, content version): stat, sha256, state, reason,
                normalised header (FrameInfo fields) and, for lights, what was done to it
 masters        master calibrations, versioned per group; `current` marks the newest
 master_inputs  which files went into which master
-products       nightly stacks; product_inputs lists their frames
+products       nightly stacks, and deep stacks of every night (`nights` set, `night` NULL);
+               product_inputs lists their frames
+deep_frames    lights resampled onto their target's deep reference, with the transform used
 stack_runs     ledger of nights already stacked (the scheduler's "exactly once")
 events         the event log behind the status log
 """
@@ -329,20 +331,22 @@ class Catalog:
     # -- products and the nightly ledger --------------------------------------------------------
 
     def add_product(self, record: dict, input_ids: Iterable[int]) -> int:
-        """A new current product; it supersedes the one of its night, object, filter and channels."""
+        """A new current product; it supersedes the one of its night (or deep: no night), object,
+        filter and channels."""
         with self.db.atomic():
             self.db.execute(
-                "UPDATE products SET current = 0 WHERE night = ? AND object IS ? AND filter IS ? AND channels IS ?",
-                [record["night"], record.get("object"), record.get("filter"), record.get("channels")],
+                "UPDATE products SET current = 0 WHERE night IS ? AND object IS ? AND filter IS ? AND channels IS ?",
+                [record.get("night"), record.get("object"), record.get("filter"), record.get("channels")],
             )
             product_id = self.db["products"].insert(dict(record, current=1, created=utcnow())).last_pk
             self.db["product_inputs"].insert_all({"product_id": product_id, "file_id": f} for f in input_ids)
             return product_id
 
-    def products(self, *, night: str | None = None, current_only: bool = True) -> list[dict]:
-        return self._select(
-            "products", "night, object, filter", where=["current = 1"] if current_only else [], night=night
-        )
+    def products(self, *, night: str | None = None, current_only: bool = True, deep: bool = False) -> list[dict]:
+        """Nightly products (of `night`, or every night), or with `deep` the deep stacks of every night."""
+        where = ["current = 1"] if current_only else []
+        where.append("nights IS NOT NULL" if deep else "nights IS NULL")
+        return self._select("products", "night, object, filter", where=where, night=night)
 
     def product_inputs(self, product_id: int) -> list[dict]:
         """The file rows a product was stacked from, in time order."""
@@ -351,6 +355,18 @@ class Catalog:
             "WHERE product_inputs.product_id = ? ORDER BY files.date_obs, files.path",
             [product_id],
         )
+
+    def deep_frames(self, object: str | None) -> dict[int, dict]:
+        """file id -> the `deep_frames` row of each light of `object` resampled for a deep stack."""
+        return {
+            r["file_id"]: r
+            for r in self._select("deep_frames", "file_id", where=["object IS ?"], where_params=[object])
+        }
+
+    def record_deep_frame(self, record: dict) -> None:
+        """A light resampled onto its target's deep reference (replaces the light's earlier row)."""
+        with self.db.atomic():
+            self.db["deep_frames"].upsert(dict(record, aligned=record.get("aligned") or utcnow()), pk="file_id")
 
     def mark_stacked(self, night: str, n_products: int) -> None:
         with self.db.atomic():

@@ -199,4 +199,27 @@ def _migration_5(db: sqlite_utils.Database) -> None:
             db["products"].add_column(column, kind)
 
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
+DEEP_FRAME_COLUMNS = {
+    "file_id": int,  # the light (files.id)
+    "object": str,
+    "reference_id": int,  # the target's deep reference (files.id)
+    "matrix": str,  # JSON 3x3: the light's pixels -> the deep reference's (frame -> night reference -> deep)
+    "source": str,  # JSON: what the resampled frame was made from; another source means align again
+    "path": str,  # the resampled frame under <output>/deep/<object>/aligned/
+    "aligned": str,  # when it was written (ISO-8601 UTC)
+}
+
+
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """Deep stacks (every night of a target): products.nights (the nights of a deep product,
+    comma-separated; NULL for a nightly one, whose night is in products.night), and deep_frames, the
+    lights resampled onto their target's deep reference with the transform used, so that a new night
+    aligns only its own frames (`observd.pipeline.deep_stacks`)."""
+    if "nights" not in db["products"].columns_dict:
+        db["products"].add_column("nights", str)
+    if not db["deep_frames"].exists():
+        db["deep_frames"].create(DEEP_FRAME_COLUMNS, pk="file_id")
+        db["deep_frames"].create_index(["object"])
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6]

@@ -157,6 +157,8 @@ def cmd_stack(args) -> int:
     from observd.pipeline.reducer import Reducer
 
     config = _load(args)
+    if args.all_nights and args.night:
+        raise UsageError("--all-nights stacks every night of a target together: give --night or --all-nights")
     catalog = _open_catalog(config)
     try:
         nights = [args.night] if args.night else catalog.nights_with_lights()
@@ -165,7 +167,17 @@ def cmd_stack(args) -> int:
             return 0
         with worker_pool(config) as pool:
             reducer = Reducer(config, catalog, pool=pool)
-            failed = _stack_nights(config, catalog, nights, reducer, object=args.object, filter=args.filter)
+            if args.all_nights:
+                # nights not stacked yet are finished first; stacked ones stay as their stacks saw them
+                # (finishing again would calibrate their lights again with today's masters)
+                stacked = catalog.stacked_nights()
+                for night in nights:
+                    if night not in stacked:
+                        reducer.finish_night(night)
+                objects = None if args.object is None else [args.object]
+                failed = _stack_deep(config, catalog, objects, pool, filter=args.filter)
+            else:
+                failed = _stack_nights(config, catalog, nights, reducer, object=args.object, filter=args.filter)
         return 1 if failed else 0
     finally:
         catalog.close()
@@ -174,11 +186,12 @@ def cmd_stack(args) -> int:
 def _stack_nights(
     config: Config, catalog, nights: list[str], reducer, *, object: str | None = None, filter: str | None = None
 ) -> bool:
-    """Finish the nights (`Reducer.finish_night`), build (or rebuild) their stacks and print them;
-    True if a product failed."""
+    """Finish the nights (`Reducer.finish_night`), build (or rebuild) their stacks and print them,
+    then with `[stack] deep` the deep stacks of their targets; True if a product failed."""
     from observd.pipeline.stacking import StackError, stack_night
 
     failed = False
+    objects = set()
     for night in nights:
         reducer.finish_night(night)
         try:
@@ -194,7 +207,36 @@ def _stack_nights(
                 f"{night} {p.object} [{p.filter}]: {p.n_combined} frames, {p.total_exptime:g} s\n"
                 f"  {p.path}\n  {p.preview_path}"
             )
+            objects.add(p.object)
+    if config.stack.deep and objects:
+        failed |= _stack_deep(config, catalog, sorted(objects, key=lambda o: o or ""), reducer.pool, filter=filter)
     return failed
+
+
+def _stack_deep(config: Config, catalog, objects: list[str | None] | None, pool, *, filter: str | None) -> bool:
+    """Build (or refresh) the deep stacks of `objects` (None: every target) and print them; True if one failed."""
+    from observd.pipeline.deep_stacks import DeepStackError, refresh_deep
+
+    try:
+        refreshes = refresh_deep(config, catalog, objects, filter=filter, pool=pool)
+    except DeepStackError as exc:
+        print(f"deep stacks: {exc}", file=sys.stderr)
+        return True
+    for r in refreshes:
+        if r.reference is None:
+            print(f"deep {r.object}: no aligned lights")
+            continue
+        print(f"deep {r.object}: reference {r.reference}; {r.resampled} light(s) resampled, {r.reused} reused")
+        for reason in r.left_out:
+            print(f"  left out: {reason}")
+        if not r.products:
+            print(f"  no filter with at least {config.stack.min_frames} good aligned lights")
+        for p in r.products:
+            print(
+                f"  {p.object} [{p.filter}]: {p.n_combined} frames of {len(p.nights)} nights, {p.total_exptime:g} s\n"
+                f"    {p.path}\n    {p.preview_path}"
+            )
+    return False
 
 
 def cmd_run(args) -> int:
@@ -277,6 +319,7 @@ def simulation_spec(args):
     try:
         return SimSpec(
             seed=args.seed,
+            setup_seed=args.setup_seed,
             shape=(args.size, args.size),
             dialect=args.dialect,
             night=args.night,
@@ -361,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--night", metavar="YYYY-MM-DD", help="default: every night with lights")
     p.add_argument("--object", metavar="NAME")
     p.add_argument("--filter", metavar="NAME")
+    p.add_argument(
+        "--all-nights",
+        action="store_true",
+        help="deep stacks instead: every good light of a target (default: every target) over all its nights",
+    )
 
     p = command("masters", cmd_masters, "list master calibrations; --rebuild forces a new version of each")
     p.add_argument("--rebuild", action="store_true")
@@ -372,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", default="nina", help="maxim, nina, iraf, theskyx, asiair or seestar")
     p.add_argument("--size", type=int, default=512, help="frame size in pixels (square)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--setup-seed",
+        type=int,
+        metavar="N",
+        help="seed of the camera, telescope and star fields (default: --seed); several nights with one "
+        "--setup-seed and their own --seed are nights of one target, for deep stacks",
+    )
     p.add_argument("--night", default="2026-11-20", help="local date of the evening")
     p.add_argument("--timezone", default="Europe/Berlin")
     p.add_argument(

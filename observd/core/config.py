@@ -113,6 +113,7 @@ class StackConfig:
     weighting: str = "noise"  # noise (1/noise²) | noise_fwhm (1/(noise·FWHM)²) | equal
     min_frames: int = 2  # fewer good aligned frames: no stack for that target/filter
     memory_limit_mb: int = 1024  # cap for band-by-band stacking
+    deep: bool = False  # after a night's stacks, refresh the deep stacks (all nights) of its targets
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ class StackGroup:
     rows: tuple[dict, ...]  # catalog rows of the aligned lights
     reference: dict | None  # the night/target alignment reference row (maybe another filter)
     colour: bool = False  # one-shot-colour lights: an R, G, B cube, each channel stacked on its own
+    # A deep stack's nights, in order (`observd.core.deep_plan`): its frames come from all of them and
+    # `night` is the last; () for a nightly stack.
+    nights: tuple[str, ...] = ()
+
+    @property
+    def span(self) -> str:
+        """The nights it covers, as its picture and its events say it."""
+        if not self.nights:
+            return f"night {self.night}"
+        return f"{len(self.nights)} nights, {self.nights[0]} to {self.nights[-1]}"
 
     @property
     def paths(self) -> list[Path]:
@@ -69,28 +79,33 @@ def plan_stacks(
 
     `references` maps file id -> row for the alignment references the rows point at.
     """
+    wanted = [
+        row
+        for row in rows
+        if row["night"] == night
+        and (object is None or row["object"] == object)
+        and (filter is None or row["filter"] == filter)
+    ]
+    return [
+        StackGroup(night, obj, filt, members, references.get(members[0]["reference_id"]), colour)
+        for (obj, filt, colour), members in product_members(wanted, min_frames)
+    ]
+
+
+def product_members(rows: Sequence[dict], min_frames: int) -> list[tuple[tuple, tuple[dict, ...]]]:
+    """The aligned lights of `rows` by product, ((object, filter, colour), lights in time order), for
+    products of at least `min_frames` lights: a nightly stack's, or a deep stack's over all nights."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["frame_type"] != "light" or row["state"] != "aligned" or not row["aligned_path"]:
             continue
-        if (
-            row["night"] != night
-            or (object is not None and row["object"] != object)
-            or (filter is not None and row["filter"] != filter)
-        ):
-            continue
         colour = bool(row.get("bayer") and row.get("channel_stats"))
         groups.setdefault((row["object"], row["filter"], colour), []).append(row)
-    plans = []
-    for (obj, filt, colour), members in sorted(
-        groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "", kv[0][2])
-    ):
-        if len(members) < max(1, min_frames):
-            continue
-        members.sort(key=lambda r: (r["date_obs"] or "", r["path"]))
-        ref_id = members[0]["reference_id"]
-        plans.append(StackGroup(night, obj, filt, tuple(members), references.get(ref_id), colour))
-    return plans
+    members = []
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "", kv[0][2])):
+        if len(group) >= max(1, min_frames):
+            members.append((key, tuple(sorted(group, key=lambda r: (r["date_obs"] or "", r["path"])))))
+    return members
 
 
 WEIGHTINGS = {"noise": "1/noise^2", "noise_fwhm": "1/(noise*FWHM)^2", "equal": "equal"}

@@ -103,6 +103,9 @@ class AlignJob:
     max_control_points: int = 50
     min_matches: int = 4
     bayer: str | None = None  # the raw frame's Bayer pattern: its calibrated frame is an R, G, B cube
+    # A transform already known (frame -> reference, 3x3): the frame is resampled with it, its stars
+    # are not matched (a deep stack's composed transform; `observd.pipeline.deep_stacks`).
+    matrix: tuple[tuple[float, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,7 @@ def align_calibrated(job: AlignJob) -> AlignResult:
         job.aligned_path,
         job.max_control_points,
         job.min_matches,
+        job.matrix,
     )
 
 
@@ -231,9 +235,12 @@ def _align(
     out_path: str,
     max_control_points: int,
     min_matches: int,
+    matrix: tuple[tuple[float, ...], ...] | None = None,
 ) -> AlignResult:
     try:
-        if file_id == ref.file_id:
+        if matrix is not None:
+            transform = Transform.from_matrix(np.asarray(matrix, dtype=np.float64), 0.0, 0)
+        elif file_id == ref.file_id:
             transform = Transform.from_matrix(np.eye(3), 0.0, len(stars))
         else:
             transform = find_transform(
@@ -251,14 +258,22 @@ def _align(
     )
     aligned_mask = bad_out.astype(np.uint8) * MASK_BAD | (saturated_out & ~bad_out).astype(np.uint8) * MASK_SATURATED
     h = header.copy()
-    h["ALIGNREF"] = (ref.name, "reference frame of this night and target")
-    h["ALIGNRMS"] = (round(transform.rms, 4), "[px] residual RMS of matched stars")
-    h["ALIGNNM"] = (transform.n_matches, "stars matched")
-    h["ALIGNROT"] = (round(transform.rotation_deg, 4), "[deg] rotation frame -> reference")
-    h.add_history(
-        f"observd {__version__}: aligned to {ref.name} ({transform.n_matches} stars, "
-        f"rms {transform.rms:.3f} px, rotation {transform.rotation_deg:.2f} deg)"
-    )
+    if matrix is not None:
+        h["ALIGNREF"] = (ref.name, "deep reference of this target (all nights)")
+        h["ALIGNROT"] = (round(transform.rotation_deg, 4), "[deg] rotation frame -> reference")
+        h.add_history(
+            f"observd {__version__}: resampled once onto {ref.name}, the target's deep reference, with its "
+            f"night's transform composed with the night reference's to it (rotation {transform.rotation_deg:.2f} deg)"
+        )
+    else:
+        h["ALIGNREF"] = (ref.name, "reference frame of this night and target")
+        h["ALIGNRMS"] = (round(transform.rms, 4), "[px] residual RMS of matched stars")
+        h["ALIGNNM"] = (transform.n_matches, "stars matched")
+        h["ALIGNROT"] = (round(transform.rotation_deg, 4), "[deg] rotation frame -> reference")
+        h.add_history(
+            f"observd {__version__}: aligned to {ref.name} ({transform.n_matches} stars, "
+            f"rms {transform.rms:.3f} px, rotation {transform.rotation_deg:.2f} deg)"
+        )
     # The stack reads it again, but from disk: keeping every aligned frame of the night in the
     # page cache costs more (new pages for each output) than reading them back once (A/B)
     write_atomic(Path(out_path), image_hdus(aligned, h, uncertainty=aligned_unc, mask=aligned_mask), cache=False)

@@ -72,15 +72,15 @@ def solve_stack(config: Config, path: Path, stars: Stars | None, hint_header: fi
         return Solution("failed", f"{type(exc).__name__}: {exc}")
 
 
-def wcs_to_lights(config: Config, catalog: Catalog, stack: Path, group: StackGroup, night_rows: list[dict]) -> None:
-    """With `[astrometry] lights`, the solved `stack`'s WCS into every aligned light of its target
-    and filter on the same reference grid (judged bad ones too: they are aligned all the same);
-    one event says how many, and why any was left out."""
+def wcs_to_lights(config: Config, catalog: Catalog, stack: Path, group: StackGroup) -> None:
+    """With `[astrometry] lights`, the solved nightly `stack`'s WCS into every aligned light of its
+    target and filter on the same reference grid (judged bad ones too: they are aligned all the
+    same); one event says how many, and why any was left out."""
     if not config.astrometry.lights or group.reference is None:
         return
     lights = [
         Path(r["aligned_path"])
-        for r in night_rows
+        for r in catalog.files(night=group.night, types=("light",))
         if r["aligned_path"]
         and r["reference_id"] == group.reference["id"]
         and (r["object"], r["filter"]) == (group.object, group.filter)

@@ -60,7 +60,7 @@ from observd.adapters.fits_rows import FitsSource, MaskedOffset, mask_hdu
 from observd.core.bayer import luminance
 from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
-from observd.core.layout import stack_stem
+from observd.core.layout import deep_stack_stem, stack_stem
 from observd.core.measure import Stars, measure
 from observd.core.stack_plan import (
     WEIGHTINGS,
@@ -76,7 +76,15 @@ from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
 from observd.pipeline.composites import build_composites, picture_gains
 
-__all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
+__all__ = [
+    "StackProduct",
+    "StackError",
+    "build_and_record",
+    "build_stack",
+    "stack_frames",
+    "stack_header",
+    "stack_night",
+]
 
 
 class StackError(Exception):
@@ -98,6 +106,7 @@ class StackProduct:
     input_ids: tuple[int, ...]
     channels: str | None = None  # 'R,G,B' for a colour cube
     stars: Stars | None = field(default=None, compare=False, repr=False)  # measured on the stack (luminance)
+    nights: tuple[str, ...] = ()  # a deep stack's nights (`observd.pipeline.deep_stacks`); () for a nightly one
 
 
 def stack_header(
@@ -120,11 +129,19 @@ def stack_header(
         if first.get(column):
             h[key] = first[column]
     h["DATE-OBS"] = (first["date_obs"] or "", "start of the first frame (UTC)")
-    h["NIGHT"] = (group.night, "observing night (local date of the evening)")
+    if group.nights:
+        h["NIGHTS"] = (f"{group.nights[0]}..{group.nights[-1]}", f"deep stack of {len(group.nights)} observing nights")
+    else:
+        h["NIGHT"] = (group.night, "observing night (local date of the evening)")
     h["NCOMBINE"] = (len(group.rows), "frames combined")
     h["EXPTIME"] = (group.total_exptime, "[s] total exposure of the inputs")
     h["TOTEXP"] = (group.total_exptime, "[s] total exposure of the inputs")
     h["ALIGNREF"] = ((group.reference or {}).get("name") or "", "alignment reference frame")
+    if group.nights:
+        h.add_history(
+            f"observd {__version__}: deep stack of {len(group.nights)} nights; each frame resampled once onto "
+            "the target's deep reference, its night's masters applied"
+        )
     h["SKYNOISE"] = (round(noise, 4), "[adu] background RMS of the stack")
     if fwhm is not None:
         h["FWHM"] = (round(fwhm, 3), "[px] median star FWHM of the stack")
@@ -214,52 +231,9 @@ def stack_night(
     products, failures = [], []
     for group in groups:
         try:
-            product = _build(config, group, pool)
+            products.append(build_and_record(config, catalog, group, pool))
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
-            catalog.event(
-                "error",
-                "stack-failed",
-                f"stack {group.object} {group.filter} of {night} failed: {type(exc).__name__}: {exc}",
-            )
-            continue
-        # after the stack is written: its WCS (plate solving never fails a stack)
-        solution = solve_stack(config, product.path, product.stars, input_header(group.rows[0]))
-        if solution is not None and solution.state == "solved":
-            wcs_to_lights(config, catalog, product.path, group, rows)
-        catalog.add_product(
-            {
-                "night": product.night,
-                "object": product.object,
-                "filter": product.filter,
-                "path": str(product.path),
-                "preview_path": str(product.preview_path),
-                "thumbnail_path": str(product.thumbnail_path),
-                "n_combined": product.n_combined,
-                "total_exptime": product.total_exptime,
-                "reference": product.reference,
-                "noise": product.noise,
-                "channels": product.channels,
-                **(solution.record() if solution is not None else {}),
-            },
-            product.input_ids,
-        )
-        if solution is not None:
-            catalog.event(
-                "info" if solution.state == "solved" else "warning",
-                "plate-solve",
-                f"stack {product.object} {product.filter} of {night}: " + _solution_text(solution),
-                str(product.path),
-            )
-        catalog.event(
-            "info",
-            "stack",
-            f"stack {product.object} {product.filter} of {night}: "
-            f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
-            f"noise {product.noise:.3g} adu",
-            str(product.path),
-        )
-        products.append(product)
     build_composites(config, catalog, night)
     if failures:
         raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
@@ -268,6 +242,58 @@ def stack_night(
     elif not groups:
         catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
     return products
+
+
+def build_and_record(config: Config, catalog: Catalog, group: StackGroup, pool: Executor | None) -> StackProduct:
+    """Build one product (nightly, or deep: `group.nights`), plate solve it, record it as the current
+    product of its target and filter, and say so; a failure is said, then raised."""
+    try:
+        product = build_stack(config, group, pool)
+    except Exception as exc:
+        catalog.event(
+            "error",
+            "stack-failed",
+            f"stack {group.object} {group.filter} of {group.span} failed: {type(exc).__name__}: {exc}",
+        )
+        raise
+    # after the stack is written: its WCS (plate solving never fails a stack)
+    solution = solve_stack(config, product.path, product.stars, input_header(group.rows[0]))
+    if solution is not None and solution.state == "solved" and not group.nights:
+        wcs_to_lights(config, catalog, product.path, group)
+    catalog.add_product(
+        {
+            "night": None if product.nights else product.night,
+            "nights": ",".join(product.nights) or None,
+            "object": product.object,
+            "filter": product.filter,
+            "path": str(product.path),
+            "preview_path": str(product.preview_path),
+            "thumbnail_path": str(product.thumbnail_path),
+            "n_combined": product.n_combined,
+            "total_exptime": product.total_exptime,
+            "reference": product.reference,
+            "noise": product.noise,
+            "channels": product.channels,
+            **(solution.record() if solution is not None else {}),
+        },
+        product.input_ids,
+    )
+    if solution is not None:
+        catalog.event(
+            "info" if solution.state == "solved" else "warning",
+            "plate-solve",
+            f"stack {product.object} {product.filter} of {group.span}: " + _solution_text(solution),
+            str(product.path),
+        )
+    catalog.event(
+        "info",
+        "stack",
+        f"stack {product.object} {product.filter} of {group.span}: "
+        f"{product.n_combined} frames, {format_exposure(product.total_exptime)}, "
+        f"noise {product.noise:.3g} adu",
+        str(product.path),
+    )
+    return product
 
 
 def _solution_text(solution) -> str:
@@ -289,7 +315,9 @@ def _floor_uncertainty(unc: np.ndarray, count: np.ndarray, rows: Sequence[dict])
     return unc
 
 
-def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
+def build_stack(config: Config, group: StackGroup, pool: Executor | None) -> StackProduct:
+    """Combine a group's frames and write the product and its pictures (a deep group's under
+    `<output>/deep/`)."""
     c = config.stack
     n = len(group.rows)
     rejection = rejection_for(c.rejection, n, c.small_n, c.sigma)
@@ -320,9 +348,13 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         weights = np.mean(all_weights, axis=0)
     else:
         (data, unc, count), weights = stacked[0], all_weights[0]
-    stem = stack_stem(config.paths.output, group.night, group.object, group.filter, "RGB" if group.colour else "")
+    kind = "RGB" if group.colour else ""
+    if group.nights:
+        stem = deep_stack_stem(config.paths.output, group.object, group.filter, kind)
+    else:
+        stem = stack_stem(config.paths.output, group.night, group.object, group.filter, kind)
     title = f"{group.object or 'unknown'} — {group.filter or 'no filter'}" + (" (colour)" if group.colour else "")
-    lines = [f"{n} frames, {format_exposure(group.total_exptime)}", f"night {group.night}"]
+    lines = [f"{n} frames, {format_exposure(group.total_exptime)}", group.span]
     empty = count == 0
     # The pictures are drawn, and the stack measured, by the pool's workers (which have
     # matplotlib, SEP and scipy loaded: this process need not import them) while this process
@@ -366,4 +398,5 @@ def _build(config: Config, group: StackGroup, pool: Executor | None) -> StackPro
         tuple(r["id"] for r in group.rows),
         "R,G,B" if group.colour else None,
         stars,
+        group.nights,
     )

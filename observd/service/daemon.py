@@ -60,6 +60,14 @@ def _default_stack_night(config: Config, catalog: Catalog, night: str, pool: Exe
     return stack_night(config, catalog, night, pool=pool)
 
 
+def _default_refresh_deep(
+    config: Config, catalog: Catalog, night: str, stopping: Callable[[], bool], pool: Executor | None = None
+) -> list:
+    from observd.pipeline.deep_stacks import refresh_after_night  # as stack_night: it brings matplotlib
+
+    return refresh_after_night(config, catalog, night, pool=pool, should_stop=stopping)
+
+
 class Daemon:
     """The `observd run` service. `run()` blocks until SIGTERM/SIGINT (or `request_stop()`).
 
@@ -101,6 +109,9 @@ class Daemon:
             lambda: self._wake.set(),
             finish=lambda night: self.reducer.finish_night(night),
             on_stacked=lambda night: self.reports.schedule(self.catalog, self.config, night),
+            refresh_deep=lambda c, catalog, night, stopping: _default_refresh_deep(
+                c, catalog, night, stopping, pool=self._pool
+            ),
         )
         self.reports = MorningReports(clock=clock, send=send_message)
         self._alarm_sender = Sender(log_delivery, send=send_message, name="observd-alarms")

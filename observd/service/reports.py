@@ -90,6 +90,11 @@ def product_entry(row: dict) -> dict:
     return entry
 
 
+def deep_product_entry(row: dict) -> dict:
+    """A deep stack (all nights of a target): a product entry (its `night` null) and its `nights`."""
+    return dict(product_entry(row), nights=row["nights"].split(","))
+
+
 def astrometry_entry(row: dict) -> dict | None:
     """A product's plate solution (`products.solve_*`), or null when solving was not attempted."""
     if not row.get("solve_state"):
@@ -189,6 +194,7 @@ def status_report(
         "failures": [frame_entry(r) for r in files if r["state"] in FAILURE_STATES],
         "bad": [frame_entry(r) for r in files if r["state"] == "bad"],
         "products": [product_entry(p) for p in catalog.products(night=night)],
+        "deep_products": [deep_product_entry(p) for p in catalog.products(deep=True)],
         "quality": _quality(files, lights),
     }
 
@@ -237,6 +243,15 @@ def format_status(report: dict) -> str:
             )
             if (wcs := format_astrometry(p.get("astrometry"))) is not None:
                 out.append(f"    {wcs}")
+    if report.get("deep_products"):
+        out.append("\nDeep stacks (all nights):")
+        for p in report["deep_products"]:
+            nights = p["nights"]
+            out.append(
+                f"  {p['object']} [{p['filter']}] N={p['n_combined']} {p['total_exptime']:.0f} s, "
+                f"{len(nights)} nights {nights[0]}..{nights[-1]}, reference {p['reference']}\n"
+                f"    {p['path']}\n    {p['preview_path']}"
+            )
     return "\n".join(out)
 
 

@@ -5,8 +5,10 @@ than half-way through writing a night. The same spec gives byte-identical files:
 wall-clock value enters a header, and every random draw comes from
 ``seeded(spec.seed, STREAM, index...)``, one stream per purpose (sensor, optics, flats,
 star catalogues, seeing, plan, each frame's noise), so the camera and the star fields stay
-the same when only the plan changes. A new random quantity takes a new stream number
-(appended, never inserted), or every existing night would change.
+the same when only the plan changes. The camera, the telescope and the star catalogues come
+from ``spec.setup_key`` (``setup_seed`` when given): nights simulated with different seeds and one
+``setup_seed`` are several nights of one setup on one sky (deep stacks). A new random quantity
+takes a new stream number (appended, never inserted), or every existing night would change.
 
 A colour (one-shot-colour, CFA) camera is a spec with ``bayer`` set: the sensor's physical
 Bayer pattern at the top-left pixel of its readout (prescan included, sensor row 0 at the
@@ -37,8 +39,8 @@ FLAT_EXPTIME = {"L": 1.0, "R": 2.0, "G": 2.0, "B": 3.0, "Ha": 20.0, "OIII": 20.0
 FLAT_EXPTIME_OTHER = 2.0
 
 # Independent random streams: seeded(seed, STREAM, index...).
-SENSOR, OPTICS, FLAT, CATALOG, SEEING, PLAN, FRAME = range(7)
-COLOUR = 7  # star colours of a CFA night, per target: seeded(seed, COLOUR, k)
+SENSOR, OPTICS, FLAT, CATALOG, SEEING, PLAN, FRAME = range(7)  # the first four from setup_key
+COLOUR = 7  # star colours of a CFA night, per target: seeded(setup_key, COLOUR, k)
 
 BAYER_PATTERNS = ("RGGB", "GRBG", "GBRG", "BGGR")
 ROW_ORDERS = ("TOP-DOWN", "BOTTOM-UP", None)
@@ -114,6 +116,14 @@ class SimSpec:
     flat_colour: tuple[float, float, float] = (0.85, 1.0, 1.15)  # twilight / flat lamp, per channel
     site: tuple[float, float] = (13.405, 52.52)  # (longitude, latitude) degrees, seestar cards
     seeing: float | None = None  # px: every target's FWHM (frames +-0.15 px); None = 2.7-3.2 per target
+    setup_seed: int | None = None  # seed of what stays from night to night: the camera, the telescope (its
+    # flat field) and the star fields; None = `seed`. Nights with one setup_seed and their own `seed`
+    # are several nights of one setup on one sky, each with its own plan, seeing and noise
+
+    @property
+    def setup_key(self) -> int:
+        """The seed of the sensor, optics, flat-field and star-catalogue streams (`setup_seed`, else `seed`)."""
+        return self.seed if self.setup_seed is None else self.setup_seed
 
     def __post_init__(self) -> None:
         if self.dialect == "seestar":  # the S50's own defaults (a frozen dataclass: set once, here)

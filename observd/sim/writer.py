@@ -147,10 +147,10 @@ def build_night(spec: SimSpec) -> Night:
         dark_current=spec.dark_current,
         hot_pixel_fraction=spec.hot_pixel_fraction,
         ref_temp=spec.ccd_temp,
-        rng=seeded(spec.seed, SENSOR),
+        rng=seeded(spec.setup_key, SENSOR),
     )
-    optics = scene.make_optics(shape, seeded(spec.seed, OPTICS))
-    flats = {f: scene.make_flat(shape, optics, seeded(spec.seed, FLAT, i)) for i, f in enumerate(spec.filters)}
+    optics = scene.make_optics(shape, seeded(spec.setup_key, OPTICS))
+    flats = {f: scene.make_flat(shape, optics, seeded(spec.setup_key, FLAT, i)) for i, f in enumerate(spec.filters)}
     colours = None
     if spec.bayer is not None:  # the sensor's colour sites over its whole readout, then as stored
         readout = mosaic.sensor_colours(spec.bayer, shape[0], spec.prescan + shape[1] + spec.overscan)
@@ -165,13 +165,15 @@ def build_night(spec: SimSpec) -> Night:
         f_sat = max(headroom, 1000.0) / scene.psf_peak_fraction(fwhm)
         f_min = min(40.0 * noise_adu, f_sat / 10.0)
         catalogs[target.name] = scene.make_catalog(
-            shape, target.n_stars, f_min=f_min, f_sat=f_sat, margin=20.0, rng=seeded(spec.seed, CATALOG, k)
+            shape, target.n_stars, f_min=f_min, f_sat=f_sat, margin=20.0, rng=seeded(spec.setup_key, CATALOG, k)
         )
     if colours is None:
         return Night(sensor, flats, catalogs)
     qe = np.asarray(spec.channel_qe, np.float64)
     star_rgb = {
-        t.name: catalogs[t.name][:, 2:3] * scene.star_colours(len(catalogs[t.name]), seeded(spec.seed, COLOUR, k)) * qe
+        t.name: catalogs[t.name][:, 2:3]
+        * scene.star_colours(len(catalogs[t.name]), seeded(spec.setup_key, COLOUR, k))
+        * qe
         for k, t in enumerate(spec.targets)
     }
     return Night(
