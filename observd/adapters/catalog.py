@@ -352,6 +352,22 @@ class Catalog:
             [product_id],
         )
 
+    def add_light_curve(self, record: dict) -> int:
+        """A new current light curve (or why there is none); it supersedes the one of its night,
+        target, object and filter."""
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE light_curves SET current = 0 WHERE night = ? AND target = ? AND object IS ? AND filter IS ?",
+                [record["night"], record["target"], record.get("object"), record.get("filter")],
+            )
+            return self.db["light_curves"].insert(dict(record, current=1, created=utcnow())).last_pk
+
+    def light_curves(self, *, night: str | None = None) -> list[dict]:
+        """The current light curves (and the reasons for those not made)."""
+        if not self.db["light_curves"].exists():  # a catalog read-only, of an observd before light curves
+            return []
+        return self._select("light_curves", "night, target, object, filter", where=["current = 1"], night=night)
+
     def mark_stacked(self, night: str, n_products: int) -> None:
         with self.db.atomic():
             self.db["stack_runs"].upsert({"night": night, "ran_at": utcnow(), "n_products": n_products}, pk="night")

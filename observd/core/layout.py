@@ -75,3 +75,10 @@ def stack_stem(output: Path, night: str, object: str | None, filter: str | None,
 def composite_stem(output: Path, night: str, object: str | None, kind: str) -> Path:
     """A colour composite of mono stacks: `<object>_<kind>` (kind RGB, LRGB, SHO...)."""
     return night_folder(output, night) / "stacks" / f"{slug(object, 'unknown')}_{kind}"
+
+
+def light_curve_stem(output: Path, night: str, target: str, object: str | None, filter: str | None) -> Path:
+    """A light curve's path without suffix (`.ecsv`, `.png`): `<target>_<object>_<filter>`, the
+    target measured on the frames of one stack."""
+    name = f"{slug(target, 'target')}_{slug(object, 'unknown')}_{slug(filter, 'nofilter')}"
+    return night_folder(output, night) / "lightcurves" / name

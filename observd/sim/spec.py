@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from observd.sim.dialects import DIALECTS
+from observd.sim.variables import VariableStar
 
 FLAT_TIMES = ("dawn", "dusk")
 
@@ -65,6 +66,7 @@ class TargetSpec:
     n_stars: int = 150
     ra: float | None = None  # degrees (seestar RA card); None: derived from the name
     dec: float | None = None  # degrees (seestar DEC card); None: derived from the name
+    variables: tuple[VariableStar, ...] = ()  # variable stars in the field (observd.sim.variables; mono only)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class SimSpec:
     flat_colour: tuple[float, float, float] = (0.85, 1.0, 1.15)  # twilight / flat lamp, per channel
     site: tuple[float, float] = (13.405, 52.52)  # (longitude, latitude) degrees, seestar cards
     seeing: float | None = None  # px: every target's FWHM (frames +-0.15 px); None = 2.7-3.2 per target
+    # "/px: the targets are placed on the sky (a TAN WCS per target in the truth, centred on its RA/Dec), and
+    # nina lights carry RA/DEC, OBJCTRA/OBJCTDEC and SITELAT/SITELONG; None: no sky coordinates (as before)
+    pixel_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.dialect == "seestar":  # the S50's own defaults (a frozen dataclass: set once, here)
@@ -141,6 +146,10 @@ class SimSpec:
         if min(self.n_bias, self.n_dark, self.n_flat) < 0:
             problems.append("n_bias, n_dark and n_flat must be >= 0")
         problems += self._colour_problems()
+        if self.bayer is not None and any(t.variables for t in self.targets):
+            problems.append("variable stars are simulated for mono cameras only")
+        if self.pixel_scale is not None and not self.pixel_scale > 0:
+            problems.append(f"pixel_scale {self.pixel_scale!r} must be > 0 (arcsec per pixel)")
         try:
             date.fromisoformat(self.night)
             ZoneInfo(self.timezone)
