@@ -352,15 +352,13 @@ class Catalog:
             [product_id],
         )
 
-    def add_light_curve(self, record: dict) -> int:
-        """A new current light curve (or why there is none); it supersedes the one of its night,
-        target, object and filter."""
+    def replace_light_curves(self, night: str, records: Iterable[dict]) -> None:
+        """The night's light curves (and the reasons for those not made), made again as a whole:
+        they supersede all the night's earlier ones (kept, no longer current)."""
+        now = utcnow()
         with self.db.atomic():
-            self.db.execute(
-                "UPDATE light_curves SET current = 0 WHERE night = ? AND target = ? AND object IS ? AND filter IS ?",
-                [record["night"], record["target"], record.get("object"), record.get("filter")],
-            )
-            return self.db["light_curves"].insert(dict(record, current=1, created=utcnow())).last_pk
+            self.db.execute("UPDATE light_curves SET current = 0 WHERE night = ?", [night])
+            self.db["light_curves"].insert_all(dict(r, night=night, current=1, created=now) for r in records)
 
     def light_curves(self, *, night: str | None = None) -> list[dict]:
         """The current light curves (and the reasons for those not made)."""

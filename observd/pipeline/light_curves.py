@@ -104,12 +104,13 @@ def light_curves_of_night(config: Config, catalog: Catalog, night: str) -> list[
         kept = [r for r in outcomes if not r.get("outside")] if target.ra is not None else outcomes
         if not kept:
             fields = "; ".join(r["reason"] for r in outcomes) or "no stack this night"
-            kept = [_skipped(night, target, None, None, f"not in the field of any stack of the night ({fields})")]
+            kept = [_skipped(night, target, None, f"not in the field of any stack of the night ({fields})")]
         for record in kept:
             record.pop("outside", None)
-            catalog.add_light_curve(record)
-            _tell(catalog, record)
             records.append(record)
+    catalog.replace_light_curves(night, records)
+    for record in records:
+        _tell(catalog, record)
     return records
 
 
