@@ -150,3 +150,17 @@ def test_bjd_tdb_and_airmass_offline():
     assert correction == pytest.approx(geocentric.to_value("s"), abs=0.025)
     assert airmass_from_altitude(np.array([90.0, -5.0]))[0] == pytest.approx(1.0, abs=1e-3)
     assert np.isnan(airmass_from_altitude(np.array([-5.0]))[0])
+
+
+def test_errors_without_photon_noise_do_not_make_every_comparison_variable():
+    """The gain unknown, the errors leave the stars' photon noise out (here: 0.3 % for 1 % of
+    noise): judged against each other, only the variable star goes."""
+    rng = np.random.default_rng(7)
+    true = np.array([10000.0, 9000.0, 11000.0, 9500.0, 10500.0, 12000.0])
+    flux = true * rng.uniform(0.8, 1.0, 60)[:, None] * (1 + rng.normal(0, 0.01, (60, 6)))
+    flux[:, 3] *= 1 + 0.1 * np.sin(np.arange(60) / 5.0)
+    args = (flux, 0.003 * flux, np.zeros(flux.shape, bool), np.ones(60, bool), float(np.median(flux[:, 0])))
+    known = choose_comparisons(*args, max_n=8, brightness_ratio=4.0, max_scatter=3.0)
+    unknown = choose_comparisons(*args, max_n=8, brightness_ratio=4.0, max_scatter=3.0, errors_complete=False)
+    assert len(known.chosen) == 2  # taken at their word, the errors call the steady stars variable too
+    assert sorted(unknown.chosen) == [0, 1, 2, 4, 5] and list(unknown.dropped) == [3]

@@ -18,7 +18,8 @@ target's over the ensemble's, normalised to its median over the good frames, wit
 errors added in quadrature. Comparison stars are chosen automatically (`choose_comparisons`):
 in the frame everywhere, never saturated or on a bad pixel, of similar brightness, and steady —
 each one's own light curve against the ensemble of the others must not scatter more than
-``max_comparison_scatter`` times its expected noise (the worst is dropped, one at a time).
+``max_comparison_scatter`` times its expected noise (times the candidates' typical ratio when
+the errors leave the photon noise out, the gain being unknown); the worst is dropped, one at a time.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ def choose_comparisons(
     max_n: int,
     brightness_ratio: float,
     max_scatter: float,
+    errors_complete: bool = True,
 ) -> Comparisons:
     """The comparison ensemble among candidate stars (columns of the (frames, candidates) arrays).
 
@@ -213,7 +215,10 @@ def choose_comparisons(
     while len(chosen) >= 3:
         ratios = [_scatter_ratio(flux, error, good, chosen, i) for i in chosen]
         worst = int(np.argmax(ratios))
-        if not ratios[worst] > max_scatter:
+        # errors that leave out a noise (the stars' photon noise when the gain is unknown): against
+        # the candidates' typical ratio instead, or every star would look variable
+        scale = 1.0 if errors_complete else max(1.0, float(np.median(ratios)))
+        if not ratios[worst] > max_scatter * scale:
             break
         dropped[chosen[worst]] = f"variable: scatter {ratios[worst]:.1f} x its expected noise"
         del chosen[worst]
@@ -226,13 +231,14 @@ def _scatter_ratio(flux: np.ndarray, error: np.ndarray, good: np.ndarray, chosen
     others = [j for j in chosen if j != i]
     ens, ens_err = ensemble(flux, error, others)
     rel, rel_err = relative_flux(flux[:, i], error[:, i], ens, ens_err, good)
-    # robust: a cosmic ray in one frame is not variability
-    spread = 1.4826 * np.nanmedian(np.abs(rel[good] - np.nanmedian(rel[good])))
+    # not a robust spread: a star off in one frame only (a neighbour blending into its aperture in
+    # poor seeing, a cosmic ray) harms the ensemble in that frame as much as a variable would
+    spread = np.nanstd(rel[good])
     return float(spread / np.nanmedian(rel_err[good]))
 
 
 def outliers(y: np.ndarray, error: np.ndarray, good: np.ndarray, *, window: int = 7, limit: float = 5.0) -> np.ndarray:
-    """Good points more than `limit` errors off the running median of the `window` good points
+    """Good points more than `limit` sigma off the running median of the `window` good points
     around them (a cosmic ray or a satellite in one aperture). A transit's ingress or a pulsation
     is smooth over a few frames, and a running median follows it."""
     index = np.nonzero(good)[0]
@@ -244,7 +250,11 @@ def outliers(y: np.ndarray, error: np.ndarray, good: np.ndarray, *, window: int 
     # ends reflected through the end points, so that a slope (an egress at the last frame) goes on
     padded = np.concatenate([2 * values[0] - values[half:0:-1], values, 2 * values[-1] - values[-2 : -half - 2 : -1]])
     running = np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
-    flagged[index] = np.abs(values - running) > limit * error[index]
+    deviation = values - running
+    # the errors, or the deviations' own robust spread when that is larger (errors that leave out
+    # a noise must not flag every other frame)
+    spread = 1.4826 * np.median(np.abs(deviation))
+    flagged[index] = np.abs(deviation) > limit * np.maximum(error[index], spread)
     return flagged
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -187,20 +188,34 @@ def _light_curve(config: Config, catalog: Catalog, night: str, target: Target, s
             "(needed for BJD_TDB and airmass)"
         )
     shape = (int(ref_header["NAXIS2"]), int(ref_header["NAXIS1"]))
-    x0, y0 = (float(v) for v in wcs.all_world2pix([[ra, dec]], 0)[0])
-    ref_fwhm = reference["fwhm"] or float(np.median([r["fwhm"] for r in rows if r["fwhm"]] or [3.0]))
+    ref_fwhm = reference["fwhm"] or float(np.median([r["fwhm"] for r in rows if r["fwhm"]] or [FALLBACK_FWHM]))
     margin = p.annulus_fwhm[1] * ref_fwhm
-    if not (margin <= x0 <= shape[1] - 1 - margin and margin <= y0 <= shape[0] - 1 - margin):
-        raise _outside(
-            f"{target.name} ({_radec_text(ra, dec)}) is outside the field of {stack['object']} [{stack['filter']}]: "
-            f"pixel ({x0:.0f}, {y0:.0f}) of {shape[1]}x{shape[0]}, the annulus needs {margin:.0f} px of margin"
-        )
+    x0, y0, why = _pixel(wcs, ra, dec, shape)
+    if why is None and not (margin <= x0 <= shape[1] - 1 - margin and margin <= y0 <= shape[0] - 1 - margin):
+        why = f"pixel ({x0:.0f}, {y0:.0f}) of {shape[1]}x{shape[0]}, the annulus needs {margin:.0f} px of margin"
+    if why is not None:
+        field = f"{stack['object']} [{stack['filter']}]"
+        raise _outside(f"{target.name} ({_radec_text(ra, dec)}) is outside the field of {field}: {why}")
     stars = np.array(json.loads(reference["stars"]) or np.empty((0, 3)), np.float64).reshape(-1, 3)
     x0, y0, detected = _snap(x0, y0, stars, SNAP_FWHM * ref_fwhm)
     others = _candidates(stars, x0, y0, ref_fwhm, detected, CANDIDATES * p.max_comparisons)
     positions = np.vstack([[x0, y0], others[:, :2]])  # the target first, then the candidates
     frames = [_measure_frame(config, row, positions) for row in rows]
     return _assemble(config, night, target, stack, rows, frames, positions, site, (ra, dec, source), detected, wcs)
+
+
+def _pixel(wcs: WCS, ra: float, dec: float, shape: tuple[int, int]) -> tuple[float, float, str | None]:
+    """(x, y) of (ra, dec) on the stack, or why it is not on it. A point far outside the field is
+    judged by its distance from the centre first: a tangent-plane projection (and its SIP
+    inversion) means nothing there, 90° away it is not even defined."""
+    centre = wcs.pixel_to_world((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    corner = wcs.pixel_to_world(0.0, 0.0)
+    distance = centre.separation(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"))
+    radius = centre.separation(corner)
+    if distance > 2.0 * radius:
+        return np.nan, np.nan, f"{distance.deg:.2f}° from its centre, whose corners are {radius.deg:.2f}° away"
+    x, y = wcs.all_world2pix([[ra, dec]], 0, quiet=True)[0]
+    return float(x), float(y), None
 
 
 def _where(target: Target, header: fits.Header, stack: dict) -> tuple[float, float, str]:
@@ -250,6 +265,8 @@ class FrameMeasurement:
     x: float  # the target's position in the calibrated frame
     y: float
     header: fits.Header
+    errors: str  # what the flux errors include
+    errors_complete: bool  # photon noise included (an UNCERT plane, or a known gain)
 
 
 def _measure_frame(config: Config, row: dict, positions: np.ndarray) -> FrameMeasurement:
@@ -264,6 +281,13 @@ def _measure_frame(config: Config, row: dict, positions: np.ndarray) -> FrameMea
     xy = matrix[:2, :2] @ positions.T + matrix[:2, 2:3]
     flags = [] if row["fwhm"] else ["no_fwhm"]
     fwhm = float(row["fwhm"] or FALLBACK_FWHM)
+    gain = config.calibrate.gain or row["egain"]
+    if unc is not None:
+        errors = "the calibrated light's UNCERT plane (photon, sky, read noise, masters) and the sky level's"
+    elif gain:
+        errors = f"the annulus's pixel scatter (sky, read noise), photon noise at {gain:g} e-/ADU, the sky level's"
+    else:
+        errors = "the annulus's pixel scatter (sky, read noise) and the sky level's only: the gain is unknown"
     m = measure_stars(
         data,
         xy[0],
@@ -272,7 +296,7 @@ def _measure_frame(config: Config, row: dict, positions: np.ndarray) -> FrameMea
         annulus=(p.annulus_fwhm[0] * fwhm, p.annulus_fwhm[1] * fwhm),
         uncertainty=unc,
         mask=planes.mask,
-        gain=config.calibrate.gain or row["egain"],
+        gain=gain,
     )
     flags += [
         name for name, hit in (("saturated", m.saturated[0]), ("bad_pixel", m.bad_pixel[0]), ("edge", m.edge[0])) if hit
@@ -287,6 +311,8 @@ def _measure_frame(config: Config, row: dict, positions: np.ndarray) -> FrameMea
         float(xy[0, 0]),
         float(xy[1, 0]),
         planes.header,
+        errors,
+        unc is not None or bool(gain),
     )
 
 
@@ -323,6 +349,7 @@ def _assemble(
         max_n=p.max_comparisons,
         brightness_ratio=p.brightness_ratio,
         max_scatter=p.max_comparison_scatter,
+        errors_complete=all(f.errors_complete for f in frames),
     )
     if not comps.chosen:
         raise NoLightCurve(
@@ -372,6 +399,7 @@ def _assemble(
             "stack": stack["path"],
             "plane": "green (plane 2 of R,G,B)" if colour else "mono",
             "frames_measured": "calibrated lights, at the reference position through each light's alignment transform",
+            "errors": frames[0].errors,
             "aperture_radius_fwhm": p.aperture_fwhm,
             "annulus_fwhm": list(p.annulus_fwhm),
             "comparisons": [
