@@ -84,6 +84,10 @@ class NoLightCurve(Exception):
     """The light curve cannot be made; the message says why, for the status."""
 
 
+class OutsideField(NoLightCurve):
+    """The target is not in this stack's field (a named target may be in another stack's)."""
+
+
 @dataclass(frozen=True)
 class Target:
     name: str  # as configured
@@ -102,13 +106,11 @@ def light_curves_of_night(config: Config, catalog: Catalog, night: str) -> list[
         target = Target(name, None, None) if name == POINTING_TARGET else Target(name, *radec(where))
         outcomes = [_record(config, catalog, night, target, stack) for stack in stacks]
         # a named target outside a stack's field is another target's night: only said when in no field
-        kept = [r for r in outcomes if not r.get("outside")] if target.ra is not None else outcomes
+        kept = [r for r, outside in outcomes if not outside] if target.ra is not None else [r for r, _ in outcomes]
         if not kept:
-            fields = "; ".join(r["reason"] for r in outcomes) or "no stack this night"
+            fields = "; ".join(r["reason"] for r, _ in outcomes) or "no stack this night"
             kept = [_skipped(night, target, None, f"not in the field of any stack of the night ({fields})")]
-        for record in kept:
-            record.pop("outside", None)
-            records.append(record)
+        records += kept
     catalog.replace_light_curves(night, records)
     for record in records:
         _tell(catalog, record)
@@ -122,7 +124,8 @@ def _is_stack(catalog: Catalog, product: dict) -> bool:
 
 
 def _tell(catalog: Catalog, record: dict) -> None:
-    what = f"light curve of {record['target']} on {record['object']} [{record['filter']}] of {record['night']}"
+    stack = f" on {record['object']} [{record['filter']}]" if record["object"] else ""
+    what = f"light curve of {record['target']}{stack} of {record['night']}"
     if record["state"] == "written":
         text = (
             f"{what}: {record['n_good']}/{record['n_frames']} good frames, {record['n_comparisons']} comparison "
@@ -133,7 +136,7 @@ def _tell(catalog: Catalog, record: dict) -> None:
         catalog.event("warning", "light-curve", f"{what}: {record['state']} — {record['reason']}")
 
 
-def _skipped(night: str, target: Target, stack: dict | None, why: str, state: str = "skipped", **extra) -> dict:
+def _skipped(night: str, target: Target, stack: dict | None, why: str, state: str = "skipped") -> dict:
     return {
         "night": night,
         "target": target.name,
@@ -143,24 +146,18 @@ def _skipped(night: str, target: Target, stack: dict | None, why: str, state: st
         "reason": why,
         "ra": target.ra,
         "dec": target.dec,
-        **extra,
     }
 
 
-def _record(config: Config, catalog: Catalog, night: str, target: Target, stack: dict) -> dict:
+def _record(config: Config, catalog: Catalog, night: str, target: Target, stack: dict) -> tuple[dict, bool]:
+    """The light curve's record, and whether the target is outside the stack's field."""
     try:
-        return _light_curve(config, catalog, night, target, stack)
+        return _light_curve(config, catalog, night, target, stack), False
     except NoLightCurve as exc:
-        return _skipped(night, target, stack, str(exc), outside=getattr(exc, "outside", False))
+        return _skipped(night, target, stack, str(exc)), isinstance(exc, OutsideField)
     except Exception as exc:  # a light curve never fails the night's stacks
         log.warning("light curve of %s on %s failed", target.name, stack["path"], exc_info=True)
-        return _skipped(night, target, stack, f"{type(exc).__name__}: {exc}", state="failed")
-
-
-def _outside(message: str) -> NoLightCurve:
-    exc = NoLightCurve(message)
-    exc.outside = True
-    return exc
+        return _skipped(night, target, stack, f"{type(exc).__name__}: {exc}", state="failed"), False
 
 
 def stack_wcs(stack: dict) -> WCS:
@@ -179,7 +176,7 @@ def _light_curve(config: Config, catalog: Catalog, night: str, target: Target, s
     if reference is None or len(rows) < p.min_frames:
         raise NoLightCurve(f"only {len(rows)} aligned lights (needs {p.min_frames}, [photometry] min_frames)")
     wcs = stack_wcs(stack)
-    ref_header = read_planes(Path(reference["calibrated_path"])).header
+    ref_header = fits.getheader(reference["calibrated_path"])
     ra, dec, source = _where(target, ref_header, stack)
     site = site_from_header(ref_header, config.site.latitude, config.site.longitude, config.site.elevation)
     if site is None:
@@ -195,7 +192,7 @@ def _light_curve(config: Config, catalog: Catalog, night: str, target: Target, s
         why = f"pixel ({x0:.0f}, {y0:.0f}) of {shape[1]}x{shape[0]}, the annulus needs {margin:.0f} px of margin"
     if why is not None:
         field = f"{stack['object']} [{stack['filter']}]"
-        raise _outside(f"{target.name} ({_radec_text(ra, dec)}) is outside the field of {field}: {why}")
+        raise OutsideField(f"{target.name} ({_radec_text(ra, dec)}) is outside the field of {field}: {why}")
     stars = np.array(json.loads(reference["stars"]) or np.empty((0, 3)), np.float64).reshape(-1, 3)
     x0, y0, detected = _snap(x0, y0, stars, SNAP_FWHM * ref_fwhm)
     others = _candidates(stars, x0, y0, ref_fwhm, detected, CANDIDATES * p.max_comparisons)
