@@ -48,7 +48,7 @@ SPEC = SimSpec(
     seeing=3.0,
     n_dark=5,
     sky=100.0,
-    cosmic_rays=0,
+    cosmic_rays=4,  # per 512²: one per 10 s light of 256² (9 µm pixels: 5 cm², ~1 muon/cm²/min at sea level)
     targets=(
         TargetSpec(
             name="KELT-X",

@@ -11,6 +11,7 @@ from observd.core.calibrate import MASK_SATURATED
 from observd.core.photometry import (
     bin_series,
     choose_comparisons,
+    comparison_outliers,
     ensemble,
     measure_stars,
     outliers,
@@ -164,3 +165,19 @@ def test_errors_without_photon_noise_do_not_make_every_comparison_variable():
     unknown = choose_comparisons(*args, max_n=8, brightness_ratio=4.0, max_scatter=3.0, errors_complete=False)
     assert len(known.chosen) == 2  # taken at their word, the errors call the steady stars variable too
     assert sorted(unknown.chosen) == [0, 1, 2, 4, 5] and list(unknown.dropped) == [3]
+
+
+def test_a_cosmic_ray_on_a_comparison_star_leaves_the_ensemble_alone():
+    flux, error = _night(n_stars=5)
+    hit = flux.copy()
+    hit[17, 2] += 0.08 * hit[17, 2]  # 8 sigma of that star's noise, in one frame
+    good = np.ones(len(flux), bool)
+    rejected = comparison_outliers(hit, error, good, limit=4.0)
+    assert list(zip(*np.nonzero(rejected))) == [(17, 2)]
+    clean, _ = ensemble(flux, error)
+    patched, patched_err = ensemble(hit, error, rejected=rejected)
+    plain, plain_err = ensemble(hit, error)
+    assert abs(plain[17] / clean[17] - 1) > 0.015  # the hit moves the plain sum by 2 %
+    assert abs(patched[17] / clean[17] - 1) < 0.01  # the others, scaled, stay within the noise
+    assert np.array_equal(patched[:17], plain[:17])
+    assert patched_err[17] / patched[17] > plain_err[17] / plain[17]  # one star fewer: a larger relative error

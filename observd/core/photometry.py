@@ -38,6 +38,8 @@ __all__ = [
     "measure_stars",
     "ensemble",
     "choose_comparisons",
+    "comparison_outliers",
+    "deviations",
     "outliers",
     "bin_series",
     "point_to_point",
@@ -49,13 +51,14 @@ FLAGS = {
     "edge": "the target's annulus leaves the frame",
     "no_fwhm": "no FWHM measured on the frame",
     "clouds": "the ensemble's flux below half its median (clouds, dew)",
-    "outlier": "the relative flux off its neighbours' running median by more than 5 sigma (a cosmic ray, a satellite)",
+    "outlier": "the relative flux off its neighbours' running median by more than 4 sigma (a cosmic ray, a satellite)",
     "no_comparison": "no comparison star measurable",
 }
 """Why a frame is judged bad for photometry: kept in the light curve, flagged, left out of the
 comparison choice, the normalisation and the scatter."""
 
 CLOUD_FRACTION = 0.5  # an ensemble flux below this fraction of its median: light lost on the way
+OUTLIER_SIGMA = 4.0  # off the running median by this many sigma: one frame's accident (1 in 16,000 by chance)
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,41 @@ def _touches(aperture_mask, bad: np.ndarray, saturated: np.ndarray) -> tuple[boo
     return bool(bad_values[inside].any()), bool(sat_values[inside].any())
 
 
-def ensemble(flux: np.ndarray, error: np.ndarray, use: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ensemble(
+    flux: np.ndarray, error: np.ndarray, use=None, rejected: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's flux and error per frame: sums over the comparison stars `use` (columns of
-    the (frames, stars) arrays; all when None)."""
+    the (frames, stars) arrays; all when None). `rejected` (frames, stars in `use`): points left
+    out (a cosmic ray on one comparison star); a frame's sum of the others is then scaled by the
+    stars' typical fluxes, so that the ensemble keeps its level."""
     if use is not None:
         flux, error = flux[:, use], error[:, use]
-    return flux.sum(axis=1), np.sqrt((error**2).sum(axis=1))
+    if rejected is None or not rejected.any():
+        return flux.sum(axis=1), np.sqrt((error**2).sum(axis=1))
+    kept = ~rejected
+    levels = np.nanmedian(np.where(kept, flux, np.nan), axis=0)
+    scale = levels.sum() / (kept * levels).sum(axis=1)
+    return (kept * flux).sum(axis=1) * scale, np.sqrt((kept * error**2).sum(axis=1)) * scale
+
+
+def comparison_outliers(flux: np.ndarray, error: np.ndarray, good: np.ndarray, *, limit: float) -> np.ndarray:
+    """(frames, stars): the comparison points that jump off their star's light curve against the
+    ensemble of the others (`deviations`): a cosmic ray or a satellite in that star's aperture.
+    One star at most per frame, the one that deviates most: a jump in one star also moves the
+    others' curves (it is in their ensembles), by less."""
+    rejected = np.zeros(flux.shape, bool)
+    n = flux.shape[1]
+    if n < 3:  # with two stars, which one jumped cannot be told
+        return rejected
+    z = np.empty(flux.shape)
+    for i in range(n):
+        ens, ens_err = ensemble(flux, error, [j for j in range(n) if j != i])
+        rel, rel_err = relative_flux(flux[:, i], error[:, i], ens, ens_err, good)
+        z[:, i] = deviations(rel, rel_err, good)
+    worst = np.argmax(z, axis=1)
+    frames = np.nonzero(z[np.arange(len(z)), worst] > limit)[0]
+    rejected[frames, worst[frames]] = True
+    return rejected
 
 
 def relative_flux(
@@ -237,25 +269,32 @@ def _scatter_ratio(flux: np.ndarray, error: np.ndarray, good: np.ndarray, chosen
     return float(spread / np.nanmedian(rel_err[good]))
 
 
-def outliers(y: np.ndarray, error: np.ndarray, good: np.ndarray, *, window: int = 7, limit: float = 5.0) -> np.ndarray:
+def outliers(
+    y: np.ndarray, error: np.ndarray, good: np.ndarray, *, window: int = 7, limit: float = OUTLIER_SIGMA
+) -> np.ndarray:
     """Good points more than `limit` sigma off the running median of the `window` good points
     around them (a cosmic ray or a satellite in one aperture). A transit's ingress or a pulsation
     is smooth over a few frames, and a running median follows it."""
+    return deviations(y, error, good, window=window) > limit
+
+
+def deviations(y: np.ndarray, error: np.ndarray, good: np.ndarray, *, window: int = 7) -> np.ndarray:
+    """|y - its running median| in sigma, for the good points (0 elsewhere): sigma is the error, or
+    the deviations' own robust spread when that is larger (errors that leave out a noise must not
+    make every other frame an outlier)."""
     index = np.nonzero(good)[0]
-    flagged = np.zeros(len(y), bool)
+    z = np.zeros(len(y))
     if len(index) < window:
-        return flagged
+        return z
     values = y[index]
     half = window // 2
     # ends reflected through the end points, so that a slope (an egress at the last frame) goes on
     padded = np.concatenate([2 * values[0] - values[half:0:-1], values, 2 * values[-1] - values[-2 : -half - 2 : -1]])
     running = np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
     deviation = values - running
-    # the errors, or the deviations' own robust spread when that is larger (errors that leave out
-    # a noise must not flag every other frame)
     spread = 1.4826 * np.median(np.abs(deviation))
-    flagged[index] = np.abs(deviation) > limit * np.maximum(error[index], spread)
-    return flagged
+    z[index] = np.abs(deviation) / np.maximum(error[index], spread)
+    return z
 
 
 def bin_series(t: np.ndarray, y: np.ndarray, error: np.ndarray, width: float) -> tuple[np.ndarray, ...]:

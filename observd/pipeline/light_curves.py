@@ -58,8 +58,10 @@ from observd.core.layout import light_curve_stem
 from observd.core.photometry import (
     CLOUD_FRACTION,
     FLAGS,
+    OUTLIER_SIGMA,
     bin_series,
     choose_comparisons,
+    comparison_outliers,
     ensemble,
     measure_stars,
     outliers,
@@ -355,7 +357,8 @@ def _assemble(
             "([photometry] brightness_ratio)"
         )
     use = [c + 1 for c in comps.chosen]
-    ens, ens_err = ensemble(flux, error, use)
+    rejected = comparison_outliers(flux[:, use], error[:, use], good, limit=OUTLIER_SIGMA)
+    ens, ens_err = ensemble(flux[:, use], error[:, use], rejected=rejected)
     clouds = ens < CLOUD_FRACTION * np.median(ens[good])
     for i in np.nonzero(clouds & good)[0]:
         flags[i].append("clouds")
@@ -403,6 +406,7 @@ def _assemble(
                 {"x_ref": float(x), "y_ref": float(y), "ra_deg": float(r), "dec_deg": float(d), "median_flux": float(f)}
                 for (x, y), (r, d), f in zip(comp_xy, comp_world, np.median(flux[good][:, use], axis=0))
             ],
+            "comparison_points_rejected": int(rejected.sum()),  # cosmic rays on comparison stars
             "comparisons_dropped": {
                 "variable": sum(1 for why in comps.dropped.values() if why.startswith("variable")),
                 "other": sum(1 for why in comps.dropped.values() if not why.startswith("variable")),
