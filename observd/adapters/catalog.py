@@ -368,6 +368,20 @@ class Catalog:
         with self.db.atomic():
             self.db["deep_frames"].upsert(dict(record, aligned=record.get("aligned") or utcnow()), pk="file_id")
 
+    def replace_light_curves(self, night: str, records: Iterable[dict]) -> None:
+        """The night's light curves (and the reasons for those not made), made again as a whole:
+        they supersede all the night's earlier ones (kept, no longer current)."""
+        now = utcnow()
+        with self.db.atomic():
+            self.db.execute("UPDATE light_curves SET current = 0 WHERE night = ?", [night])
+            self.db["light_curves"].insert_all(dict(r, night=night, current=1, created=now) for r in records)
+
+    def light_curves(self, *, night: str | None = None) -> list[dict]:
+        """The current light curves (and the reasons for those not made)."""
+        if not self.db["light_curves"].exists():  # a catalog read-only, of an observd before light curves
+            return []
+        return self._select("light_curves", "night, target, object, filter", where=["current = 1"], night=night)
+
     def mark_stacked(self, night: str, n_products: int) -> None:
         with self.db.atomic():
             self.db["stack_runs"].upsert({"night": night, "ran_at": utcnow(), "n_products": n_products}, pk="night")

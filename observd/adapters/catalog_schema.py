@@ -222,4 +222,33 @@ def _migration_6(db: sqlite_utils.Database) -> None:
         db["deep_frames"].create_index(["object"])
 
 
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6]
+LIGHT_CURVE_COLUMNS = {
+    "id": int,
+    "night": str,
+    "target": str,  # the [photometry.targets] name ('OBJECT': the pointing target)
+    "object": str,  # the lights' OBJECT (which stack's frames were measured)
+    "filter": str,
+    "state": str,  # 'written' | 'skipped' | 'failed'
+    "reason": str,  # why skipped or failed
+    "path": str,  # the ECSV light curve
+    "plot_path": str,  # its PNG
+    "ra": float,  # the target's position, degrees
+    "dec": float,
+    "n_frames": int,
+    "n_good": int,  # frames not flagged bad
+    "n_comparisons": int,
+    "scatter": float,  # point-to-point scatter of the relative flux over the good frames
+    "expected": float,  # median expected error of the relative flux (photon + sky + read noise)
+    "created": str,
+    "current": int,
+}
+
+
+def _migration_7(db: sqlite_utils.Database) -> None:
+    """Light curves: one row per night, target and stack (object, filter) — written, or why not."""
+    if not db["light_curves"].exists():
+        db["light_curves"].create(LIGHT_CURVE_COLUMNS, pk="id", defaults={"current": 1})
+        db["light_curves"].create_index(["night", "current"])
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from observd.core.bayer import BAYER_PATTERNS, DEBAYER_METHODS
 from observd.core.frames import CALIBRATION_TYPES, DATA_TYPES
+from observd.core.wcs_hints import radec
 
 
 class ConfigError(Exception):
@@ -36,6 +37,10 @@ class PathsConfig:
 @dataclass(frozen=True)
 class SiteConfig:
     timezone: str = "UTC"  # IANA name; the night label flips at local noon
+    # the observatory, for light curves (BJD_TDB, airmass) when the lights carry no SITELAT/SITELONG
+    latitude: float | None = None  # degrees, north positive
+    longitude: float | None = None  # degrees, EAST positive (west of Greenwich is negative)
+    elevation: float = 0.0  # metres above sea level
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,24 @@ class AstrometryConfig:
     lights: bool = False  # also every aligned light: the stack's WCS (same pixel grid), no solve per light
 
 
+POINTING_TARGET = "OBJECT"
+"""The [photometry.targets] name that means each night's pointing target (see observd.pipeline.light_curves)."""
+
+
+@dataclass(frozen=True)
+class PhotometryConfig:
+    # light curves: name -> "RA Dec" (J2000; "02:04:10.26 +46:41:16.3" hours/degrees, or "31.04275 46.68786"
+    # degrees); the name "OBJECT" (value "") is each night's pointing target, at its lights' header coordinates
+    targets: dict[str, str] = field(default_factory=dict)
+    aperture_fwhm: float = 2.0  # aperture radius, in units of each frame's FWHM
+    annulus_fwhm: tuple[float, ...] = (4.0, 6.0)  # sky annulus inner and outer radii, in FWHM
+    max_comparisons: int = 8  # comparison stars in the ensemble at most
+    brightness_ratio: float = 4.0  # comparisons within this factor of the target's flux
+    max_comparison_scatter: float = 3.0  # a comparison scattering more than this x its expected noise is dropped
+    min_frames: int = 5  # fewer good frames: no light curve (the reason is recorded)
+    bin_minutes: float = 5.0  # the plot's binned points
+
+
 @dataclass(frozen=True)
 class NotifyConfig:
     urls: tuple[str, ...] = ()  # Apprise URLs (mailto://, ntfy://, tgram://, slack://, matrix://...)
@@ -187,6 +210,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     astrometry: AstrometryConfig = field(default_factory=AstrometryConfig)
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
     source: str = "<defaults>"  # where this configuration came from
 
     def with_paths(self, **paths: Path) -> Config:
@@ -380,9 +404,35 @@ def _check_semantics(config: Config) -> None:
         raise ConfigError(f"{src}: [astrometry] tweak_order = {config.astrometry.tweak_order!r}: expected 2 or 3")
     if config.astrometry.cpu_limit_s <= 0:
         raise ConfigError(f"{src}: [astrometry] cpu_limit_s = {config.astrometry.cpu_limit_s!r}: expected a number > 0")
+    _check_photometry(config.photometry, config.site, src)
     for key in ("min_bias", "min_dark", "min_flat"):
         if getattr(config.masters, key) < 1:
             raise ConfigError(f"{src}: [masters] {key} = {getattr(config.masters, key)!r}: expected an integer >= 1")
+
+
+def _check_photometry(p: PhotometryConfig, site: SiteConfig, src: str) -> None:
+    for name, where in p.targets.items():
+        if name != POINTING_TARGET and radec(where) is None:
+            raise ConfigError(
+                f'{src}: [photometry.targets] {name!r} = {where!r}: expected "RA Dec" (J2000), e.g. '
+                '"02:04:10.26 +46:41:16.3" (hours, degrees) or "31.04275 46.68786" (degrees)'
+            )
+    inner_outer = p.annulus_fwhm
+    if len(inner_outer) != 2 or not p.aperture_fwhm < inner_outer[0] < inner_outer[1]:
+        raise ConfigError(
+            f"{src}: [photometry] annulus_fwhm = {list(inner_outer)!r}: expected [inner, outer] with "
+            f"aperture_fwhm ({p.aperture_fwhm:g}) < inner < outer"
+        )
+    for key, low in (("aperture_fwhm", 0.0), ("brightness_ratio", 1.0), ("max_comparison_scatter", 1.0)):
+        if getattr(p, key) <= low:
+            raise ConfigError(f"{src}: [photometry] {key} = {getattr(p, key)!r}: expected a number > {low:g}")
+    for key in ("max_comparisons", "min_frames"):
+        if getattr(p, key) < 1:
+            raise ConfigError(f"{src}: [photometry] {key} = {getattr(p, key)!r}: expected an integer >= 1")
+    if site.latitude is not None and not -90 <= site.latitude <= 90:
+        raise ConfigError(f"{src}: [site] latitude = {site.latitude!r}: expected degrees, -90..90")
+    if site.longitude is not None and not -180 <= site.longitude <= 360:
+        raise ConfigError(f"{src}: [site] longitude = {site.longitude!r}: expected degrees east, -180..360")
 
 
 RESTART_ONLY = ("[paths]", "[daemon] workers", "[web]")

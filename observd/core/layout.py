@@ -105,3 +105,10 @@ def deep_aligned_path(output: Path, row: dict) -> Path:
 def deep_stack_stem(output: Path, object: str | None, filter: str | None, kind: str = "") -> Path:
     """A deep stack's path without suffix (as `stack_stem`; `kind` 'RGB' for a colour cube)."""
     return deep_folder(output, object) / _product_name(object, filter, kind)
+
+
+def light_curve_stem(output: Path, night: str, target: str, object: str | None, filter: str | None) -> Path:
+    """A light curve's path without suffix (`.ecsv`, `.png`): `<target>_<object>_<filter>`, the
+    target measured on the frames of one stack."""
+    name = f"{slug(target, 'target')}_{slug(object, 'unknown')}_{slug(filter, 'nofilter')}"
+    return night_folder(output, night) / "lightcurves" / name

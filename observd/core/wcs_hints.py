@@ -100,6 +100,24 @@ def position(header: Mapping) -> tuple[float | None, float | None, str | None]:
     return None, None, None
 
 
+def radec(text: str) -> tuple[float, float] | None:
+    """A target's "RA Dec" (J2000) in degrees: sexagesimal hours and degrees ("02:04:10.26 +46:41:16.3",
+    "02 04 10.26 +46 41 16.3") or two decimal numbers in degrees ("31.04275 46.68786"); None when
+    it is neither, or out of range."""
+    parts = str(text).replace(",", " ").split()
+    if len(parts) == 2 and all(_number(p) is not None for p in parts):
+        ra, dec = _number(parts[0]), _number(parts[1])
+    elif len(parts) in (2, 6) and all(re.fullmatch(r"[-+]?[\d:.]+", p) for p in parts):
+        half = len(parts) // 2
+        hours, dec = sexagesimal(" ".join(parts[:half])), sexagesimal(" ".join(parts[half:]))
+        ra = None if hours is None else hours * 15.0
+    else:
+        return None
+    if ra is None or dec is None or not (0 <= ra < 360 and -90 <= dec <= 90):
+        return None
+    return ra, dec
+
+
 def solve_hints(header: Mapping) -> SolveHints:
     scale, scale_source = pixel_scale(header)
     ra, dec, position_source = position(header)

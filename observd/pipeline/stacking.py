@@ -41,6 +41,7 @@ its (night, object, filter); rebuilding replaces the files and the current row.
 Plate solving (`observd.pipeline.astrometry`, ``[astrometry]``): after each stack is written, the
 stars measured on it are solved by astrometry.net's solve-field; a solved stack is rewritten with
 its WCS, and the solution (or why there is none) goes into the product's row. It never fails a stack.
+Then the night's light curves of the ``[photometry] targets`` (`observd.pipeline.light_curves`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
 from observd.pipeline.composites import build_composites, picture_gains
+from observd.pipeline.light_curves import light_curves_of_night
 
 __all__ = [
     "StackProduct",
@@ -235,6 +237,7 @@ def stack_night(
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
     build_composites(config, catalog, night)
+    light_curves_of_night(config, catalog, night)  # on the solved stacks; never raises
     if failures:
         raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
     if object is None and filter is None:

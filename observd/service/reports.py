@@ -195,8 +195,45 @@ def status_report(
         "bad": [frame_entry(r) for r in files if r["state"] == "bad"],
         "products": [product_entry(p) for p in catalog.products(night=night)],
         "deep_products": [deep_product_entry(p) for p in catalog.products(deep=True)],
+        "light_curves": [light_curve_entry(c) for c in catalog.light_curves(night=night)],
         "quality": _quality(files, lights),
     }
+
+
+def light_curve_entry(row: dict) -> dict:
+    """A light curve (`light_curves` row): its files and figures, or why it was not made."""
+    return {
+        k: row.get(k)
+        for k in (
+            "night",
+            "target",  # as configured ('OBJECT': the stack's pointing target)
+            "object",
+            "filter",
+            "state",  # written | skipped | failed
+            "reason",
+            "path",  # ECSV
+            "plot_path",  # PNG
+            "ra",
+            "dec",
+            "n_frames",
+            "n_good",
+            "n_comparisons",
+            "scatter",  # point-to-point scatter of the relative flux (good frames)
+            "expected",  # median expected error of the relative flux
+            "created",
+        )
+    }
+
+
+def format_light_curve(c: dict) -> str:
+    where = f"{c['night']} {c['target']}" + (f" on {c['object']} [{c['filter']}]" if c["object"] else "")
+    if c["state"] != "written":
+        return f"  {where}: {c['state']} — {c['reason']}"
+    return (
+        f"  {where}: {c['n_good']}/{c['n_frames']} good frames, {c['n_comparisons']} comparison stars, "
+        f"scatter {c['scatter'] * 1e3:.2f} ppt (expected {c['expected'] * 1e3:.2f})"
+        f"\n    {c['path']}\n    {c['plot_path']}"
+    )
 
 
 def _quality(files: list[dict], lights: list[dict]) -> dict:
@@ -252,6 +289,9 @@ def format_status(report: dict) -> str:
                 f"{len(nights)} nights {nights[0]}..{nights[-1]}, reference {p['reference']}\n"
                 f"    {p['path']}\n    {p['preview_path']}"
             )
+    if report.get("light_curves"):
+        out.append("\nLight curves:")
+        out.extend(format_light_curve(c) for c in report["light_curves"])
     return "\n".join(out)
 
 

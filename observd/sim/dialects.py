@@ -183,6 +183,7 @@ def _cards_nina(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
     ]
     if frame.target:
         cards.append(("OBJECT", frame.target, "Name of the object of interest"))
+        cards += _pointing_cards(frame, spec)
     cards += _bayer_card_list(spec, skip=("ROWORDER",))
     if spec.row_order is not None:  # N.I.N.A. writes it for mono cameras too
         cards.append(("ROWORDER", spec.row_order, "FITS Image Orientation"))
@@ -260,13 +261,39 @@ def _cards_asiair(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
     return cards + _bayer_card_list(spec)
 
 
-def _target_radec(spec: SimSpec, name: str) -> tuple[float, float]:
+def target_radec(spec: SimSpec, name: str) -> tuple[float, float]:
     """A target's (RA, Dec) in degrees: its spec's, or a fixed one derived from its name."""
     target = next(t for t in spec.targets if t.name == name)
     crc = zlib.crc32(name.encode())
     ra = target.ra if target.ra is not None else (crc % 360000) / 1000.0
     dec = target.dec if target.dec is not None else (crc // 360000 % 120000) / 1000.0 - 30.0
     return ra, dec
+
+
+def _sexagesimal(value: float, decimals: int, signed: bool) -> str:
+    """'hh mm ss.ss' or '+dd mm ss.s', as N.I.N.A. writes OBJCTRA/OBJCTDEC."""
+    total = round(abs(value) * 3600.0, decimals)
+    units, rest = divmod(total, 3600.0)
+    minutes, seconds = divmod(rest, 60.0)
+    text = f"{int(units):02d} {int(minutes):02d} {seconds:0{3 + decimals}.{decimals}f}"
+    return ("-" if value < 0 else "+") + text if signed else text
+
+
+def _pointing_cards(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
+    """A light's pointing and site, as N.I.N.A. writes them, when the targets are on the sky
+    (``spec.pixel_scale`` set); nothing otherwise, so older simulated nights keep their bytes."""
+    if spec.pixel_scale is None:
+        return []
+    ra, dec = target_radec(spec, frame.target)
+    lon, lat = spec.site
+    return [
+        ("RA", round(ra, 6), "[deg] RA of telescope"),
+        ("DEC", round(dec, 6), "[deg] Declination of telescope"),
+        ("OBJCTRA", _sexagesimal(ra / 15.0, 2, False), "[H M S] RA of imaged object"),
+        ("OBJCTDEC", _sexagesimal(dec, 1, True), "[D M S] Declination of imaged object"),
+        ("SITELAT", lat, "[deg] Observation site latitude"),
+        ("SITELONG", lon, "[deg] Observation site longitude"),
+    ]
 
 
 def _cards_seestar(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
@@ -291,7 +318,7 @@ def _cards_seestar(frame: PlannedFrame, spec: SimSpec) -> list[Card]:
         ("CCD-TEMP", round(frame.ccd_temp * 16) / 16, "sensor temperature in C"),
     ]
     if frame.target:
-        ra, dec = _target_radec(spec, frame.target)
+        ra, dec = target_radec(spec, frame.target)
         cards += [
             ("RA", ra, "Object Right Ascension in degrees"),
             ("DEC", dec, "Object Declination in degrees"),

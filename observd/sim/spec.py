@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from observd.sim.dialects import DIALECTS
+from observd.sim.variables import VariableStar
 
 FLAT_TIMES = ("dawn", "dusk")
 
@@ -67,6 +68,7 @@ class TargetSpec:
     n_stars: int = 150
     ra: float | None = None  # degrees (seestar RA card); None: derived from the name
     dec: float | None = None  # degrees (seestar DEC card); None: derived from the name
+    variables: tuple[VariableStar, ...] = ()  # variable stars in the field (observd.sim.variables; mono only)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ class SimSpec:
     # flat field) and the star fields; None = `seed`. Nights with one setup_seed and their own `seed`
     # are several nights of one setup on one sky, each with its own plan, seeing and noise
 
+    # "/px: the targets are placed on the sky (a TAN WCS per target in the truth, centred on its RA/Dec), and
+    # nina lights carry RA/DEC, OBJCTRA/OBJCTDEC and SITELAT/SITELONG; None: no sky coordinates (as before)
+    pixel_scale: float | None = None
+
     @property
     def setup_key(self) -> int:
         """The seed of the sensor, optics, flat-field and star-catalogue streams (`setup_seed`, else `seed`)."""
@@ -151,6 +157,10 @@ class SimSpec:
         if min(self.n_bias, self.n_dark, self.n_flat) < 0:
             problems.append("n_bias, n_dark and n_flat must be >= 0")
         problems += self._colour_problems()
+        if self.bayer is not None and any(t.variables for t in self.targets):
+            problems.append("variable stars are simulated for mono cameras only")
+        if self.pixel_scale is not None and not self.pixel_scale > 0:
+            problems.append(f"pixel_scale {self.pixel_scale!r} must be > 0 (arcsec per pixel)")
         try:
             date.fromisoformat(self.night)
             ZoneInfo(self.timezone)

@@ -39,7 +39,16 @@ truth.json::
                 "dark": {"-10.0": "dark_0", ...},       # per temperature (str(float) keys)
                 "flat": {"L": "flat_0", ...}},
      "targets": {"M42": {"exptime", "filters": [...], "fwhm",
-                         "stars": [[x_sky, y_sky, flux_adu], ...]}},  # brightest first
+                         "stars": [[x_sky, y_sky, flux_adu], ...],   # brightest first
+                         # with spec.pixel_scale: the sky frame's TAN WCS (FITS cards, CRPIX 1-based)
+                         "wcs": {"CTYPE1", "CRVAL1", "CRPIX1", "CD1_1", ...},
+                         # with variable stars (observd.sim.variables), not in "stars":
+                         "first_light": ISO-8601 UTC, the start of the target's first light,
+                         "variables": [{"kind": "pulsating" | "transit", "x_sky", "y_sky",
+                                        "flux": mean (out-of-transit) ADU, "ra", "dec" (with a WCS),
+                                        pulsating: "period_s", "amplitude", "phase_s", "phase_utc";
+                                        transit: "mid_s", "mid_utc", "duration_s", "depth",
+                                        "radius_ratio", "impact", "limb_darkening": [u1, u2]}]}},
      "files": [{"name": relative posix path, "type", "target", "filter", "exptime",
                 "ccd_temp", "set_temp", "date_obs": ISO-8601 UTC,
                 "cosmic_rays": [[x, y], ...],            # lights and darks
@@ -93,15 +102,17 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from observd.sim import dialects, mosaic, scene
 from observd.sim.schedule import PlannedFrame, plan_night, target_fwhm
-from observd.sim.spec import CATALOG, COLOUR, FLAT, FRAME, OPTICS, SENSOR, SimSpec, seeded
+from observd.sim.spec import CATALOG, COLOUR, FLAT, FRAME, OPTICS, SENSOR, SimSpec, TargetSpec, seeded
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,9 @@ class Night:
     star_rgb: dict[str, np.ndarray] | None = None  # target -> (n, 3) R, G, B flux ADU
     sky_weight: np.ndarray | None = None  # float32 per pixel: sky_colour x channel_qe of its site
     lamp_weight: np.ndarray | None = None  # float32 per pixel: a flat's level relative to its brightest channel
+    # targets with variable stars only: (m, 3) x_sky, y_sky, mean flux ADU, and the first light's start
+    variable_stars: dict[str, np.ndarray] | None = None
+    first_light: dict[str, datetime] | None = None
 
     @property
     def stored_pattern(self) -> str | None:
@@ -156,7 +170,7 @@ def build_night(spec: SimSpec) -> Night:
         readout = mosaic.sensor_colours(spec.bayer, shape[0], spec.prescan + shape[1] + spec.overscan)
         colours = mosaic.stored_colours(readout, spec.row_order, spec.prescan, shape[1])
         flats = {f: scene.colour_flat(flat, optics, colours) for f, flat in flats.items()}
-    catalogs = {}
+    catalogs, variable_stars = {}, {}
     for k, target in enumerate(spec.targets):
         fwhm = target_fwhm(spec, k)
         sky_e = spec.sky * target.exptime
@@ -167,6 +181,17 @@ def build_night(spec: SimSpec) -> Night:
         catalogs[target.name] = scene.make_catalog(
             shape, target.n_stars, f_min=f_min, f_sat=f_sat, margin=20.0, rng=seeded(spec.setup_key, CATALOG, k)
         )
+        if target.variables:
+            centre = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+            variable_stars[target.name] = np.array(
+                [(centre[0] + v.offset[0], centre[1] + v.offset[1], v.brightness * f_sat) for v in target.variables]
+            )
+    if variable_stars:
+        first = {}
+        for frame in plan_night(spec):  # the variables' clocks start at each target's first light
+            if frame.frame_type == "light":
+                first.setdefault(frame.target, frame.date_obs)
+        return Night(sensor, flats, catalogs, variable_stars=variable_stars, first_light=first)
     if colours is None:
         return Night(sensor, flats, catalogs)
     qe = np.asarray(spec.channel_qe, np.float64)
@@ -209,7 +234,7 @@ def synthesize(frame: PlannedFrame, spec: SimSpec, night: Night) -> tuple[np.nda
         electrons += night.flats[frame.filter] * np.float32(frame.flat_level)
     elif frame.frame_type == "light":
         state = frame.light
-        cat = night.catalogs[frame.target]
+        cat = _sky_now(frame, spec, night)
         m = np.array(state.matrix)
         xy = m[:2, :2] @ cat[:, :2].T + m[:2, 2:3]
         stars = scene.render_stars(
@@ -229,6 +254,60 @@ def synthesize(frame: PlannedFrame, spec: SimSpec, night: Night) -> tuple[np.nda
         prescan=spec.prescan,
     )
     return raw, pix
+
+
+def _sky_now(frame: PlannedFrame, spec: SimSpec, night: Night) -> np.ndarray:
+    """The target's stars as this light saw them: the catalogue, plus its variable stars at their
+    flux of the light's mid-exposure."""
+    cat = night.catalogs[frame.target]
+    if not night.variable_stars or frame.target not in night.variable_stars:
+        return cat
+    target = next(t for t in spec.targets if t.name == frame.target)
+    mid = frame.date_obs + timedelta(seconds=frame.exptime / 2.0)
+    t = (mid - night.first_light[frame.target]).total_seconds()
+    variables = night.variable_stars[frame.target].copy()
+    variables[:, 2] *= [float(v.relative_flux(np.array([t]))[0]) for v in target.variables]
+    return np.vstack([cat, variables])
+
+
+def sky_wcs(spec: SimSpec, target: str) -> dict | None:
+    """The TAN WCS (FITS cards) of a target's sky frame: its RA/Dec at the frame centre, north up
+    (+y), east left (-x), `spec.pixel_scale`; None when the spec puts no target on the sky."""
+    if spec.pixel_scale is None:
+        return None
+    ra, dec = dialects.target_radec(spec, target)
+    rows, cols = spec.shape
+    degrees = spec.pixel_scale / 3600.0
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": ra,
+        "CRVAL2": dec,
+        "CRPIX1": (cols - 1) / 2.0 + 1.0,  # FITS pixels are 1-based
+        "CRPIX2": (rows - 1) / 2.0 + 1.0,
+        "CD1_1": -degrees,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": degrees,
+    }
+
+
+def _variables_truth(spec: SimSpec, night: Night, target: TargetSpec) -> list[dict]:
+    """Each variable star of `target`: where (sky frame, and RA/Dec when on the sky), how bright, how it varies."""
+    stars = night.variable_stars[target.name]
+    start = night.first_light[target.name]
+    cards = sky_wcs(spec, target.name)
+    out = []
+    for v, (x, y, flux) in zip(target.variables, stars):
+        rec = {"x_sky": float(x), "y_sky": float(y), "flux": float(flux), **v.truth()}
+        for key in ("mid_s", "phase_s"):
+            if key in rec:
+                rec[key.replace("_s", "_utc")] = (start + timedelta(seconds=rec[key])).isoformat()
+        if cards is not None:
+            ra, dec = WCS(cards).all_pix2world([[x, y]], 0)[0]
+            rec["ra"], rec["dec"] = float(ra), float(dec)
+        out.append(rec)
+    return out
 
 
 def _colour_light(frame: PlannedFrame, spec: SimSpec, night: Night, electrons: np.ndarray) -> None:
@@ -374,6 +453,12 @@ def _truth(spec: SimSpec, night: Night, files: list[dict]) -> dict:
         },
         "files": files,
     }
+    for t in spec.targets:
+        if (cards := sky_wcs(spec, t.name)) is not None:
+            truth["targets"][t.name]["wcs"] = cards
+        if t.variables:
+            truth["targets"][t.name]["first_light"] = night.first_light[t.name].isoformat()
+            truth["targets"][t.name]["variables"] = _variables_truth(spec, night, t)
     if night.colours is not None:
         truth["bayer"] = _bayer_truth(spec, night)
         for name, target in truth["targets"].items():
