@@ -12,12 +12,20 @@ The folder's name carries the master file's size and mtime: a master written aga
 same name gets new copies, never stale ones. `MappedPlane` is a `Plane` whose derived planes come
 from those files (computed by `Plane`'s own arithmetic, once per host), so the results are those of
 the planes read from FITS, bit for bit.
+
+On a cluster whose workers are on several hosts (`jobs.cluster`), each host stores its own copies
+in its temporary folder instead (`host_planes_folder`): copies beside the master, on the shared
+file system, would be written by the first worker of every host at once, and a rename by one
+host over a file another host has mapped leaves that host's map on a deleted file (NFS: SIGBUS).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,11 +45,14 @@ _STORED = ("data", "uncertainty", "mask")
 
 
 @lru_cache(maxsize=16)
-def master_plane(path: str) -> Plane:
-    """The master at `path` as memory-mapped planes, written beside it first by the first worker that needs it."""
-    folder = planes_folder(Path(path))
+def master_plane(path: str, on_host: bool = False) -> Plane:
+    """The master at `path` as memory-mapped planes, written beside it (`on_host`: in this host's
+    temporary folder) first by the first worker that needs it."""
+    folder = host_planes_folder(Path(path)) if on_host else planes_folder(Path(path))
     if not (folder / _LISTING).exists():
         _store(Path(path), folder)
+        if on_host:
+            _remove_stale(folder)
     present = json.loads((folder / _LISTING).read_text())
     planes = {name: np.load(folder / f"{name}.npy", mmap_mode="r") if name in present else None for name in _STORED}
     return MappedPlane(planes["data"], planes["uncertainty"], planes["mask"], folder=folder)
@@ -51,6 +62,25 @@ def planes_folder(master: Path) -> Path:
     """Where the mapped copies of `master` (as it is now) live."""
     stat = master.stat()
     return master.parent / PLANES_FOLDER / f"{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def host_planes_folder(master: Path) -> Path:
+    """Where this host keeps its own mapped copies of `master` (as it is now): its temporary
+    folder, under a name that tells masters of the same name in different folders apart."""
+    stat = master.stat()
+    key = hashlib.sha256(str(master.absolute()).encode()).hexdigest()[:16]
+    root = Path(tempfile.gettempdir()) / f"observd-planes-{os.getuid()}"
+    return root / f"{key}-{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _remove_stale(folder: Path) -> None:
+    """This host's copies of earlier contents of the same master (written again since): no job
+    maps them any more, and the temporary folder would otherwise keep every one of them. A
+    worker still holding a map keeps its pages until it lets go (a local file system)."""
+    prefix = folder.name.rsplit("-", 2)[0] + "-"
+    for stale in folder.parent.glob(f"{glob.escape(prefix)}*"):
+        if stale != folder:  # the same key: the same master path
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _store(master: Path, folder: Path) -> None:

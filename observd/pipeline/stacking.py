@@ -63,6 +63,7 @@ from observd.core.config import Config
 from observd.core.layout import stack_stem
 from observd.core.measure import Stars, measure
 from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
+from observd.jobs.cluster import Cluster
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack
@@ -189,7 +190,9 @@ def stack_night(
 ) -> list[StackProduct]:
     """Build (or rebuild) the night's products; record them; mark the night stacked.
 
-    `pool`: worker processes that share out the combination (threads are used without one).
+    `pool`: worker processes that share out the combination (threads are used without one); a
+    cluster's workers (`jobs.cluster`) build each product whole instead, from the aligned frames'
+    paths, and this process records them.
 
     A product that fails is logged and the others are still built; then StackError is raised
     and the night is not marked stacked, so the scheduler tries it again.
@@ -201,9 +204,11 @@ def stack_night(
         rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter
     )
     products, failures = [], []
-    for group in groups:
+    # on a cluster, each product is built whole by one worker, the night's products side by side
+    whole = [pool.submit(_build, config, group, None) for group in groups] if isinstance(pool, Cluster) else None
+    for n, group in enumerate(groups):
         try:
-            product = _build(config, group, pool)
+            product = whole[n].result() if whole else _build(config, group, pool)
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
             catalog.event(
