@@ -20,7 +20,7 @@ from observd.adapters.config_file import load_config
 from observd.core.align import prepare_astroalign
 from observd.core.config import Config, ConfigError, to_toml
 from observd.core.memory import MemoryBudgetError
-from observd.jobs.cluster import ClusterError
+from observd.jobs.cluster import ClusterError, ClusterLost
 from observd.jobs.pool import memory_budget, reuse_freed_memory, total_memory_mb
 
 log = logging.getLogger("observd")
@@ -469,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("observd: interrupted", file=sys.stderr)
         return 130
+    except ClusterLost as exc:
+        print(f"observd: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the boundary: a one-line message, traceback only on request
         if args.debug:
             raise

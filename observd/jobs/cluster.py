@@ -13,7 +13,8 @@ arrays to draw. A `Cluster` is the other implementation of the same interface
 - it places each job by its memory need (`submit_sized`) on a worker that has room, instead of
   this host's `[daemon] memory_limit_mb`; a job no worker has room for is refused (`refusal`);
 - a job whose worker died is run again on another worker by the cluster itself; one that
-  killed several workers comes back as `WorkerLost`, a failure of its frame like any other.
+  killed several workers comes back as `WorkerLost`, a failure of its frame like any other; a
+  lost scheduler stops the run (`ClusterLost`).
 
 Only the process that submits the jobs (the driver) writes the catalog, whichever runs them.
 """
@@ -29,6 +30,12 @@ from observd.core.memory import Need
 
 class WorkerLost(Exception):
     """The cluster gave up on a job: the workers that ran it died (out of memory, a crash in a library)."""
+
+
+class ClusterLost(BaseException):
+    """The cluster's scheduler was lost mid-run. Like an interrupt, a BaseException: no frame is
+    at fault, so no `except Exception` that records a frame's failure may take it for one. The
+    run stops; what was recorded stays, and the jobs in flight leave their frames as they were."""
 
 
 class ClusterError(Exception):

@@ -14,7 +14,8 @@ instead (`refusal`), and a cluster whose workers declare no `MEMORY_MB` is refus
 Worker loss: the scheduler runs a task whose worker died again on another worker (up to
 `distributed.scheduler.allowed-failures`, 3 by default); only the result of the run that
 finished comes back, once, to the driver, which alone records it. Outputs are written
-atomically, so a run cut short leaves nothing half-written behind.
+atomically, so a run cut short leaves nothing half-written behind. A lost scheduler (the client
+gives up reconnecting, the futures are cancelled) stops the run: `ClusterLost`.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 
 from distributed import Client, LocalCluster, WorkerPlugin
-from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
+from observd import __version__
 from observd.core.config import Config
 from observd.core.memory import TREE_MB, Need
-from observd.jobs.cluster import Cluster, ClusterError, WorkerLost
+from observd.jobs.cluster import Cluster, ClusterError, ClusterLost, WorkerLost
 from observd.jobs.pool import memory_budget, prepare_worker
 
 RESOURCE = "MEMORY_MB"
@@ -62,9 +63,15 @@ def open_cluster(address: str, config: Config) -> DaskCluster:
             client = Client(address, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-    cluster = DaskCluster(client, local)
+    cluster = DaskCluster(client, local, address)
     try:
-        client.register_plugin(_PreparedWorker(), name="observd-worker")
+        try:
+            client.register_plugin(_PreparedWorker(), name="observd-worker")
+        except Exception as exc:  # raised by the workers: most often, observd is not installed there
+            raise ClusterError(
+                f"the workers of the Dask scheduler at {address} cannot prepare observd's jobs "
+                f"({type(exc).__name__}: {exc}): install the same observd on every host"
+            ) from None
         try:
             client.wait_for_workers(1, timeout=timeout)
         except TimeoutError:
@@ -103,17 +110,22 @@ class _PreparedWorker(WorkerPlugin):
 class DaskCluster(Cluster):
     """observd's `Cluster` on a Dask client; `shutdown` closes the client (and a LocalCluster it started)."""
 
-    def __init__(self, client: Client, local: LocalCluster | None = None):
-        self._client = client
+    def __init__(self, client: Client, local: LocalCluster | None = None, address: str = ""):
+        self.client = client  # for what observd does not wrap: the workers' processes, the scheduler's state
         self._local = local
+        self._address = address or client.scheduler.address
         self.dashboard = client.dashboard_link
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
-        return self._wrap(self._client.submit(fn, *args, pure=False, **kwargs))
+        return self._submit(fn, *args, pure=False, **kwargs)
 
     def submit_sized(self, need: Need | None, fn: Callable, /, *args) -> Future:
-        resources = None if need is None else {RESOURCE: need.job_mb}
-        return self._wrap(self._client.submit(fn, *args, pure=False, resources=resources))
+        return self._submit(fn, *args, pure=False, resources=None if need is None else {RESOURCE: need.job_mb})
+
+    def _submit(self, fn: Callable, *args, **kwargs) -> Future:
+        if self.client.status in ("closing", "closed"):  # it gave up reconnecting to the scheduler
+            raise self._lost(f"the client is {self.client.status}")
+        return self._wrap(self.client.submit(fn, *args, **kwargs))
 
     def refusal(self, need: Need) -> str | None:
         largest = max(self.offered_mb(), default=0)
@@ -134,8 +146,9 @@ class DaskCluster(Cluster):
         return [int(w["resources"][RESOURCE]) for w in self._workers().values() if RESOURCE in w.get("resources", {})]
 
     def check_visible(self, paths: list[Path], output: Path) -> None:
-        """Every worker sees `paths` and writes into `output` on the same file system as this
-        process: a probe file written here must be read there, and the folder must be writable.
+        """Every worker runs this observd, sees `paths` and writes into `output` on the same file
+        system as this process: a probe file written here must be read there, and the folder
+        must be writable.
 
         Raises:
             ClusterError: naming the first worker (and host) that does not, and what it misses.
@@ -144,7 +157,7 @@ class DaskCluster(Cluster):
         probe = output / f".observd-probe-{uuid.uuid4().hex}"
         probe.write_text(probe.name)
         try:
-            problems = self._client.run(_unseen, [str(p) for p in paths], str(probe))
+            problems = self.client.run(_unseen, [str(p) for p in paths], str(probe), __version__)
         finally:
             probe.unlink(missing_ok=True)
         for worker, (host, missing) in sorted(problems.items()):
@@ -155,12 +168,23 @@ class DaskCluster(Cluster):
                 )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._client.close()
+        self.client.close()
         if self._local is not None:
             self._local.close()
 
     def _workers(self) -> dict:
-        return self._client.scheduler_info(n_workers=-1)["workers"]
+        """The scheduler's workers now: asked of the scheduler itself, since `Client.scheduler_info`
+        returns a copy that the client's periodic update replaces with one without workers."""
+        try:
+            return self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
+        except OSError as exc:
+            raise self._lost(exc) from None
+
+    def _lost(self, why) -> ClusterLost:
+        return ClusterLost(
+            f"lost the Dask scheduler at {self._address} ({' '.join(str(why).split())}): what was recorded stays, "
+            "and the same command again goes on from there"
+        )
 
     def _wrap(self, future) -> Future:
         """The Dask future as a concurrent.futures one (what `run_jobs` waits on); a task the
@@ -173,18 +197,20 @@ class DaskCluster(Cluster):
                 done.set_result(finished.result())
             except KilledWorker as exc:
                 done.set_exception(WorkerLost(f"the Dask workers that ran it died ({exc})"))
-            except FutureCancelledError as exc:
-                done.set_exception(WorkerLost(f"the cluster dropped it ({exc})"))
-            except BaseException as exc:
+            except CancelledError as exc:  # observd cancels nothing: the scheduler was lost
+                done.set_exception(self._lost(exc))
+            except BaseException as exc:  # the job's own error
                 done.set_exception(exc)
 
         future.add_done_callback(transfer)
         return done
 
 
-def _unseen(paths: list[str], probe: str) -> tuple[str, list[str]]:
-    """On a worker: its host, and what it cannot see of `paths` and the output folder of `probe`."""
-    missing = [f"cannot see {p}" for p in paths if not os.path.exists(p)]
+def _unseen(paths: list[str], probe: str, version: str) -> tuple[str, list[str]]:
+    """On a worker: its host, and what it cannot see of `paths` and the output folder of `probe`
+    (or another observd than the driver's `version`, whose results could differ)."""
+    missing = [] if __version__ == version else [f"runs observd {__version__}, not {version} as this host"]
+    missing += [f"cannot see {p}" for p in paths if not os.path.exists(p)]
     folder = os.path.dirname(probe)
     try:
         with open(probe) as f:
