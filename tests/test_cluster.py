@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +25,7 @@ from observd.adapters.catalog import Catalog
 from observd.cli.main import main
 from observd.core.memory import Budget, MemoryBudgetError, Need
 from observd.jobs import dask_cluster
-from observd.jobs.cluster import ClusterError
+from observd.jobs.cluster import ClusterError, ClusterLost
 from observd.jobs.dask_cluster import RESOURCE, DaskCluster, open_cluster
 from observd.pipeline.batch import ingest
 from observd.pipeline.dispatch import Failure, run_jobs
@@ -169,6 +171,31 @@ def test_a_malformed_local_cluster_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "night").mkdir()
     assert main(["ingest", str(tmp_path / "night"), "--cluster", "local:0", "-c", str(_config_file(tmp_path))]) == 2
     assert "expected local:N with N >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_scheduler_lost_mid_run_stops_it_without_failing_a_frame(tmp_path):
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", address.rsplit(":", 1)[1]], **quiet
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1"]
+        + ["--resources", f"{RESOURCE}=1000", "--death-timeout", "60"],
+        **quiet,
+    )
+    try:
+        with open_cluster(address, make_config(tmp_path, cluster={"timeout": 30})) as cluster:
+            outcomes = run_jobs(cluster, [(time.sleep, 0.5)] * 8, window=2, should_stop=lambda: False)
+            assert next(outcomes) == (0.5, None)  # a job done: the run is under way
+            scheduler.kill()
+            with pytest.raises(ClusterLost, match=f"lost the Dask scheduler at {address} .* goes on from there"):
+                list(outcomes)  # not a Failure for the jobs in flight: no frame is at fault
+    finally:
+        for process in (worker, scheduler):
+            process.kill()
+            process.wait()
 
 
 # -- a worker killed mid-run ----------------------------------------------------------------------

@@ -8,8 +8,8 @@ arrays to draw. A `Cluster` is the other implementation of the same interface
 
 - its workers may be on other hosts and see only the shared file system: a job takes paths and
   small parameters and returns a record, and a master or a stack is built whole by one job
-  instead of being shared out (`on_this_host`); masters are mapped from each worker's own host
-  (`LightJob.planes_on_host`);
+  instead of being shared out (`master_stage`, `stacking`); masters are mapped from each
+  worker's own host (`LightJob.planes_on_host`);
 - it places each job by its memory need (`submit_sized`) on a worker that has room, instead of
   this host's `[daemon] memory_limit_mb`; a job no worker has room for is refused (`refusal`);
 - a job whose worker died is run again on another worker by the cluster itself; one that
@@ -61,9 +61,3 @@ class Cluster(Executor, ABC):
     def in_flight(self, window: int) -> int:
         """How many jobs to keep submitted at once: `[daemon] queue_size`, or more on a cluster
         with more worker threads, so that no worker waits for the driver."""
-
-
-def on_this_host(pool: Executor | None) -> Executor | None:
-    """`pool` when its workers share this host's memory (they can take shares of a combination
-    and frame arrays); None for a cluster."""
-    return None if isinstance(pool, Cluster) else pool

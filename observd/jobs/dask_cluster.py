@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -115,6 +116,7 @@ class DaskCluster(Cluster):
         self._local = local
         self._address = address or client.scheduler.address
         self.dashboard = client.dashboard_link
+        self._largest = (0, -float("inf"))  # (MiB, when asked)
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         return self._submit(fn, *args, pure=False, **kwargs)
@@ -128,7 +130,7 @@ class DaskCluster(Cluster):
         return self._wrap(self.client.submit(fn, *args, **kwargs))
 
     def refusal(self, need: Need) -> str | None:
-        largest = max(self.offered_mb(), default=0)
+        largest = self._largest_mb()
         if need.job_mb <= largest:
             return None
         rows, cols = need.shape
@@ -140,6 +142,14 @@ class DaskCluster(Cluster):
     def in_flight(self, window: int) -> int:
         threads = sum(w.get("nthreads", 1) for w in self._workers().values())
         return max(window, 2 * threads)
+
+    def _largest_mb(self) -> int:
+        """The most `MEMORY_MB` a worker offers, asked of the scheduler at most once a second: a
+        pass asks it for every job it plans."""
+        now = time.monotonic()
+        if now - self._largest[1] > 1.0:
+            self._largest = (max(self.offered_mb(), default=0), now)
+        return self._largest[0]
 
     def offered_mb(self) -> list[int]:
         """The `MEMORY_MB` each worker now connected offers (workers without it take no observd job)."""

@@ -136,7 +136,8 @@ def run_jobs(
             try:
                 outcome = future.result()
             except (BrokenExecutor, WorkerLost) as exc:
-                # a broken pool: the next submit raises too, and the daemon then replaces the pool
+                # a broken pool (the next submit raises too: the daemon then replaces the pool),
+                # or a cluster's job whose workers kept dying
                 outcome = Failure(
                     WorkerDied(f"the worker process reducing it died ({exc}): out of memory, or a crash in a library")
                 )
