@@ -99,6 +99,13 @@ def test_a_job_no_worker_has_room_for_is_refused_not_left_waiting(small_and_big)
     assert {o[0] for job, o in outcomes if job == 50} <= {"small", "big"}  # the others ran
 
 
+def test_a_whole_build_no_worker_has_room_for_is_refused_without_running(small_and_big):
+    refused = small_and_big.submit_sized(Need(1500, 0, (2048, 4096)), _where, None)
+    assert isinstance(refused.exception(timeout=5), MemoryBudgetError)
+    assert "a 4096x2048 frame needs 1500 MiB" in str(refused.exception())
+    assert small_and_big.submit_sized(Need(900, 0, (2048, 4096)), _where, None).result(timeout=30)[0] == "big"
+
+
 # -- workers that cannot see the files -----------------------------------------------------------
 
 

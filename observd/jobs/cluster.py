@@ -51,7 +51,8 @@ class Cluster(Executor, ABC):
 
     @abstractmethod
     def submit_sized(self, need: Need | None, fn: Callable, /, *args) -> Future:
-        """`fn(*args)` on a worker that has room for `need` (None: anywhere)."""
+        """`fn(*args)` on a worker that has room for `need` (None: anywhere); when no worker has,
+        a future that raises `MemoryBudgetError` with both numbers (`refusal`), without running."""
 
     @abstractmethod
     def refusal(self, need: Need) -> str | None:

@@ -33,7 +33,7 @@ from distributed.scheduler import KilledWorker
 
 from observd import __version__
 from observd.core.config import Config
-from observd.core.memory import TREE_MB, Need
+from observd.core.memory import TREE_MB, MemoryBudgetError, Need
 from observd.jobs.cluster import Cluster, ClusterError, ClusterLost, WorkerLost
 from observd.jobs.pool import memory_budget, prepare_worker
 
@@ -122,6 +122,11 @@ class DaskCluster(Cluster):
         return self._submit(fn, *args, pure=False, **kwargs)
 
     def submit_sized(self, need: Need | None, fn: Callable, /, *args) -> Future:
+        reason = None if need is None else self.refusal(need)
+        if reason:  # it would wait for a worker for ever
+            refused: Future = Future()
+            refused.set_exception(MemoryBudgetError(reason))
+            return refused
         return self._submit(fn, *args, pure=False, resources=None if need is None else {RESOURCE: need.job_mb})
 
     def _submit(self, fn: Callable, *args, **kwargs) -> Future:
@@ -136,7 +141,7 @@ class DaskCluster(Cluster):
         rows, cols = need.shape
         return (
             f"one job of a {cols}x{rows} frame needs {need.job_mb} MiB, more than any Dask worker offers "
-            f"(the largest {RESOURCE} is {largest} MiB)"
+            f"(the largest {RESOURCE} is {largest} MiB: fewer workers per host, each with more)"
         )
 
     def in_flight(self, window: int) -> int:

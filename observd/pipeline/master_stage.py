@@ -20,6 +20,7 @@ from observd.core.frames import CALIBRATION_TYPES, MasterFile
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
 from observd.core.master_plan import UP_TO_DATE, GroupPlan, plan_masters
+from observd.core.memory import master_need
 from observd.jobs.cluster import Cluster
 from observd.jobs.master_job import (
     FrameRef,
@@ -66,7 +67,7 @@ class MasterStage(Stage):
                     self._record_eligibility(group)
                     if group.ready or self._stale(group, current):
                         ready.append((group, *self._master_job(group, current)))
-                whole = self._start_whole(job for _, job, _ in ready)
+                whole = self._start_whole(ready)
                 for group, job, wait in ready:
                     if job is None:
                         self.events.log.debug("%s: %s", group.group_key, wait)
@@ -74,13 +75,20 @@ class MasterStage(Stage):
                     built += self._build(group, job, current, early.pop(group.group_key, None), whole.get(job.output))
         return built
 
-    def _start_whole(self, jobs) -> dict[str, Future]:
-        """On a cluster, every job's whole build at once (by output path), each on one worker:
-        a master's combination cannot be shared out among workers on other hosts
-        (`jobs.cluster`), but the groups of a kind can be built side by side. Nothing here."""
+    def _start_whole(self, ready: list[tuple[GroupPlan, MasterJob | None, str]]) -> dict[str, Future]:
+        """On a cluster, every ready group's whole build at once (by output path), each on one
+        worker with room for it: a master's combination cannot be shared out among workers on
+        other hosts (`jobs.cluster`), but the groups of a kind can be built side by side.
+        Nothing here."""
         if not isinstance(self.pool, Cluster):
             return {}
-        return {job.output: self.pool.submit(build_master, job) for job in jobs if job is not None}
+        started = {}
+        for plan, job, _ in ready:
+            if job is not None:
+                ref = plan.eligible[-1]
+                need = master_need((ref["naxis2"], ref["naxis1"]), self.config.masters.memory_limit_mb)
+                started[job.output] = self.pool.submit_sized(need, build_master, job)
+        return started
 
     def _stale(self, plan: GroupPlan, current: list[dict]) -> bool:
         """An up-to-date group's master subtracted another bias or dark than the one it would get

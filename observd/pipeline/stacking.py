@@ -62,6 +62,7 @@ from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
 from observd.core.layout import stack_stem
 from observd.core.measure import Stars, measure
+from observd.core.memory import stack_need
 from observd.core.stack_plan import WEIGHTINGS, StackGroup, format_exposure, frame_weights, plan_stacks, rejection_for
 from observd.jobs.cluster import Cluster
 from observd.jobs.pool import call, offload, outcome, worker_count
@@ -205,7 +206,7 @@ def stack_night(
     )
     products, failures = [], []
     # on a cluster, each product is built whole by one worker, the night's products side by side
-    whole = [pool.submit(_build, config, group, None) for group in groups] if isinstance(pool, Cluster) else None
+    whole = [_start_whole(config, group, pool) for group in groups] if isinstance(pool, Cluster) else None
     for n, group in enumerate(groups):
         try:
             product = whole[n].result() if whole else _build(config, group, pool)
@@ -260,6 +261,13 @@ def stack_night(
     elif not groups:
         catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
     return products
+
+
+def _start_whole(config: Config, group: StackGroup, cluster: Cluster):
+    """A product's whole build, from its frames' paths, on a worker with room for it."""
+    first = group.rows[0]
+    need = stack_need((first["naxis2"], first["naxis1"]), config.stack.memory_limit_mb, colour=group.colour)
+    return cluster.submit_sized(need, _build, config, group, None)
 
 
 def _solution_text(solution) -> str:
