@@ -203,15 +203,15 @@ def _stack_nights(
 ) -> bool:
     """Finish the nights (`Reducer.finish_night`), build (or rebuild) their stacks and print them;
     True if a product failed."""
-    from observd.pipeline.stacking import StackError, stack_night
+    from observd.pipeline.stacking import StackError, stack_nights
 
     failed = False
-    for night in nights:
-        reducer.finish_night(night)
-        try:
-            products = stack_night(config, catalog, night, object=object, filter=filter, pool=reducer.pool)
-        except StackError as exc:
-            print(f"{night}: {exc}", file=sys.stderr)
+    stacked = stack_nights(
+        config, catalog, nights, reducer.finish_night, object=object, filter=filter, pool=reducer.pool
+    )
+    for night, products in stacked:
+        if isinstance(products, StackError):
+            print(f"{night}: {products}", file=sys.stderr)
             failed = True
             continue
         if not products:

@@ -45,8 +45,8 @@ its WCS, and the solution (or why there is none) goes into the product's row. It
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,7 @@ from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack
 from observd.pipeline.composites import build_composites, picture_gains
 
-__all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night"]
+__all__ = ["StackProduct", "StackError", "stack_frames", "stack_header", "stack_night", "stack_nights"]
 
 
 class StackError(Exception):
@@ -198,18 +198,78 @@ def stack_night(
     A product that fails is logged and the others are still built; then StackError is raised
     and the night is not marked stacked, so the scheduler tries it again.
     """
+    groups = _plan(config, catalog, night, object, filter)
+    return _record(config, catalog, night, groups, _start(config, groups, pool), pool, object, filter)
+
+
+def stack_nights(
+    config: Config,
+    catalog: Catalog,
+    nights: Sequence[str],
+    finish: Callable[[str], object],
+    *,
+    object: str | None = None,
+    filter: str | None = None,
+    pool: Executor | None = None,
+) -> Iterator[tuple[str, list[StackProduct] | StackError]]:
+    """`stack_night` of each of `nights` once `finish(night)` has made it final: (night, its
+    products or its StackError), night by night. On a cluster, every night is finished first and
+    all their products are started at once, so that the workers build the products of many
+    nights side by side; this process records them night by night as they come."""
+
+    def start(night: str) -> tuple[list[StackGroup], list[Future] | None]:
+        groups = _plan(config, catalog, night, object, filter)
+        return groups, _start(config, groups, pool)
+
+    ahead = {}
+    if isinstance(pool, Cluster):
+        for night in nights:
+            finish(night)
+        ahead = {night: start(night) for night in nights}
+    for night in nights:
+        if night not in ahead:
+            finish(night)
+        groups, whole = ahead.pop(night, None) or start(night)
+        try:
+            yield night, _record(config, catalog, night, groups, whole, pool, object, filter)
+        except StackError as exc:
+            yield night, exc
+
+
+def _plan(config: Config, catalog: Catalog, night: str, object: str | None, filter: str | None) -> list[StackGroup]:
     rows = catalog.files(night=night, types=("light",))
     ref_ids = {r["reference_id"] for r in rows if r["reference_id"] is not None}
     references = {i: row for i in ref_ids if (row := catalog.file(i)) is not None}
-    groups = plan_stacks(
-        rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter
+    return plan_stacks(rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter)
+
+
+def _start(config: Config, groups: list[StackGroup], pool: Executor | None) -> list[Future] | None:
+    """On a cluster, each product's whole build from its frames' paths, on a worker with room
+    for it; None elsewhere (`_record` builds them)."""
+    if not isinstance(pool, Cluster):
+        return None
+    needs = (
+        stack_need((g.rows[0]["naxis2"], g.rows[0]["naxis1"]), config.stack.memory_limit_mb, colour=g.colour)
+        for g in groups
     )
+    return [pool.submit_sized(need, _build, config, group, None) for need, group in zip(needs, groups)]
+
+
+def _record(
+    config: Config,
+    catalog: Catalog,
+    night: str,
+    groups: list[StackGroup],
+    whole: list[Future] | None,
+    pool: Executor | None,
+    object: str | None,
+    filter: str | None,
+) -> list[StackProduct]:
+    """Build (or take from `whole`) each product of the night, record it, mark the night stacked."""
     products, failures = [], []
-    # on a cluster, each product is built whole by one worker, the night's products side by side
-    whole = [_start_whole(config, group, pool) for group in groups] if isinstance(pool, Cluster) else None
     for n, group in enumerate(groups):
         try:
-            product = whole[n].result() if whole else _build(config, group, pool)
+            product = whole[n].result() if whole is not None else _build(config, group, pool)
         except Exception as exc:
             failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
             catalog.event(
@@ -261,13 +321,6 @@ def stack_night(
     elif not groups:
         catalog.event("info", "stack", f"nothing to stack for {object or '*'} {filter or '*'} on {night}")
     return products
-
-
-def _start_whole(config: Config, group: StackGroup, cluster: Cluster):
-    """A product's whole build, from its frames' paths, on a worker with room for it."""
-    first = group.rows[0]
-    need = stack_need((first["naxis2"], first["naxis1"]), config.stack.memory_limit_mb, colour=group.colour)
-    return cluster.submit_sized(need, _build, config, group, None)
 
 
 def _solution_text(solution) -> str:
