@@ -115,7 +115,10 @@ class DaskCluster(Cluster):
         self.client = client  # for what observd does not wrap: the workers' processes, the scheduler's state
         self._local = local
         self._address = address or client.scheduler.address
-        self.dashboard = client.dashboard_link
+        try:
+            self.dashboard = client.dashboard_link
+        except KeyError:  # a scheduler started without its dashboard (no Bokeh there)
+            self.dashboard = None
         self._largest = (0, -float("inf"))  # (MiB, when asked)
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
@@ -177,10 +180,7 @@ class DaskCluster(Cluster):
             probe.unlink(missing_ok=True)
         for worker, (host, missing) in sorted(problems.items()):
             if missing:
-                raise ClusterError(
-                    f"Dask worker {worker} on {host} {missing[0]}: inputs and outputs must be on a file system "
-                    "every host mounts at the same path (README, 'Running on a Dask cluster')"
-                )
+                raise ClusterError(f"Dask worker {worker} on {host} {missing[0]}")
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.client.close()
@@ -221,11 +221,19 @@ class DaskCluster(Cluster):
         return done
 
 
+_SHARED = (
+    "inputs and outputs must be on a file system every host mounts at the same path "
+    "(README, 'Running on a Dask cluster')"
+)
+
+
 def _unseen(paths: list[str], probe: str, version: str) -> tuple[str, list[str]]:
     """On a worker: its host, and what it cannot see of `paths` and the output folder of `probe`
-    (or another observd than the driver's `version`, whose results could differ)."""
-    missing = [] if __version__ == version else [f"runs observd {__version__}, not {version} as this host"]
-    missing += [f"cannot see {p}" for p in paths if not os.path.exists(p)]
+    (or another observd than the driver's `version`, whose results could differ), each with what to do."""
+    missing = (
+        [] if __version__ == version else [f"runs observd {__version__}, not {version} as this host: install the same"]
+    )
+    missing += [f"cannot see {p}: {_SHARED}" for p in paths if not os.path.exists(p)]
     folder = os.path.dirname(probe)
     try:
         with open(probe) as f:
@@ -233,7 +241,7 @@ def _unseen(paths: list[str], probe: str, version: str) -> tuple[str, list[str]]
     except OSError:
         same = False
     if not same:
-        missing.append(f"does not see the output folder {folder} this host writes")
+        missing.append(f"does not see the output folder {folder} this host writes: {_SHARED}")
     elif not os.access(folder, os.W_OK):
         missing.append(f"cannot write into the output folder {folder}")
     return socket.gethostname(), missing
