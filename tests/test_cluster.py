@@ -1,7 +1,8 @@
 """`observd ingest --cluster`: the jobs on Dask's distributed scheduler (`jobs.dask_cluster`).
 
-Placement by memory, a worker that cannot see the files, a worker killed mid-run, an unreachable
-scheduler; and the same catalog, masters and stacks as this host's pool over five nights.
+Placement by memory, workers that cannot see the files or run another observd, a worker killed
+mid-run, an unreachable or lost scheduler; and the same catalog, masters and stacks as this
+host's pool over five nights.
 """
 
 from __future__ import annotations
