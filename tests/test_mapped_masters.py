@@ -13,6 +13,7 @@ from astropy.io import fits
 
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
+from observd.jobs import mapped_masters
 from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane
 
 SHAPE = (128, 160)
@@ -117,3 +118,19 @@ def test_on_a_cluster_each_host_keeps_its_own_copies_and_only_the_latest(tmp_pat
     np.testing.assert_array_equal(again.data, data)
     kept = sorted(p.name for p in again.folder.parent.iterdir())
     assert again.folder.name in kept and on_host["bias"].folder.name not in kept and len(kept) == 3
+
+
+def test_a_host_keeps_the_most_recently_mapped_masters_and_those_mapped_lately(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "host-tmp"))
+    (tmp_path / "host-tmp").mkdir()
+    monkeypatch.setattr(mapped_masters, "HOST_KEEP", 2)
+    masters = _masters(tmp_path / "shared")
+    first = master_plane(masters["bias"], True).folder
+    os.utime(first, (1, 1))  # last mapped long ago
+    second = master_plane(masters["dark"], True).folder
+    third = master_plane(masters["flat"], True).folder  # the oldest beyond two goes
+    assert not first.exists() and second.exists() and third.exists()
+    master_plane.cache_clear()
+    again = master_plane(masters["bias"], True)  # needed again: stored again
+    np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)
+    assert second.exists() and third.exists()  # mapped lately: kept beyond two

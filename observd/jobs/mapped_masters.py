@@ -21,12 +21,12 @@ host over a file another host has mapped leaves that host's map on a deleted fil
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -49,10 +49,12 @@ def master_plane(path: str, on_host: bool = False) -> Plane:
     """The master at `path` as memory-mapped planes, written beside it (`on_host`: in this host's
     temporary folder) first by the first worker that needs it."""
     folder = host_planes_folder(Path(path)) if on_host else planes_folder(Path(path))
+    if on_host and folder.exists():
+        os.utime(folder)  # mapped by one more process: recently used (`_remove_unused`)
     if not (folder / _LISTING).exists():
         _store(Path(path), folder)
         if on_host:
-            _remove_stale(folder)
+            _remove_unused(folder)
     present = json.loads((folder / _LISTING).read_text())
     planes = {name: np.load(folder / f"{name}.npy", mmap_mode="r") if name in present else None for name in _STORED}
     return MappedPlane(planes["data"], planes["uncertainty"], planes["mask"], folder=folder)
@@ -73,14 +75,34 @@ def host_planes_folder(master: Path) -> Path:
     return root / f"{key}-{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
 
 
-def _remove_stale(folder: Path) -> None:
-    """This host's copies of earlier contents of the same master (written again since): no job
-    maps them any more, and the temporary folder would otherwise keep every one of them. A
-    worker still holding a map keeps its pages until it lets go (a local file system)."""
-    prefix = folder.name.rsplit("-", 2)[0] + "-"
-    for stale in folder.parent.glob(f"{glob.escape(prefix)}*"):
-        if stale != folder:  # the same key: the same master path
-            shutil.rmtree(stale, ignore_errors=True)
+HOST_KEEP = 32
+"""How many masters' copies a host keeps at least: the most recently mapped."""
+
+HOST_IDLE_S = 600
+"""A host's copies of a master mapped this recently are kept, however many there are."""
+
+
+def _remove_unused(folder: Path) -> None:
+    """What a host's temporary folder need not keep, now that `folder` is stored: the copies of
+    earlier contents of the same master (written again since), and beyond the `HOST_KEEP` most
+    recently mapped masters, those not mapped for `HOST_IDLE_S`. An archive's years of nights
+    would otherwise leave every master of every night there. A worker still holding a map keeps
+    its pages until it lets go (a local file system), and a master needed again is stored again."""
+    prefix = folder.name.rsplit("-", 2)[0] + "-"  # the same key: the same master path
+    others = [f for f in folder.parent.iterdir() if f != folder]
+    stale = [f for f in others if f.name.startswith(prefix)]
+    idle_since = time.time() - HOST_IDLE_S
+    by_use = sorted((f for f in others if f not in stale), key=_last_used, reverse=True)
+    unused = [f for f in by_use[HOST_KEEP - 1 :] if _last_used(f) < idle_since]
+    for old in stale + unused:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _last_used(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:  # removed meanwhile by another worker
+        return float("inf")
 
 
 def _store(master: Path, folder: Path) -> None:
@@ -121,6 +143,7 @@ class MappedPlane(Plane):
             plane = compute(self)
             if plane is None:
                 return None
+            self.folder.mkdir(parents=True, exist_ok=True)  # a host's copies removed meanwhile (unused)
             save_atomic(path, plane)
         return np.load(path, mmap_mode="r")
 
