@@ -81,7 +81,7 @@ def _observd_jobs(config, catalog, lights):
         seen = catalogue(path, catalog, config)
         row = catalog.file(seen.file_id)
         sel = select_masters(row, masters, config.masters, config.calibrate)
-        jobs.append(reducer._light_job(row, sel, 0, None))
+        jobs.append(reducer._lights._light_job(row, sel, 0, None))
     return jobs
 
 

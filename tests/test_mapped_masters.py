@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from astropy.io import fits
 
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
+from observd.jobs import mapped_masters
 from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane
 
 SHAPE = (128, 160)
@@ -90,3 +93,44 @@ def test_a_master_written_again_gets_new_copies(tmp_path):
     again = master_plane(masters["bias"])
     assert again.folder != first.folder
     np.testing.assert_array_equal(again.data, data)
+
+
+def test_on_a_cluster_each_host_keeps_its_own_copies_and_only_the_latest(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "host-tmp"))  # this host's temporary folder
+    (tmp_path / "host-tmp").mkdir()
+    masters = _masters(tmp_path / "shared")
+    raw = _light(1)
+    beside = calibrate(raw, **{k: master_plane(p) for k, p in masters.items()}, **SETTINGS)
+    master_plane.cache_clear()
+    on_host = {k: master_plane(p, True) for k, p in masters.items()}
+    here = calibrate(raw, **on_host, **SETTINGS)
+    np.testing.assert_array_equal(here.data, beside.data)
+    np.testing.assert_array_equal(here.uncertainty, beside.uncertainty)
+    assert all(p.folder.parent == tmp_path / "host-tmp" / f"observd-planes-{os.getuid()}" for p in on_host.values())
+    assert isinstance(on_host["flat"].inverse_square, np.memmap)  # derived planes kept there too
+    # the bias written again: its new copies replace the old ones on this host, the others stay
+    data = np.full(SHAPE, 7.0, np.float32)
+    write_atomic(
+        Path(masters["bias"]), image_hdus(data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
+    )
+    master_plane.cache_clear()
+    again = master_plane(masters["bias"], True)
+    np.testing.assert_array_equal(again.data, data)
+    kept = sorted(p.name for p in again.folder.parent.iterdir())
+    assert again.folder.name in kept and on_host["bias"].folder.name not in kept and len(kept) == 3
+
+
+def test_a_host_keeps_the_most_recently_mapped_masters_and_those_mapped_lately(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "host-tmp"))
+    (tmp_path / "host-tmp").mkdir()
+    monkeypatch.setattr(mapped_masters, "HOST_KEEP", 2)
+    masters = _masters(tmp_path / "shared")
+    first = master_plane(masters["bias"], True).folder
+    os.utime(first, (1, 1))  # last mapped long ago
+    second = master_plane(masters["dark"], True).folder
+    third = master_plane(masters["flat"], True).folder  # the oldest beyond two goes
+    assert not first.exists() and second.exists() and third.exists()
+    master_plane.cache_clear()
+    again = master_plane(masters["bias"], True)  # needed again: stored again
+    np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)
+    assert second.exists() and third.exists()  # mapped lately: kept beyond two

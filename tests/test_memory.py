@@ -15,7 +15,7 @@ from support import make_config
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus, write_atomic
 from observd.cli.main import main
-from observd.core.memory import TREE_MB, Budget, Need, light_need, master_need
+from observd.core.memory import TREE_MB, WORKER_MB, Budget, Need, light_need, master_need, stack_need
 from observd.jobs.light_job import AlignJob, Reference, footprint
 from observd.pipeline import light_stage
 from observd.pipeline.batch import ingest
@@ -34,6 +34,12 @@ def test_a_jobs_footprint_grows_with_its_frame_and_colour_takes_more():
     assert light_need((6388, 9576), colour=False).shared_mb > 14 * light_need((2048, 2048), colour=False).shared_mb
     assert light_need((2048, 2048), colour=True).shared_mb == mono_2k.shared_mb  # masters are mosaics
     assert master_need((2048, 2048), 1024).job_mb > 1024  # the band-by-band combination plus the master's planes
+
+
+def test_a_stack_is_counted_as_a_master_is_and_a_colour_one_with_three_sets_of_planes():
+    mono, colour = (stack_need((2048, 2048), 1024, colour=c).job_mb for c in (False, True))
+    assert mono == master_need((2048, 2048), 1024).job_mb
+    assert colour - WORKER_MB - 1024 == 3 * (mono - WORKER_MB - 1024) > 0  # the planes, three times
 
 
 def test_the_budget_decides_how_many_jobs_run_at_once():

@@ -20,6 +20,7 @@ from observd.adapters.config_file import load_config
 from observd.core.align import prepare_astroalign
 from observd.core.config import Config, ConfigError, to_toml
 from observd.core.memory import MemoryBudgetError
+from observd.jobs.cluster import ClusterError, ClusterLost
 from observd.jobs.pool import memory_budget, reuse_freed_memory, total_memory_mb
 
 log = logging.getLogger("observd")
@@ -91,23 +92,49 @@ class Progress:
 
 
 def cmd_ingest(args) -> int:
-    from observd.jobs.pool import start_fork_server, worker_pool
+    from observd.jobs.pool import start_fork_server
 
     config = _load(args)
-    start_fork_server()  # its imports overlap this process's next ones
+    address = args.cluster or config.cluster.scheduler
+    if not address:
+        start_fork_server()  # its imports overlap this process's next ones
     from observd.pipeline.batch import batch_nights, ingest, summary_table
     from observd.pipeline.reducer import Reducer
 
+    paths = [Path(p) for p in args.paths]
     catalog = _open_catalog(config)
     try:
-        with worker_pool(config, warm=False) as pool:  # warmed when the batch has new files
+        with _job_pool(config, address, paths) as pool:
             reducer = Reducer(config, catalog, pool=pool)
-            result = ingest([Path(p) for p in args.paths], catalog, config, progress=Progress(), reducer=reducer)
+            result = ingest(paths, catalog, config, progress=Progress(), reducer=reducer)
             print(summary_table(catalog, result))
             stack_failed = args.stack and _stack_nights(config, catalog, batch_nights(catalog, result), reducer)
     finally:
         catalog.close()
     return 1 if result.failed or stack_failed else 0
+
+
+def _job_pool(config: Config, address: str, paths: list[Path]):
+    """Where `observd ingest` runs its jobs: this host's worker pool (warmed when the batch has
+    new files), or the Dask cluster at `address`, once every worker is known to see `paths` and
+    the output folder; its dashboard's address is printed."""
+    if not address:
+        from observd.jobs.pool import worker_pool
+
+        return worker_pool(config, warm=False)
+    from observd.jobs.dask_cluster import open_cluster
+
+    if not log.isEnabledFor(logging.DEBUG):  # the scheduler's own chatter: the dashboard shows it
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = open_cluster(address, config)
+    try:
+        cluster.check_visible([p for p in paths if p.exists()], config.paths.output)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    if cluster.dashboard:
+        print(f"observd: Dask dashboard at {cluster.dashboard}", file=sys.stderr, flush=True)
+    return cluster
 
 
 def cmd_masters(args) -> int:
@@ -188,16 +215,16 @@ def _stack_nights(
 ) -> bool:
     """Finish the nights (`Reducer.finish_night`), build (or rebuild) their stacks and print them,
     then with `[stack] deep` the deep stacks of their targets; True if a product failed."""
-    from observd.pipeline.stacking import StackError, stack_night
+    from observd.pipeline.stacking import StackError, stack_nights
 
     failed = False
     objects = set()
-    for night in nights:
-        reducer.finish_night(night)
-        try:
-            products = stack_night(config, catalog, night, object=object, filter=filter, pool=reducer.pool)
-        except StackError as exc:
-            print(f"{night}: {exc}", file=sys.stderr)
+    stacked = stack_nights(
+        config, catalog, nights, reducer.finish_night, object=object, filter=filter, pool=reducer.pool
+    )
+    for night, products in stacked:
+        if isinstance(products, StackError):
+            print(f"{night}: {products}", file=sys.stderr)
             failed = True
             continue
         if not products:
@@ -383,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stack", action="store_true", help="then build (or rebuild) the stacks of every night these files belong to"
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help='run the jobs on the Dask scheduler at ADDRESS (tcp://host:8786), or "local:N" for N workers '
+        "here (default: [cluster] scheduler, else this host's worker pool)",
+    )
 
     p = command("frames", cmd_frames, "list catalogued files with their type, state and reason")
     p.add_argument("--night", metavar="YYYY-MM-DD")
@@ -485,12 +518,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare_astroalign()  # and lights aligned, without a pool
     try:
         return args.func(args)
-    except (ConfigError, UsageError, MemoryBudgetError) as exc:
+    except (ConfigError, UsageError, MemoryBudgetError, ClusterError) as exc:
         print(f"observd: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("observd: interrupted", file=sys.stderr)
         return 130
+    except ClusterLost as exc:
+        print(f"observd: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the boundary: a one-line message, traceback only on request
         if args.debug:
             raise

@@ -195,6 +195,12 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    scheduler: str = ""  # where `observd ingest` runs its jobs: "tcp://host:8786", "local:N"; "" = this host's pool
+    timeout: float = 10.0  # seconds to reach the scheduler, and to wait for its first worker
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
@@ -206,6 +212,7 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     colour: ColourConfig = field(default_factory=ColourConfig)
     web: WebConfig = field(default_factory=WebConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
@@ -400,6 +407,8 @@ def _check_semantics(config: Config) -> None:
                 f"{src}: [{section}] memory_limit_mb = {getattr(config, section).memory_limit_mb} must be below "
                 f"[daemon] memory_limit_mb = {limit}"
             )
+    if config.cluster.timeout <= 0:
+        raise ConfigError(f"{src}: [cluster] timeout = {config.cluster.timeout!r}: expected a number of seconds > 0")
     if config.astrometry.tweak_order not in (2, 3):
         raise ConfigError(f"{src}: [astrometry] tweak_order = {config.astrometry.tweak_order!r}: expected 2 or 3")
     if config.astrometry.cpu_limit_s <= 0:

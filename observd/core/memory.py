@@ -101,6 +101,13 @@ def master_need(shape: tuple[int, ...], combine_mb: int) -> Need:
     return Need(WORKER_MB + combine_mb + _mib(shape, MASTER_PLANES_BYTES_PER_PIXEL), 0, _frame(shape))
 
 
+def stack_need(shape: tuple[int, ...], combine_mb: int, *, colour: bool) -> Need:
+    """Building one stack of frames of `shape` as a master is built (`master_need`), within
+    `combine_mb` (`[stack] memory_limit_mb`), beside its planes: three sets for a colour cube."""
+    planes = MASTER_PLANES_BYTES_PER_PIXEL * (3 if colour else 1)
+    return Need(WORKER_MB + combine_mb + _mib(shape, planes), 0, _frame(shape))
+
+
 def default_limit_mb(total_mb: int) -> int:
     """`[daemon] memory_limit_mb = 0`: half of the machine's memory, leaving the rest to the
     system, the camera's program and the page cache that holds the frames."""

@@ -69,6 +69,7 @@ class LightJob:
     notes: tuple[str, ...] = ()
     bayer: str | None = None  # stored Bayer pattern of a one-shot-colour raw frame; None = mono
     debayer: str = "malvar2004"  # `[calibrate] debayer`
+    planes_on_host: bool = False  # masters mapped from the worker's own host, not beside them (`mapped_masters`)
 
 
 @dataclass(frozen=True)
@@ -128,18 +129,18 @@ def footprint(job: LightJob | AlignJob) -> Need:
     return light_need(image_shape(Path(job.calibrated_path)), colour=job.bayer is not None)
 
 
-def _plane(use: MasterFile | None) -> Plane | None:
-    return None if use is None else master_plane(use.path)
+def _plane(use: MasterFile | None, on_host: bool) -> Plane | None:
+    return None if use is None else master_plane(use.path, on_host)
 
 
 def reduce_light(job: LightJob) -> LightResult:
     raw, header = read_image_and_header(Path(job.path), job.hdu)
     cal = calibrate(
         raw,
-        bias=_plane(job.bias),
-        dark=_plane(job.dark),
+        bias=_plane(job.bias, job.planes_on_host),
+        dark=_plane(job.dark, job.planes_on_host),
         dark_scale=job.dark_scale,
-        flat=_plane(job.flat),
+        flat=_plane(job.flat, job.planes_on_host),
         gain=job.gain,
         read_noise=job.read_noise,
         saturation=job.saturation,

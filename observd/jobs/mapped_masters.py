@@ -12,13 +12,21 @@ The folder's name carries the master file's size and mtime: a master written aga
 same name gets new copies, never stale ones. `MappedPlane` is a `Plane` whose derived planes come
 from those files (computed by `Plane`'s own arithmetic, once per host), so the results are those of
 the planes read from FITS, bit for bit.
+
+On a cluster whose workers are on several hosts (`jobs.cluster`), each host stores its own copies
+in its temporary folder instead (`host_planes_folder`): copies beside the master, on the shared
+file system, would be written by the first worker of every host at once, and a rename by one
+host over a file another host has mapped leaves that host's map on a deleted file (NFS: SIGBUS).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -37,11 +45,16 @@ _STORED = ("data", "uncertainty", "mask")
 
 
 @lru_cache(maxsize=16)
-def master_plane(path: str) -> Plane:
-    """The master at `path` as memory-mapped planes, written beside it first by the first worker that needs it."""
-    folder = planes_folder(Path(path))
+def master_plane(path: str, on_host: bool = False) -> Plane:
+    """The master at `path` as memory-mapped planes, written beside it (`on_host`: in this host's
+    temporary folder) first by the first worker that needs it."""
+    folder = host_planes_folder(Path(path)) if on_host else planes_folder(Path(path))
+    if on_host and folder.exists():
+        os.utime(folder)  # mapped by one more process: recently used (`_remove_unused`)
     if not (folder / _LISTING).exists():
         _store(Path(path), folder)
+        if on_host:
+            _remove_unused(folder)
     present = json.loads((folder / _LISTING).read_text())
     planes = {name: np.load(folder / f"{name}.npy", mmap_mode="r") if name in present else None for name in _STORED}
     return MappedPlane(planes["data"], planes["uncertainty"], planes["mask"], folder=folder)
@@ -51,6 +64,45 @@ def planes_folder(master: Path) -> Path:
     """Where the mapped copies of `master` (as it is now) live."""
     stat = master.stat()
     return master.parent / PLANES_FOLDER / f"{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def host_planes_folder(master: Path) -> Path:
+    """Where this host keeps its own mapped copies of `master` (as it is now): its temporary
+    folder, under a name that tells masters of the same name in different folders apart."""
+    stat = master.stat()
+    key = hashlib.sha256(str(master.absolute()).encode()).hexdigest()[:16]
+    root = Path(tempfile.gettempdir()) / f"observd-planes-{os.getuid()}"
+    return root / f"{key}-{master.name}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+HOST_KEEP = 32
+"""How many masters' copies a host keeps at least: the most recently mapped."""
+
+HOST_IDLE_S = 600
+"""A host's copies of a master mapped this recently are kept, however many there are."""
+
+
+def _remove_unused(folder: Path) -> None:
+    """What a host's temporary folder need not keep, now that `folder` is stored: the copies of
+    earlier contents of the same master (written again since), and beyond the `HOST_KEEP` most
+    recently mapped masters, those not mapped for `HOST_IDLE_S`. An archive's years of nights
+    would otherwise leave every master of every night there. A worker still holding a map keeps
+    its pages until it lets go (a local file system), and a master needed again is stored again."""
+    prefix = folder.name.rsplit("-", 2)[0] + "-"  # the same key: the same master path
+    others = [f for f in folder.parent.iterdir() if f != folder]
+    stale = [f for f in others if f.name.startswith(prefix)]
+    idle_since = time.time() - HOST_IDLE_S
+    by_use = sorted((f for f in others if f not in stale), key=_last_used, reverse=True)
+    unused = [f for f in by_use[HOST_KEEP - 1 :] if _last_used(f) < idle_since]
+    for old in stale + unused:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _last_used(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:  # removed meanwhile by another worker
+        return float("inf")
 
 
 def _store(master: Path, folder: Path) -> None:
@@ -91,6 +143,7 @@ class MappedPlane(Plane):
             plane = compute(self)
             if plane is None:
                 return None
+            self.folder.mkdir(parents=True, exist_ok=True)  # a host's copies removed meanwhile (unused)
             save_atomic(path, plane)
         return np.load(path, mmap_mode="r")
 

@@ -125,14 +125,22 @@ def _start_workers(pool: Executor, workers: int) -> None:
 
 
 def _single_threaded_worker() -> None:
-    """A worker's process set-up. Parallelism comes from the worker processes: OpenCV's own thread
-    pool inside each of them would only oversubscribe the cores."""
+    """A pool worker's process set-up (`prepare_worker`); it ends with the fork server and the
+    pool's owner (`jobs.lifeline`)."""
+    prepare_worker()
+    watch_parent()
+
+
+def prepare_worker() -> None:
+    """What every worker process does before its first job, in this host's pool or on a cluster:
+    astroalign made deterministic (`prepare_astroalign`), freed buffers kept, and one OpenCV
+    thread — parallelism comes from the worker processes, and OpenCV's own thread pool inside
+    each of them would only oversubscribe the cores."""
     import cv2
 
     cv2.setNumThreads(1)
     reuse_freed_memory()
     prepare_astroalign()
-    watch_parent()  # a worker ends with the fork server and the pool's owner (`jobs.lifeline`)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

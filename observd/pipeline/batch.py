@@ -11,7 +11,7 @@ import os
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from observd.adapters.fits_files import sha256_file
 from observd.adapters.watcher import is_candidate, scan
 from observd.core.config import Config
 from observd.core.memory import MemoryBudgetError, light_need, master_need
+from observd.jobs.cluster import Cluster
 from observd.jobs.pool import memory_budget
 from observd.pipeline.intake import Seen, catalogue, classify_rules, known_unchanged
 from observd.pipeline.reducer import Reducer
@@ -85,7 +86,7 @@ def ingest(
                 catalog.event("error", "internal-error", traceback.format_exc(), str(path))
             if progress:
                 progress(index, len(files), path.name)
-    check_budget(catalog, result, config)
+    check_budget(catalog, result, config, reducer.pool)
     try:
         reducer.advance(final=True, progress=progress)
     except Exception as exc:
@@ -94,14 +95,15 @@ def ingest(
     return result
 
 
-def check_budget(catalog: Catalog, result: BatchResult, config: Config) -> None:
+def check_budget(catalog: Catalog, result: BatchResult, config: Config, pool: Executor | None = None) -> None:
     """Before any frame of the batch is processed: one job of each of its frames fits in
-    `[daemon] memory_limit_mb` (the biggest frames then run fewer at once, `dispatch.run_jobs`).
+    `[daemon] memory_limit_mb` (the biggest frames then run fewer at once, `dispatch.run_jobs`),
+    or, on a cluster, in the worker that offers the most (`Cluster.refusal`).
 
     Raises:
         MemoryBudgetError: for the first frame whose job cannot fit even alone, with both numbers.
     """
-    budget = memory_budget(config)
+    refusal = pool.refusal if isinstance(pool, Cluster) else memory_budget(config).refusal
     for row in filter(None, (catalog.file(s.file_id) for s in result.seen if s.file_id is not None)):
         if not (row["naxis1"] and row["naxis2"]):
             continue
@@ -112,7 +114,7 @@ def check_budget(catalog: Catalog, result: BatchResult, config: Config) -> None:
             need = master_need(shape, config.masters.memory_limit_mb)
         else:
             continue
-        reason = budget.refusal(need)
+        reason = refusal(need)
         if reason:
             raise MemoryBudgetError(reason)
 

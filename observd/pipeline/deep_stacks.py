@@ -51,7 +51,7 @@ from observd.jobs.light_job import AlignJob, Reference, align_calibrated, footpr
 from observd.jobs.pool import memory_budget
 from observd.pipeline.alignment_stage import reference_of
 from observd.pipeline.dispatch import Failure, run_jobs
-from observd.pipeline.stacking import StackProduct, build_and_record
+from observd.pipeline.stacking import StackProduct, build_groups
 
 __all__ = ["DeepRefresh", "DeepStackError", "refresh_after_night", "refresh_deep"]
 
@@ -149,12 +149,8 @@ def _refresh_target(
         if (filter is None or row["filter"] == filter)
         and (path := resampled.get(row["id"]) or (done[row["id"]]["path"] if row["id"] in fresh else None))
     ]
-    products, failures = [], []
-    for group in deep_groups(usable, plan.reference, min_frames=config.stack.min_frames):
-        try:
-            products.append(build_and_record(config, catalog, group, pool))
-        except Exception as exc:
-            failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
+    groups = deep_groups(usable, plan.reference, min_frames=config.stack.min_frames)
+    products, failures = build_groups(config, catalog, groups, pool)
     refresh = DeepRefresh(
         obj, plan.reference["name"], len(resampled), len(plan.fresh), tuple(left_out), tuple(products)
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from observd.adapters.catalog import Catalog
 from observd.core.config import Config
 from observd.core.memory import Budget, MemoryBudgetError, Need
+from observd.jobs.cluster import Cluster, WorkerLost
 from observd.jobs.pool import memory_budget
 from observd.pipeline.events import Events
 
@@ -96,11 +97,17 @@ def run_jobs(
     With a `budget`, each job's `footprint` decides: fewer jobs at once when the biggest needs
     more than the budget leaves per worker (`Budget.jobs_at_once`), and a job that does not fit
     even alone is refused. Without a pool, or for a single task, the jobs run here.
+
+    On a `Cluster`, each job's `footprint` places it instead (`Cluster.submit_sized`): on a
+    worker with room for it, and refused when no worker has that much (`Cluster.refusal`).
     """
+    cluster = pool if isinstance(pool, Cluster) else None
+    needs: dict[int, Need] = {}
     if budget is not None and footprint is not None:
-        tasks, refused, at_once = _within(budget, footprint, tasks)
+        tasks, refused, needs = _within(cluster.refusal if cluster else budget.refusal, footprint, tasks)
         yield from refused
-        if at_once < budget.workers:  # otherwise the pool's own size limits them
+        at_once = min((budget.jobs_at_once(need) for need in needs.values()), default=budget.workers)
+        if cluster is None and at_once < budget.workers:  # otherwise the pool's own size limits them
             window = min(window, at_once)
     if pool is None or len(tasks) < 2:
         for func, job in tasks:
@@ -108,6 +115,11 @@ def run_jobs(
                 return
             yield job, _call(func, job)
         return
+    if cluster is not None:
+        window = cluster.in_flight(window)
+        submit = lambda task: cluster.submit_sized(needs.get(id(task[1])), _call, *task)
+    else:
+        submit = lambda task: pool.submit(_call, *task)
     pending = iter(tasks)
     in_flight: dict = {}
     while True:
@@ -115,7 +127,7 @@ def run_jobs(
             task = next(pending, None)
             if task is None:
                 break
-            in_flight[pool.submit(_call, *task)] = task[1]
+            in_flight[submit(task)] = task[1]
         if not in_flight:
             return
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -123,30 +135,30 @@ def run_jobs(
             job = in_flight.pop(future)
             try:
                 outcome = future.result()
-            except BrokenExecutor as exc:
-                # the next submit raises too: the daemon then replaces the pool
+            except (BrokenExecutor, WorkerLost) as exc:
+                # a broken pool (the next submit raises too: the daemon then replaces the pool),
+                # or a cluster's job whose workers kept dying
                 outcome = Failure(
                     WorkerDied(f"the worker process reducing it died ({exc}): out of memory, or a crash in a library")
                 )
             yield job, outcome
 
 
-def _within(budget: Budget, footprint: Footprint, tasks: list) -> tuple[list, list, int]:
-    """The tasks that fit in `budget`, (job, Failure) for each that does not, and how many of
-    them run at once (as many as the biggest allows). A job whose frame cannot be read is left
-    to fail as it runs, with its reason."""
-    fitting, refused, needs = [], [], []
+def _within(refusal: Callable[[Need], str | None], footprint: Footprint, tasks: list) -> tuple[list, list, dict]:
+    """The tasks whose job `refusal` lets run, (job, Failure) for each it does not, and the need
+    of each job that runs (by `id` of the job). A job whose frame cannot be read is left to fail
+    as it runs, with its reason."""
+    fitting, refused, needs = [], [], {}
     for task in tasks:
         try:
             need = footprint(task[1])
         except (OSError, ValueError, KeyError):
             fitting.append(task)
             continue
-        reason = budget.refusal(need)
+        reason = refusal(need)
         if reason:
             refused.append((task[1], Failure(MemoryBudgetError(reason), tb="")))
         else:
             fitting.append(task)
-            needs.append(need)
-    at_once = min((budget.jobs_at_once(need) for need in needs), default=budget.workers)
-    return fitting, refused, at_once
+            needs[id(task[1])] = need
+    return fitting, refused, needs

@@ -16,6 +16,7 @@ from observd.core.frames import MasterFile
 from observd.core.layout import light_paths
 from observd.core.master_choice import Selection, select_masters
 from observd.core.references import best_stars, held_for_reference, target_key
+from observd.jobs.cluster import Cluster
 from observd.jobs.light_job import (
     LightJob,
     LightResult,
@@ -144,6 +145,7 @@ class LightStage(Stage):
             notes=selection.notes,
             bayer=row["bayer"],
             debayer=cc.debayer,
+            planes_on_host=isinstance(self.pool, Cluster),
         )
 
     def _record_light(self, job: LightJob, outcome) -> None:

@@ -3,6 +3,8 @@
 Biases come first, since darks and flats subtract them. A ready dark group is combined in
 the background meanwhile: its bias is only subtracted from the result (`jobs.master_job`), so
 the two combinations share the pool instead of waiting for each other's checks and writes.
+On a cluster (`jobs.cluster`), each master is built whole by one worker, the groups of a kind
+side by side.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from observd.core.frames import CALIBRATION_TYPES, MasterFile
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
 from observd.core.master_plan import UP_TO_DATE, GroupPlan, plan_masters
+from observd.core.memory import master_need
+from observd.jobs.cluster import Cluster
 from observd.jobs.master_job import (
     FrameRef,
     MasterJob,
@@ -52,17 +56,39 @@ class MasterStage(Stage):
                     final=final,
                     force=force,
                 )
-                if kind == "bias":
+                if kind == "bias" and not isinstance(self.pool, Cluster):
                     for dark in plan(kinds=("dark",)):
                         if dark.ready:
                             job = self._frames_job(dark)
                             early[dark.group_key] = (job.frames, background.submit(combine_master, job, self.pool))
                 current = [m for m in masters if m["current"]]
+                ready = []
                 for group in plan(kinds=(kind,)):
                     self._record_eligibility(group)
                     if group.ready or self._stale(group, current):
-                        built += self._build(group, current, early.pop(group.group_key, None))
+                        ready.append((group, *self._master_job(group, current)))
+                whole = self._start_whole(ready)
+                for group, job, wait in ready:
+                    if job is None:
+                        self.events.log.debug("%s: %s", group.group_key, wait)
+                        continue
+                    built += self._build(group, job, current, early.pop(group.group_key, None), whole.get(job.output))
         return built
+
+    def _start_whole(self, ready: list[tuple[GroupPlan, MasterJob | None, str]]) -> dict[str, Future]:
+        """On a cluster, every ready group's whole build at once (by output path), each on one
+        worker with room for it: a master's combination cannot be shared out among workers on
+        other hosts (`jobs.cluster`), but the groups of a kind can be built side by side.
+        Nothing here."""
+        if not isinstance(self.pool, Cluster):
+            return {}
+        started = {}
+        for plan, job, _ in ready:
+            if job is not None:
+                ref = plan.eligible[-1]
+                need = master_need((ref["naxis2"], ref["naxis1"]), self.config.masters.memory_limit_mb)
+                started[job.output] = self.pool.submit_sized(need, build_master, job)
+        return started
 
     def _stale(self, plan: GroupPlan, current: list[dict]) -> bool:
         """An up-to-date group's master subtracted another bias or dark than the one it would get
@@ -89,15 +115,20 @@ class MasterStage(Stage):
             if row["state"] == "excluded":  # back within tolerance of a moved group median
                 self.catalog.update_file(row["id"], state="classified", reason=None)
 
-    def _build(self, plan: GroupPlan, current: list[dict], early: tuple[tuple, Future] | None) -> int:
+    def _build(
+        self,
+        plan: GroupPlan,
+        job: MasterJob,
+        current: list[dict],
+        early: tuple[tuple, Future] | None,
+        whole: Future | None,
+    ) -> int:
         """Build one master (from `early`, the frames and combination started in the background,
-        when the job has the same frames) and record it."""
-        job, wait = self._master_job(plan, current)
-        if job is None:
-            self.events.log.debug("%s: %s", plan.group_key, wait)
-            return 0
+        when the job has the same frames; from `whole`, its build started on a cluster) and record it."""
         try:
-            if early is not None and early[0] == job.frames:
+            if whole is not None:
+                result = whole.result()
+            elif early is not None and early[0] == job.frames:
                 result = finish_master(job, early[1].result())
             else:
                 result = build_master(job, executor=self.pool)

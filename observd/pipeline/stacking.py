@@ -46,8 +46,8 @@ Then the night's light curves of the ``[photometry] targets`` (`observd.pipeline
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,7 @@ from observd.core.calibrate import MASK_BAD
 from observd.core.config import Config
 from observd.core.layout import deep_stack_stem, stack_stem
 from observd.core.measure import Stars, measure
+from observd.core.memory import stack_need
 from observd.core.stack_plan import (
     WEIGHTINGS,
     StackGroup,
@@ -72,6 +73,7 @@ from observd.core.stack_plan import (
     rejection_for,
     typical_noise,
 )
+from observd.jobs.cluster import Cluster
 from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
@@ -82,10 +84,12 @@ __all__ = [
     "StackProduct",
     "StackError",
     "build_and_record",
+    "build_groups",
     "build_stack",
     "stack_frames",
     "stack_header",
     "stack_night",
+    "stack_nights",
 ]
 
 
@@ -219,23 +223,82 @@ def stack_night(
 ) -> list[StackProduct]:
     """Build (or rebuild) the night's products; record them; mark the night stacked.
 
-    `pool`: worker processes that share out the combination (threads are used without one).
+    `pool`: worker processes that share out the combination (threads are used without one); a
+    cluster's workers (`jobs.cluster`) build each product whole instead, from the aligned frames'
+    paths, and this process records them.
 
     A product that fails is logged and the others are still built; then StackError is raised
     and the night is not marked stacked, so the scheduler tries it again.
     """
+    groups = _plan(config, catalog, night, object, filter)
+    return _record(config, catalog, night, groups, _start(config, groups, pool), pool, object, filter)
+
+
+def stack_nights(
+    config: Config,
+    catalog: Catalog,
+    nights: Sequence[str],
+    finish: Callable[[str], object],
+    *,
+    object: str | None = None,
+    filter: str | None = None,
+    pool: Executor | None = None,
+) -> Iterator[tuple[str, list[StackProduct] | StackError]]:
+    """`stack_night` of each of `nights` once `finish(night)` has made it final: (night, its
+    products or its StackError), night by night. On a cluster, every night is finished first and
+    all their products are started at once, so that the workers build the products of many
+    nights side by side; this process records them night by night as they come."""
+
+    def start(night: str) -> tuple[list[StackGroup], list[Future] | None]:
+        groups = _plan(config, catalog, night, object, filter)
+        return groups, _start(config, groups, pool)
+
+    ahead = {}
+    if isinstance(pool, Cluster):
+        for night in nights:
+            finish(night)
+        ahead = {night: start(night) for night in nights}
+    for night in nights:
+        if night not in ahead:
+            finish(night)
+        groups, whole = ahead.pop(night, None) or start(night)
+        try:
+            yield night, _record(config, catalog, night, groups, whole, pool, object, filter)
+        except StackError as exc:
+            yield night, exc
+
+
+def _plan(config: Config, catalog: Catalog, night: str, object: str | None, filter: str | None) -> list[StackGroup]:
     rows = catalog.files(night=night, types=("light",))
     ref_ids = {r["reference_id"] for r in rows if r["reference_id"] is not None}
     references = {i: row for i in ref_ids if (row := catalog.file(i)) is not None}
-    groups = plan_stacks(
-        rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter
+    return plan_stacks(rows, references, night=night, min_frames=config.stack.min_frames, object=object, filter=filter)
+
+
+def _start(config: Config, groups: list[StackGroup], pool: Executor | None) -> list[Future] | None:
+    """On a cluster, each product's whole build from its frames' paths, on a worker with room
+    for it; None elsewhere (`_record` builds them)."""
+    if not isinstance(pool, Cluster):
+        return None
+    needs = (
+        stack_need((g.rows[0]["naxis2"], g.rows[0]["naxis1"]), config.stack.memory_limit_mb, colour=g.colour)
+        for g in groups
     )
-    products, failures = [], []
-    for group in groups:
-        try:
-            products.append(build_and_record(config, catalog, group, pool))
-        except Exception as exc:
-            failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
+    return [pool.submit_sized(need, build_stack, config, group, None) for need, group in zip(needs, groups)]
+
+
+def _record(
+    config: Config,
+    catalog: Catalog,
+    night: str,
+    groups: list[StackGroup],
+    whole: list[Future] | None,
+    pool: Executor | None,
+    object: str | None,
+    filter: str | None,
+) -> list[StackProduct]:
+    """Build (or take from `whole`) each product of the night, record it, mark the night stacked."""
+    products, failures = build_groups(config, catalog, groups, pool, whole)
     build_composites(config, catalog, night)
     light_curves_of_night(config, catalog, night)  # on the solved stacks; never raises
     if failures:
@@ -247,11 +310,35 @@ def stack_night(
     return products
 
 
-def build_and_record(config: Config, catalog: Catalog, group: StackGroup, pool: Executor | None) -> StackProduct:
-    """Build one product (nightly, or deep: `group.nights`), plate solve it, record it as the current
-    product of its target and filter, and say so; a failure is said, then raised."""
+def build_groups(
+    config: Config,
+    catalog: Catalog,
+    groups: Sequence[StackGroup],
+    pool: Executor | None,
+    whole: list[Future] | None = None,
+) -> tuple[list[StackProduct], list[str]]:
+    """Each group's product built and recorded (`build_and_record`; on a cluster, all started at
+    once — or already, `whole` — each built whole on a worker), and what failed, each a line."""
+    if whole is None:
+        whole = _start(config, list(groups), pool)
+    products, failures = [], []
+    for n, group in enumerate(groups):
+        try:
+            built = whole[n] if whole is not None else None
+            products.append(build_and_record(config, catalog, group, pool, built=built))
+        except Exception as exc:
+            failures.append(f"{group.object}/{group.filter}: {type(exc).__name__}: {exc}")
+    return products, failures
+
+
+def build_and_record(
+    config: Config, catalog: Catalog, group: StackGroup, pool: Executor | None, *, built: Future | None = None
+) -> StackProduct:
+    """Build one product (nightly, or deep: `group.nights`) — or take it from `built`, its build
+    on a cluster's worker (`_start`) —, plate solve it, record it as the current product of its
+    target and filter, and say so; a failure is said, then raised."""
     try:
-        product = build_stack(config, group, pool)
+        product = built.result() if built is not None else build_stack(config, group, pool)
     except Exception as exc:
         catalog.event(
             "error",
