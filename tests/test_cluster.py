@@ -285,6 +285,7 @@ def _archive(root: Path) -> Path:
         simulate(
             root / night,
             seed=k + 1,
+            setup_seed=1,  # one camera and sky: the targets seen on several nights get deep stacks
             night=night,
             shape=(128, 128),
             n_bias=7,
@@ -300,7 +301,7 @@ def _ingest_cli(tmp_path: Path, archive: Path, name: str, *cluster: str) -> Path
     config = tmp_path / f"{name}.toml"
     config.write_text(
         f"[paths]\noutput = '{out}'\ndatabase = '{out / 'observd.db'}'\nstatus_log = '{out / 'status.log'}'\n"
-        "[site]\ntimezone = 'Europe/Berlin'\n"
+        "[site]\ntimezone = 'Europe/Berlin'\n[stack]\ndeep = true\n"
     )
     assert main(["ingest", str(archive), "--stack", "-c", str(config), *cluster]) == 0
     return out
@@ -311,7 +312,7 @@ def _products(out: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_five_nights_on_a_local_cluster_give_the_pool_s_catalog_masters_and_stacks(tmp_path, capsys):
+def test_five_nights_on_a_local_cluster_give_the_pool_s_catalog_masters_and_stacks_deep_ones_too(tmp_path, capsys):
     archive = _archive(tmp_path / "archive")
     pool = _ingest_cli(tmp_path, archive, "pool")
     cluster = _ingest_cli(tmp_path, archive, "cluster", "--cluster", "local:2")
@@ -323,6 +324,9 @@ def test_five_nights_on_a_local_cluster_give_the_pool_s_catalog_masters_and_stac
     stacks = {(p["night"], p["object"], p["filter"], p["n_combined"]) for p in a.products()}
     assert stacks == {(p["night"], p["object"], p["filter"], p["n_combined"]) for p in b.products()}
     assert {night for night, *_ in stacks} == set(NIGHTS) and len(stacks) >= 12
+    deep = {(p["nights"], p["object"], p["filter"], p["n_combined"]) for p in a.products(deep=True)}
+    assert deep == {(p["nights"], p["object"], p["filter"], p["n_combined"]) for p in b.products(deep=True)}
+    assert any("," in nights for nights, *_ in deep)  # a target of several nights
     a.close()
     b.close()
     products = _products(pool)
