@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -46,6 +47,23 @@ def gunzip_set(folder: Path, dest: Path) -> Path:
 
 def make_config(tmp_path: Path, **sections) -> Config:
     """A Config whose paths live in tmp_path; `sections` are TOML-like dicts per section."""
+    return config_from_dict(_raw_config(tmp_path, **sections), source="test")
+
+
+def config_file(tmp_path: Path, **sections) -> Path:
+    """`make_config`'s configuration as a file, for the command line: tmp_path/observd.toml
+    (values of one level: strings, numbers, booleans and lists)."""
+    path = tmp_path / "observd.toml"
+    path.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+            for name, values in _raw_config(tmp_path, **sections).items()
+        )
+    )
+    return path
+
+
+def _raw_config(tmp_path: Path, **sections) -> dict:
     raw = {
         "paths": {
             "watch": str(tmp_path / "incoming"),
@@ -56,7 +74,7 @@ def make_config(tmp_path: Path, **sections) -> Config:
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return config_from_dict(raw, source="test")
+    return raw
 
 
 def ingest_into(tmp_path: Path, folders, **sections):

@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
-from support import ingest_into, single_frame_noise
+from support import config_file, ingest_into, make_config, single_frame_noise
 
 from observd.adapters.catalog import Catalog
 from observd.cli.main import main
-from observd.core.config import config_from_dict
 from observd.core.deep_plan import DeepPlan, compose, deep_reference, plan_deep
 from observd.core.measure import measure
 from observd.core.references import quality_rank
@@ -80,25 +79,13 @@ def run_cli(*argv: str) -> str:
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory):
     base = tmp_path_factory.mktemp("deep")
-    raw = {
-        "paths": {
-            "watch": str(base / "incoming"),
-            "output": str(base / "out"),
-            "database": str(base / "out" / "observd.db"),
-            "status_log": str(base / "out" / "status.log"),
-        },
-        "site": {"timezone": "Europe/Berlin"},
-        "astrometry": {"enabled": False},
-    }
-    config_file = base / "observd.toml"
-    config_file.write_text(
-        "".join(f"[{s}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in kv.items()) for s, kv in raw.items())
-    )
+    sections = {"site": {"timezone": "Europe/Berlin"}, "astrometry": {"enabled": False}}
+    config_path = config_file(base, **sections)
     truths = {}
     for k, (night, *conditions) in enumerate(NIGHTS):
         truths[night] = write_night(base / "raw" / night, night_spec(k, night, *conditions))
-        run_cli("ingest", str(base / "raw" / night), "--stack", "-c", str(config_file))
-    printed = run_cli("stack", "--object", "M42", "--all-nights", "-c", str(config_file))
+        run_cli("ingest", str(base / "raw" / night), "--stack", "-c", str(config_path))
+    printed = run_cli("stack", "--object", "M42", "--all-nights", "-c", str(config_path))
     catalog = Catalog.open(base / "out" / "observd.db")
     (product,) = catalog.products(deep=True)
     with fits.open(product["path"]) as hdul:
@@ -106,8 +93,8 @@ def deep(tmp_path_factory):
     frames = catalog.deep_frames("M42")
     yield {
         "base": base,
-        "config": config_from_dict(raw, source="test"),
-        "config_file": config_file,
+        "config": make_config(base, **sections),
+        "config_file": config_path,
         "catalog": catalog,
         "truths": truths,
         "printed": printed,
