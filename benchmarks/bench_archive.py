@@ -13,7 +13,12 @@ submitted and collected by `run_jobs` as the reduction's jobs are. Then the byte
 frame moves through the file system (raw read, calibrated written and read again, aligned
 written), what the README's scaling estimate rests on. Both ingests must agree on every state.
 
-    python benchmarks/bench_archive.py [--nights 10] [--lights 30] [--size 128] [--workers 2] [--workdir DIR]
+The two ingests alternate `--repeats` times (paired: each pair sees the same machine load); the
+figures are medians, and the ratio is the median of the pairs' ratios. A temporary work folder is
+removed at the end (`--workdir DIR` is kept).
+
+    python benchmarks/bench_archive.py [--nights 10] [--lights 30] [--size 128] [--workers 2] [--repeats 3]
+                                       [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 from observd.adapters.catalog import Catalog
 from observd.core.config import config_from_dict
@@ -136,6 +142,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noops", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of ingests (pool, cluster)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the frames judged bad, the scheduler's chatter
@@ -149,17 +156,22 @@ def main() -> None:
         f"archive: {files} files, {args.nights} nights, {args.size}x{args.size} px "
         f"(simulated in {time.perf_counter() - started:.0f} s) in {workdir}"
     )
-    runs = {}
-    for name, cluster in (("local pool", False), ("LocalCluster", True)):
-        out = workdir / name.replace(" ", "-")
-        shutil.rmtree(out, ignore_errors=True)
-        runs[name] = run = reprocess(archive, out, args.workers, cluster)
+    runs: dict[str, list[dict]] = {"local pool": [], "LocalCluster": []}
+    for _ in range(args.repeats):
+        for name, cluster in (("local pool", False), ("LocalCluster", True)):
+            out = workdir / name.replace(" ", "-")
+            shutil.rmtree(out, ignore_errors=True)
+            runs[name].append(reprocess(archive, out, args.workers, cluster))
+    for name, done in runs.items():
         print(
-            f"{name:>12}, {args.workers} workers: {files / run['seconds']:6.1f} frames/s "
-            f"({run['seconds']:.1f} s; start-up {run['startup']:.1f} s), "
-            f"driver CPU {1000 * run['cpu'] / files:.1f} ms/frame"
+            f"{name:>12}, {args.workers} workers: {files / median(r['seconds'] for r in done):6.1f} frames/s "
+            f"(median of {len(done)}: {', '.join(format(r['seconds'], '.1f') for r in done)} s; start-up "
+            f"{median(r['startup'] for r in done):.1f} s), "
+            f"driver CPU {1000 * median(r['cpu'] for r in done) / files:.1f} ms/frame"
         )
-    assert runs["local pool"]["states"] == runs["LocalCluster"]["states"], "the two ingests disagree"
+        assert all(r["states"] == runs["local pool"][0]["states"] for r in done), "the ingests disagree"
+    ratio = median(c["seconds"] / p["seconds"] for p, c in zip(runs["local pool"], runs["LocalCluster"]))
+    print(f"LocalCluster / local pool wall time: {ratio:.2f} (median of the pairs)")
     print("both ingests give the same state and reason for every file")
     pool_s, cluster_s = (overhead_per_task(args.workers, args.noops, c, workdir) for c in (False, True))
     print(
@@ -168,6 +180,8 @@ def main() -> None:
     )
     per_frame, lights = bytes_per_frame(archive, workdir / "LocalCluster")
     print(f"file-system traffic per reduced light: {per_frame / 1e6:.2f} MB ({lights} lights)")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
