@@ -143,12 +143,15 @@ def reduce_light(job: LightJob) -> LightResult:
         biassec=job.biassec,
         trimsec=job.trimsec,
     )
+    raw_shape = raw.shape
+    del raw  # a frame-sized copy the rest does not need: the job's peak comes later, as it writes and aligns
     image, uncertainty, bits, saturation = cal.data, cal.uncertainty, cal.bitmask(), cal.saturation_level
     channels = None
     if job.bayer:
-        colour = develop(cal, shifted(job.bayer, *trim_origin(job.trimsec, raw.shape)), job.debayer)
+        colour = develop(cal, shifted(job.bayer, *trim_origin(job.trimsec, raw_shape)), job.debayer)
         image, uncertainty, bits = colour.rgb, colour.uncertainty, colour.bits
         channels = _channel_levels(image, bits)
+    del cal  # its masks are in `bits` now (and a colour light's mosaic in `image`)
     # stars are detected, measured and matched on one plane: a colour light's luminance
     plane = luminance(image) if job.bayer else image
     if job.bayer:
@@ -173,10 +176,13 @@ def reduce_light(job: LightJob) -> LightResult:
             image_hdus(image, out_header, uncertainty=uncertainty, mask=bits),
             cache=job.reference is None or bad is not None,
         )
+        if job.thumbnail_path:
+            # the page shows it instead of decoding FITS per request
+            write_thumbnail(image, Path(job.thumbnail_path))
         if job.reference is not None and bad is None:
             aligned = _align(
                 job.file_id,
-                image,
+                image,  # given up: the writer has its own copy, and the thumbnail is drawn
                 uncertainty,
                 bits,
                 out_header,
@@ -186,9 +192,6 @@ def reduce_light(job: LightJob) -> LightResult:
                 job.max_control_points,
                 job.min_matches,
             )
-        if job.thumbnail_path:
-            # the page shows it instead of decoding FITS per request
-            write_thumbnail(image, Path(job.thumbnail_path))
         written.result()
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned, channels)
 
@@ -232,6 +235,8 @@ def _align(
     max_control_points: int,
     min_matches: int,
 ) -> AlignResult:
+    """Align a calibrated frame to `ref` and write it. `data` is changed (its bad pixels become
+    NaN): the callers pass a frame they need no more, which spares a frame-sized copy at the job's peak."""
     try:
         if file_id == ref.file_id:
             transform = Transform.from_matrix(np.eye(3), 0.0, len(stars))
@@ -242,9 +247,11 @@ def _align(
     except AlignError as exc:
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
-    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours
+    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
+    # `data` itself, which the callers give up, rather than in a frame-sized copy
     bad = (bits & MASK_BAD) != 0
-    aligned = _planewise(np.where(bad, np.float32(np.nan), data), transform, shape, "data")
+    data[..., bad] = np.nan
+    aligned = _planewise(data, transform, shape, "data")
     aligned_unc = _planewise(unc, transform, shape, "uncertainty") if unc is not None else None
     bad_out, saturated_out = apply_transform(
         np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"

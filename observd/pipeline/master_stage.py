@@ -18,6 +18,7 @@ from observd.core.frames import CALIBRATION_TYPES, MasterFile
 from observd.core.layout import master_path
 from observd.core.master_choice import compatible_setup, masters_for_group
 from observd.core.master_plan import UP_TO_DATE, GroupPlan, plan_masters
+from observd.jobs.mapped_masters import unmap_masters
 from observd.jobs.master_job import (
     FrameRef,
     MasterJob,
@@ -62,6 +63,7 @@ class MasterStage(Stage):
                     self._record_eligibility(group)
                     if group.ready or self._stale(group, current):
                         built += self._build(group, current, early.pop(group.group_key, None))
+        unmap_masters()  # this process subtracted them; the lights map them in the workers
         return built
 
     def _stale(self, plan: GroupPlan, current: list[dict]) -> bool:
