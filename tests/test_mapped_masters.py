@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
-from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane
+from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, unmap_masters
 
 SHAPE = (128, 160)
 SETTINGS = {"dark_scale": 1.5, "gain": 1.2, "read_noise": 4.0, "saturation": 60000.0}
@@ -90,3 +90,23 @@ def test_a_master_written_again_gets_new_copies(tmp_path):
     again = master_plane(masters["bias"])
     assert again.folder != first.folder
     np.testing.assert_array_equal(again.data, data)
+
+
+def _mapped_files() -> set[str]:
+    """The files this process maps (/proc/self/maps: the path is the sixth field, when there is one)."""
+    rows = (line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines())
+    return {row[5] for row in rows if len(row) == 6}
+
+
+def test_unmapping_the_masters_lets_go_of_every_mapped_plane(tmp_path):
+    masters = _masters(tmp_path)
+    master_plane.cache_clear()
+    planes = {kind: master_plane(path) for kind, path in masters.items()}
+    calibrate(_light(1), **planes, **SETTINGS)  # maps the stored planes and the derived ones
+    folder = str(tmp_path / PLANES_FOLDER)
+    assert len([f for f in _mapped_files() if f.startswith(folder)]) >= 9
+    del planes
+    unmap_masters()  # a worker about to combine a stack
+    assert not [f for f in _mapped_files() if f.startswith(folder)]
+    again = master_plane(masters["bias"])  # and a later light maps them again
+    np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)

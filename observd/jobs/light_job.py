@@ -17,7 +17,6 @@ from astropy.io import fits
 
 from observd import __version__
 from observd.adapters.fits_files import image_hdus, image_shape, read_image_and_header, read_planes, write_atomic
-from observd.adapters.previews import write_thumbnail
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.bayer import develop, luminance, shifted
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, lowest, trim_origin
@@ -119,9 +118,11 @@ class AlignResult:
 def footprint(job: LightJob | AlignJob) -> Need:
     """The memory a job needs (`observd.core.memory`), from its frame's header alone. An alignment
     holds less than a light's reduction (no raw frame, no calibration), and is counted as one, a
-    colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light)."""
+    colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light),
+    with a noise model (its calibrated frame may carry uncertainty planes)."""
     if isinstance(job, LightJob):
-        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None)
+        noise = bool(job.gain) and job.read_noise is not None  # as `calibrate` decides
+        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None, noise=noise)
     return light_need(image_shape(Path(job.calibrated_path)), colour=job.bayer is not None)
 
 
@@ -177,7 +178,11 @@ def reduce_light(job: LightJob) -> LightResult:
             cache=job.reference is None or bad is not None,
         )
         if job.thumbnail_path:
-            # the page shows it instead of decoding FITS per request
+            # the page shows it instead of decoding FITS per request (imported here: the fork
+            # server preloads the previews for the workers; the command's process that imports
+            # this module to plan jobs goes without matplotlib, ~19 MiB)
+            from observd.adapters.previews import write_thumbnail
+
             write_thumbnail(image, Path(job.thumbnail_path))
         if job.reference is not None and bad is None:
             aligned = _align(
