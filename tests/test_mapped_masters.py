@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
-from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, unmap_masters
+from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, save_atomic, unmap_masters
 
 SHAPE = (128, 160)
 SETTINGS = {"dark_scale": 1.5, "gain": 1.2, "read_noise": 4.0, "saturation": 60000.0}
@@ -110,3 +110,15 @@ def test_unmapping_the_masters_lets_go_of_every_mapped_plane(tmp_path):
     assert not [f for f in _mapped_files() if f.startswith(folder)]
     again = master_plane(masters["bias"])  # and a later light maps them again
     np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)
+
+
+def test_a_plane_stored_again_keeps_the_first_file_that_others_map(tmp_path):
+    path = tmp_path / "normalised.npy"
+    save_atomic(path, np.ones(SHAPE, np.float32))
+    mapped = np.load(path, mmap_mode="r")  # a worker that stored it first, and maps it
+    first = path.stat().st_ino
+    save_atomic(path, np.ones(SHAPE, np.float32))  # a second worker, which started at the same moment
+    assert path.stat().st_ino == first  # one file, one copy in the page cache, for both
+    assert str(path) in _mapped_files()  # not a replaced ("deleted") file under the first worker
+    assert [p.name for p in tmp_path.iterdir()] == ["normalised.npy"]  # no temporary left
+    del mapped
