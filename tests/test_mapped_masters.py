@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
-from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, save_atomic, unmap_masters
+from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, save_atomic, store_normalised, unmap_masters
 
 SHAPE = (128, 160)
 SETTINGS = {"dark_scale": 1.5, "gain": 1.2, "read_noise": 4.0, "saturation": 60000.0}
@@ -122,3 +122,30 @@ def test_a_plane_stored_again_keeps_the_first_file_that_others_map(tmp_path):
     assert str(path) in _mapped_files()  # not a replaced ("deleted") file under the first worker
     assert [p.name for p in tmp_path.iterdir()] == ["normalised.npy"]  # no temporary left
     del mapped
+
+
+def _resident_kib(path: Path) -> int:
+    """How much of `path` this process's maps of it hold in memory (Rss in /proc/self/smaps)."""
+    resident, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = fields[5] if len(fields) >= 6 else None
+        elif fields[0] == "Rss:" and current == str(path):
+            resident += int(fields[1])
+    return resident
+
+
+def test_a_flat_stored_with_its_normalised_plane_serves_lights_without_reading_its_data(tmp_path):
+    shape = (512, 512)  # 1 MiB planes: far more than the kernel maps around the header's page
+    flat = (1.0 + 0.01 * np.random.default_rng(5).standard_normal(shape)).astype(np.float32)
+    path = tmp_path / "flat_v1.fits"
+    write_atomic(path, image_hdus(flat, fits.Header(), uncertainty=flat / 100, mask=np.zeros(shape, np.uint8)))
+    store_normalised(str(path))  # as the flat is written
+    unmap_masters()  # a worker's first light
+    normalised = np.array(master_plane(str(path)).normalised)
+    np.testing.assert_array_equal(normalised, _read_per_worker(str(path)).normalised)
+    folder = master_plane(str(path)).folder
+    assert _resident_kib(folder / "normalised.npy") >= 1024
+    assert _resident_kib(folder / "data.npy") < 256  # the flat's data stays out of the worker's memory
+    unmap_masters()

@@ -48,6 +48,13 @@ def master_plane(path: str) -> Plane:
     return MappedPlane(planes["data"], planes["uncertainty"], planes["mask"], folder=folder)
 
 
+def store_normalised(path: str) -> None:
+    """Store the normalised plane of the flat at `path`, the plane lights divide by, as soon as the
+    flat is written (by the process that wrote it). Otherwise the workers' first lights derive it,
+    each reading the flat's data, whose pages then stay in every worker's memory (4 B/px each)."""
+    master_plane(path).normalised  # noqa: B018  (derived, stored and mapped on first access)
+
+
 def unmap_masters() -> None:
     """Let go of this process's maps of masters (they come back, mapped again, at the next
     `master_plane`). Mapped pages count in every mapping process's memory (PSS) as long as they

@@ -34,7 +34,7 @@ from observd.core.combine import Combined
 from observd.core.config import MastersConfig
 from observd.core.frames import MasterFile
 from observd.core.master_plan import DATA_EXCLUSION_PREFIX, min_frames
-from observd.jobs.mapped_masters import master_plane
+from observd.jobs.mapped_masters import master_plane, store_normalised
 from observd.jobs.pool import offload, outcome
 from observd.jobs.shares import combine_in_pool
 
@@ -298,6 +298,8 @@ def finish_master(job: MasterJob, combination: MasterDraft) -> MasterResult:
     )
     header["NBADPIX"] = (int(mask.sum()), "pixels flagged in the MASK extension")
     write_atomic(Path(job.output), image_hdus(data, header, uncertainty=uncertainty, mask=mask))
+    if job.kind == "flat":
+        store_normalised(job.output)
     return MasterResult(
         job.output, tuple(f.id for f in usable), combination.excluded, median=median, n_bad_pixels=int(mask.sum())
     )
