@@ -35,6 +35,7 @@ def _status(key: str) -> int:
 
 
 def _measure(job, shape, queue) -> None:
+    from observd.adapters import previews  # noqa: F401  (preloaded by the fork server, as in a worker)
     from observd.jobs import light_job
 
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS

@@ -14,7 +14,7 @@ from astropy.io import fits
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
 from observd.core.calibrate import Plane, calibrate
 from observd.jobs import mapped_masters
-from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane
+from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, save_atomic, store_normalised, unmap_masters
 
 SHAPE = (128, 160)
 SETTINGS = {"dark_scale": 1.5, "gain": 1.2, "read_noise": 4.0, "saturation": 60000.0}
@@ -134,3 +134,62 @@ def test_a_host_keeps_the_most_recently_mapped_masters_and_those_mapped_lately(t
     again = master_plane(masters["bias"], True)  # needed again: stored again
     np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)
     assert second.exists() and third.exists()  # mapped lately: kept beyond two
+
+
+def _mapped_files() -> set[str]:
+    """The files this process maps (/proc/self/maps: the path is the sixth field, when there is one)."""
+    rows = (line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines())
+    return {row[5] for row in rows if len(row) == 6}
+
+
+def test_unmapping_the_masters_lets_go_of_every_mapped_plane(tmp_path):
+    masters = _masters(tmp_path)
+    master_plane.cache_clear()
+    planes = {kind: master_plane(path) for kind, path in masters.items()}
+    calibrate(_light(1), **planes, **SETTINGS)  # maps the stored planes and the derived ones
+    folder = str(tmp_path / PLANES_FOLDER)
+    assert len([f for f in _mapped_files() if f.startswith(folder)]) >= 9
+    del planes
+    unmap_masters()  # a worker about to combine a stack
+    assert not [f for f in _mapped_files() if f.startswith(folder)]
+    again = master_plane(masters["bias"])  # and a later light maps them again
+    np.testing.assert_array_equal(again.data, read_planes(Path(masters["bias"])).data)
+
+
+def test_a_plane_stored_again_keeps_the_first_file_that_others_map(tmp_path):
+    path = tmp_path / "normalised.npy"
+    save_atomic(path, np.ones(SHAPE, np.float32))
+    mapped = np.load(path, mmap_mode="r")  # a worker that stored it first, and maps it
+    first = path.stat().st_ino
+    save_atomic(path, np.ones(SHAPE, np.float32))  # a second worker, which started at the same moment
+    assert path.stat().st_ino == first  # one file, one copy in the page cache, for both
+    assert str(path) in _mapped_files()  # not a replaced ("deleted") file under the first worker
+    assert [p.name for p in tmp_path.iterdir()] == ["normalised.npy"]  # no temporary left
+    del mapped
+
+
+def _resident_kib(path: Path) -> int:
+    """How much of `path` this process's maps of it hold in memory (Rss in /proc/self/smaps)."""
+    resident, current = 0, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = fields[5] if len(fields) >= 6 else None
+        elif fields[0] == "Rss:" and current == str(path):
+            resident += int(fields[1])
+    return resident
+
+
+def test_a_flat_stored_with_its_normalised_plane_serves_lights_without_reading_its_data(tmp_path):
+    shape = (512, 512)  # 1 MiB planes: far more than the kernel maps around the header's page
+    flat = (1.0 + 0.01 * np.random.default_rng(5).standard_normal(shape)).astype(np.float32)
+    path = tmp_path / "flat_v1.fits"
+    write_atomic(path, image_hdus(flat, fits.Header(), uncertainty=flat / 100, mask=np.zeros(shape, np.uint8)))
+    store_normalised(str(path))  # as the flat is written
+    unmap_masters()  # a worker's first light
+    normalised = np.array(master_plane(str(path)).normalised)
+    np.testing.assert_array_equal(normalised, _read_per_worker(str(path)).normalised)
+    folder = master_plane(str(path)).folder
+    assert _resident_kib(folder / "normalised.npy") >= 1024
+    assert _resident_kib(folder / "data.npy") < 256  # the flat's data stays out of the worker's memory
+    unmap_masters()

@@ -16,7 +16,7 @@ from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus, write_atomic
 from observd.cli.main import main
 from observd.core.memory import TREE_MB, WORKER_MB, Budget, Need, light_need, master_need, stack_need
-from observd.jobs.light_job import AlignJob, Reference, footprint
+from observd.jobs.light_job import AlignJob, LightJob, Reference, footprint
 from observd.pipeline import light_stage
 from observd.pipeline.batch import ingest
 from observd.pipeline.dispatch import Failure, run_jobs
@@ -40,6 +40,22 @@ def test_a_stack_is_counted_as_a_master_is_and_a_colour_one_with_three_sets_of_p
     mono, colour = (stack_need((2048, 2048), 1024, colour=c).job_mb for c in (False, True))
     assert mono == master_need((2048, 2048), 1024).job_mb
     assert colour - WORKER_MB - 1024 == 3 * (mono - WORKER_MB - 1024) > 0  # the planes, three times
+
+
+def test_lights_without_a_noise_model_need_less_and_big_frames_then_run_two_at_once_in_6_gib():
+    plain, noisy = light_need((6388, 9576), colour=False, noise=False), light_need((6388, 9576), colour=False)
+    assert plain.job_mb < noisy.job_mb and plain.shared_mb < noisy.shared_mb  # no uncertainty planes to read or write
+    assert light_need((6388, 9576), colour=True, noise=False).job_mb == light_need((6388, 9576), colour=True).job_mb
+    budget = Budget(6144, workers=2)  # the 61 MP sensor on a small PC
+    assert (budget.jobs_at_once(plain), budget.jobs_at_once(noisy)) == (2, 1)
+
+
+def test_a_lights_footprint_has_a_noise_model_when_gain_and_read_noise_are_known(tmp_path):
+    path = tmp_path / "light.fits"
+    fits.PrimaryHDU(np.zeros((40, 60), np.uint16)).writeto(path)
+    for gain, read_noise, noise in ((1.5, 3.0, True), (1.5, 0.0, True), (None, 3.0, False), (1.5, None, False)):
+        job = LightJob(1, str(path), 0, "c.fits", "a.fits", gain=gain, read_noise=read_noise)
+        assert footprint(job) == light_need((40, 60), colour=False, noise=noise)
 
 
 def test_the_budget_decides_how_many_jobs_run_at_once():
@@ -138,7 +154,7 @@ def test_a_small_budget_runs_one_light_at_a_time_with_the_same_results(tmp_path,
     night = tmp_path / "raw"
     _night(night)
     # room for the night's biggest job (a master) but not for two lights at once
-    light = light_need((256, 256), colour=False)
+    light = light_need((256, 256), colour=False, noise=False)  # the simulated camera gives no read noise
     tight_mb = master_need((256, 256), 32).one_job_mb
     assert light.one_job_mb <= tight_mb < light.one_job_mb + light.job_mb
     intervals = Intervals(monkeypatch)
@@ -185,7 +201,7 @@ def test_the_daemon_refuses_a_light_too_big_for_the_budget_with_the_numbers(tmp_
     for path in lights:
         catalogue(path, catalog, config)
     Reducer(config, catalog).advance(final=False)
-    need = light_need((256, 256), colour=False).one_job_mb
+    need = light_need((256, 256), colour=False, noise=False).one_job_mb  # the simulated camera gives no read noise
     rows = catalog.files(types=("light",))
     assert rows and all(r["state"] == "failed" for r in rows)
     assert all(f"needs {need} MiB" in r["reason"] and "budget of 300 MiB" in r["reason"] for r in rows)

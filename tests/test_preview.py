@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from observd.adapters import previews
 from observd.adapters.previews import block_average, stretch, write_preview, write_thumbnail
 
 SKY, NOISE = 1000.0, 10.0
@@ -55,6 +57,22 @@ def test_block_average_means_finite_pixels_and_keeps_empty_blocks_nan():
     assert out[0, 0] == pytest.approx((1 + 6 + 7) / 3)
     assert out[1, 2] == pytest.approx((16 + 17 + 22 + 23) / 4)
     assert np.isnan(out[2]).all()
+
+
+def test_block_average_works_band_by_band_in_bounded_memory_with_the_same_result(monkeypatch):
+    data = sky((512, 500))
+    data[:37] = np.nan  # an edge of the footprint, across bands
+    data[300, 17] = np.nan
+    whole = block_average(data, max_size=64)  # one band: the default band covers this frame
+    monkeypatch.setattr(previews, "_BAND_BYTES", 64 << 10)  # now 16 bands of 4 block rows
+    tracemalloc.start()
+    banded = block_average(data, max_size=64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(banded, whole)
+    # a band's temporaries (~10 bytes per pixel of 64 KiB of it) and the 64x63 result, not the
+    # whole frame's (~2.5 MiB here)
+    assert peak < 1 << 20
 
 
 def test_single_pixel_sources_survive_downsampling(tmp_path):

@@ -26,12 +26,15 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from observd.core.wcs_hints import SolveHints, solve_args, too_narrow
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,10 @@ def solve(
 
 
 def _solution(wcs_path: Path, corr_path: Path, width: int, height: int, seconds: float) -> Solution:
+    # imported here: astropy.wcs (with coordinates and tables) is ~14 MiB of the process that
+    # records stacks, needed only once a solver has answered
+    from astropy.wcs import WCS, FITSFixedWarning
+
     header = fits.getheader(wcs_path)
     with warnings.catch_warnings():  # the .wcs file is a header without an image
         warnings.simplefilter("ignore", FITSFixedWarning)

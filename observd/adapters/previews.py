@@ -99,23 +99,35 @@ def block_average(data: np.ndarray, max_size: int) -> np.ndarray:
     """Shrink by the smallest integer factor that brings both sides to <= max_size.
 
     Partial blocks at the right/top edges are averaged over their finite pixels; a block with
-    no finite pixel stays NaN, so the footprint edge survives the reduction.
+    no finite pixel stays NaN, so the footprint edge survives the reduction. Worked through in
+    bands of whole blocks of at most `_BAND_BYTES`: the temporaries (a padded copy, a mask, the
+    finite values) cost ~10 bytes per pixel of what they cover, and a stack of a 61 MP sensor
+    must not need them for the whole frame at once.
     """
     if max_size < 1:
         raise ValueError(f"max_size must be >= 1, got {max_size}")
-    data = np.asarray(data, dtype=np.float32)
+    data = np.asarray(data)
     factor = math.ceil(max(data.shape) / max_size)
     if factor <= 1:
-        return data
+        return np.asarray(data, dtype=np.float32)
     rows, cols = (math.ceil(n / factor) for n in data.shape)
-    padded = np.full((rows * factor, cols * factor), np.nan, dtype=np.float32)
-    padded[: data.shape[0], : data.shape[1]] = data
-    blocks = padded.reshape(rows, factor, cols, factor)
-    finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
-    count = finite.sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+    out = np.empty((rows, cols), np.float32)
+    step = max(1, _BAND_BYTES // (4 * factor * factor * cols))  # block rows per band
+    for r0 in range(0, rows, step):
+        r1 = min(r0 + step, rows)
+        band = data[r0 * factor : r1 * factor]
+        padded = np.full(((r1 - r0) * factor, cols * factor), np.nan, dtype=np.float32)
+        padded[: band.shape[0], : band.shape[1]] = band
+        blocks = padded.reshape(r1 - r0, factor, cols, factor)
+        finite = np.isfinite(blocks)
+        total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+        count = finite.sum(axis=(1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[r0:r1] = np.where(count > 0, total / count, np.nan)
+    return out
+
+
+_BAND_BYTES = 4 << 20
 
 
 Gains = Sequence[float] | None

@@ -21,7 +21,7 @@ from observd.core.align import prepare_astroalign
 from observd.core.config import Config, ConfigError, to_toml
 from observd.core.memory import MemoryBudgetError
 from observd.jobs.cluster import ClusterError, ClusterLost
-from observd.jobs.pool import memory_budget, reuse_freed_memory, total_memory_mb
+from observd.jobs.pool import memory_budget, return_freed_frames, total_memory_mb
 
 log = logging.getLogger("observd")
 
@@ -514,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    reuse_freed_memory()  # masters and stacks are built in this process
-    prepare_astroalign()  # and lights aligned, without a pool
+    return_freed_frames()  # the workers keep theirs (`reuse_freed_memory`)
+    prepare_astroalign()  # lights are aligned in this process without a pool
     try:
         return args.func(args)
     except (ConfigError, UsageError, MemoryBudgetError, ClusterError) as exc:

@@ -4,15 +4,15 @@ The coefficients are measured, not guessed: `benchmarks/measure_footprint.py` re
 an ingested 2048² night again in a fresh process, as a worker would, and reads its resident size
 after its imports and its peak (VmHWM, reset through /proc/self/clear_refs) while the light is
 calibrated, measured, aligned and written, and how much of that peak is the masters' memory-mapped
-planes (RssFile: page-cache pages every worker shares, `observd.jobs.mapped_masters`). Measured,
-mono / colour (the first light of a night, which also stores the mapped planes, the worst): a light
-job's own memory 30 / 84 bytes per pixel of the raw frame (raw, calibrated data, uncertainty, mask,
-measurement temporaries, the aligned planes; a colour light holds three planes after demosaicing).
-Before the masters were mapped, each worker also held its own copies of them (28 bytes per pixel)
-and of their derived planes (up to 20 more): 44 / 95 bytes per pixel per job above the masters.
-A worker's own PSS after its imports is ~40 MiB (the rest is shared with its fork server); the
-command's own process and the fork server ~200 MiB before any frame (estimated, not measured).
-The constants below round these up.
+planes (RssFile: page-cache pages every worker shares, `observd.jobs.mapped_masters`). Measured for
+a mono light, per pixel of the raw frame: without a noise model (gain or read noise unknown) its
+own memory 27 bytes and the masters' mapped planes it touches 19.5 (bias and dark data, the flat's
+normalised plane, three masks); with one (uncertainty planes calibrated, aligned and written) 37
+and 35.6. A colour light (three planes after demosaicing) took 84 bytes of its own, measured
+before a light dropped its raw frame early and aligned in place (so an upper bound now). A
+worker's own PSS after its imports is ~40 MiB (the rest is shared with its fork server); the
+command's own process and the fork server ~100 MiB before any frame. The constants below round
+these up.
 """
 
 from __future__ import annotations
@@ -27,16 +27,24 @@ TREE_MB = 256
 WORKER_MB = 64
 """A worker's own memory beside its job's frames: its imports (PSS) and the allocator's slack."""
 
-LIGHT_BYTES_PER_PIXEL = 32
-"""A mono light job's own peak, per raw pixel (measured 30)."""
+LIGHT_BYTES_PER_PIXEL = 30
+"""A mono light job's own peak, per raw pixel, without a noise model (measured 27)."""
+
+NOISE_LIGHT_BYTES_PER_PIXEL = 40
+"""The same with a noise model: uncertainty planes beside the data (measured 37)."""
 
 COLOUR_LIGHT_BYTES_PER_PIXEL = 88
 """A colour light's (three planes after demosaicing) own peak, per raw pixel (measured 84)."""
 
-MAPPED_MASTERS_BYTES_PER_PIXEL = 56
-"""Bias, dark and flat as mapped once per host: float32 data and uncertainty and a bool mask each,
-the flat's normalised, inverse-square and relative-variance planes, the bias's and dark's
-variances (all that `mapped_masters` stores; a light without a noise model touches 19 of them)."""
+NOISE_MASTERS_BYTES_PER_PIXEL = 40
+"""The masters' mapped planes a light with a noise model touches (measured 35.6), of the 56 bytes
+per pixel `mapped_masters` stores for bias, dark and flat (float32 data and uncertainty and a
+bool mask each, the flat's normalised, inverse-square and relative-variance planes, the bias's
+and dark's variances)."""
+
+PLAIN_MASTERS_BYTES_PER_PIXEL = 20
+"""What a mono light without a noise model touches: the bias's and dark's data, the flat's
+normalised plane and the three masks (measured 19.5)."""
 
 MASTER_PLANES_BYTES_PER_PIXEL = 18
 """A master being built, beside its band-by-band combination (capped by `[masters] memory_limit_mb`):
@@ -89,10 +97,17 @@ class Budget:
         )
 
 
-def light_need(shape: tuple[int, ...], *, colour: bool) -> Need:
-    """Light jobs (calibrate, measure, align, write) on raw frames of `shape`, with their masters."""
-    per_pixel = COLOUR_LIGHT_BYTES_PER_PIXEL if colour else LIGHT_BYTES_PER_PIXEL
-    return Need(WORKER_MB + _mib(shape, per_pixel), _mib(shape, MAPPED_MASTERS_BYTES_PER_PIXEL), _frame(shape))
+def light_need(shape: tuple[int, ...], *, colour: bool, noise: bool = True) -> Need:
+    """Light jobs (calibrate, measure, align, write) on raw frames of `shape`, with their masters.
+    `noise`: whether the lights have a noise model (gain and read noise known), hence
+    uncertainty planes to calibrate, align and write, and more of the masters' planes to read
+    (the same for colour lights, whose masters are mosaics like a mono light's)."""
+    if colour:
+        per_pixel = COLOUR_LIGHT_BYTES_PER_PIXEL
+    else:
+        per_pixel = NOISE_LIGHT_BYTES_PER_PIXEL if noise else LIGHT_BYTES_PER_PIXEL
+    shared = NOISE_MASTERS_BYTES_PER_PIXEL if noise else PLAIN_MASTERS_BYTES_PER_PIXEL
+    return Need(WORKER_MB + _mib(shape, per_pixel), _mib(shape, shared), _frame(shape))
 
 
 def master_need(shape: tuple[int, ...], combine_mb: int) -> Need:

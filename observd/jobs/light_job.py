@@ -17,7 +17,6 @@ from astropy.io import fits
 
 from observd import __version__
 from observd.adapters.fits_files import image_hdus, image_shape, read_image_and_header, read_planes, write_atomic
-from observd.adapters.previews import write_thumbnail
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.bayer import develop, luminance, shifted
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, lowest, trim_origin
@@ -123,9 +122,11 @@ class AlignResult:
 def footprint(job: LightJob | AlignJob) -> Need:
     """The memory a job needs (`observd.core.memory`), from its frame's header alone. An alignment
     holds less than a light's reduction (no raw frame, no calibration), and is counted as one, a
-    colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light)."""
+    colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light),
+    with a noise model (its calibrated frame may carry uncertainty planes)."""
     if isinstance(job, LightJob):
-        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None)
+        noise = bool(job.gain) and job.read_noise is not None  # as `calibrate` decides
+        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None, noise=noise)
     return light_need(image_shape(Path(job.calibrated_path)), colour=job.bayer is not None)
 
 
@@ -147,12 +148,15 @@ def reduce_light(job: LightJob) -> LightResult:
         biassec=job.biassec,
         trimsec=job.trimsec,
     )
+    raw_shape = raw.shape
+    del raw  # a frame-sized copy the rest does not need: the job's peak comes later, as it writes and aligns
     image, uncertainty, bits, saturation = cal.data, cal.uncertainty, cal.bitmask(), cal.saturation_level
     channels = None
     if job.bayer:
-        colour = develop(cal, shifted(job.bayer, *trim_origin(job.trimsec, raw.shape)), job.debayer)
+        colour = develop(cal, shifted(job.bayer, *trim_origin(job.trimsec, raw_shape)), job.debayer)
         image, uncertainty, bits = colour.rgb, colour.uncertainty, colour.bits
         channels = _channel_levels(image, bits)
+    del cal  # its masks are in `bits` now (and a colour light's mosaic in `image`)
     # stars are detected, measured and matched on one plane: a colour light's luminance
     plane = luminance(image) if job.bayer else image
     if job.bayer:
@@ -177,10 +181,17 @@ def reduce_light(job: LightJob) -> LightResult:
             image_hdus(image, out_header, uncertainty=uncertainty, mask=bits),
             cache=job.reference is None or bad is not None,
         )
+        if job.thumbnail_path:
+            # the page shows it instead of decoding FITS per request (imported here: the fork
+            # server preloads the previews for the workers; the command's process that imports
+            # this module to plan jobs goes without matplotlib, ~19 MiB)
+            from observd.adapters.previews import write_thumbnail
+
+            write_thumbnail(image, Path(job.thumbnail_path))
         if job.reference is not None and bad is None:
             aligned = _align(
                 job.file_id,
-                image,
+                image,  # given up: the writer has its own copy, and the thumbnail is drawn
                 uncertainty,
                 bits,
                 out_header,
@@ -190,9 +201,6 @@ def reduce_light(job: LightJob) -> LightResult:
                 job.max_control_points,
                 job.min_matches,
             )
-        if job.thumbnail_path:
-            # the page shows it instead of decoding FITS per request
-            write_thumbnail(image, Path(job.thumbnail_path))
         written.result()
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned, channels)
 
@@ -238,6 +246,8 @@ def _align(
     min_matches: int,
     matrix: tuple[tuple[float, ...], ...] | None = None,
 ) -> AlignResult:
+    """Align a calibrated frame to `ref` and write it. `data` is changed (its bad pixels become
+    NaN): the callers pass a frame they need no more, which spares a frame-sized copy at the job's peak."""
     try:
         if matrix is not None:
             transform = Transform.from_matrix(np.asarray(matrix, dtype=np.float64), 0.0, 0)
@@ -250,9 +260,11 @@ def _align(
     except AlignError as exc:
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
-    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours
+    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
+    # `data` itself, which the callers give up, rather than in a frame-sized copy
     bad = (bits & MASK_BAD) != 0
-    aligned = _planewise(np.where(bad, np.float32(np.nan), data), transform, shape, "data")
+    data[..., bad] = np.nan
+    aligned = _planewise(data, transform, shape, "data")
     aligned_unc = _planewise(unc, transform, shape, "uncertainty") if unc is not None else None
     bad_out, saturated_out = apply_transform(
         np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"

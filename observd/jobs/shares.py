@@ -21,7 +21,8 @@ import numpy as np
 
 from observd.core.combine import Combined, FrameSource, combine, params
 from observd.jobs.lifeline import alive
-from observd.jobs.pool import offload, outcome
+from observd.jobs.mapped_masters import unmap_masters
+from observd.jobs.pool import give_back_freed_memory, offload, outcome
 
 __all__ = ["combine_in_pool"]
 
@@ -75,7 +76,11 @@ def _combine_share(
     sources: list[FrameSource], y0: int, y1: int, memory_limit: int, options: dict, output: _SharedPlanes
 ) -> None:
     """One worker process's share of a combination: rows y0..y1 of every frame, on one
-    thread, written into the shared planes."""
+    thread, written into the shared planes. The worker first lets go of what its light jobs
+    left: their masters' maps (`unmap_masters`; a flat's share maps its bias and dark again) and
+    the heap they kept (`give_back_freed_memory`), since a share's bands need a few MiB."""
+    unmap_masters()
+    give_back_freed_memory()
     combine(
         [_Rows(src, y0, y1) for src in sources],
         memory_limit=memory_limit,

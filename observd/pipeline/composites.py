@@ -18,7 +18,6 @@ from astropy.io import fits
 from observd import __version__
 from observd.adapters.catalog import Catalog
 from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
-from observd.adapters.previews import write_pictures
 from observd.core.colour import Composite, composite_plan, lrgb, signal_gains
 from observd.core.config import Config
 from observd.core.layout import composite_stem
@@ -89,6 +88,8 @@ def _write(config: Config, night: str, obj: str | None, plan: Composite, by_filt
     path = write_atomic(stem.with_name(f"{stem.name}.fits"), image_hdus(rgb, header, mask=mask), cache=False)
     title = f"{obj or 'unknown'} — {plan.kind}"
     lines = [plan.describe(), f"{format_exposure(exposure)}, night {night}"]
+    from observd.adapters.previews import write_pictures  # here: only a night with a composite needs matplotlib
+
     preview, thumb = write_pictures(rgb, stem, title, lines, _gains(config, plan, rgb))
     return {
         "night": night,

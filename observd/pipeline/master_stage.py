@@ -22,6 +22,7 @@ from observd.core.master_choice import compatible_setup, masters_for_group
 from observd.core.master_plan import UP_TO_DATE, GroupPlan, plan_masters
 from observd.core.memory import master_need
 from observd.jobs.cluster import Cluster
+from observd.jobs.mapped_masters import unmap_masters
 from observd.jobs.master_job import (
     FrameRef,
     MasterJob,
@@ -73,6 +74,7 @@ class MasterStage(Stage):
                         self.events.log.debug("%s: %s", group.group_key, wait)
                         continue
                     built += self._build(group, job, current, early.pop(group.group_key, None), whole.get(job.output))
+        unmap_masters()  # this process subtracted them; the lights map them in the workers
         return built
 
     def _start_whole(self, ready: list[tuple[GroupPlan, MasterJob | None, str]]) -> dict[str, Future]:
