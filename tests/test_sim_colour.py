@@ -595,7 +595,8 @@ def test_invalid_colour_specs_are_refused_with_the_reason(options, words):
 
 
 def test_simulate_command_line_maps_onto_the_spec():
-    from observd.cli.main import build_parser, simulation_spec
+    from observd.cli.main import build_parser
+    from observd.cli.simulate import simulation_spec
 
     def spec(*argv):
         return simulation_spec(build_parser().parse_args(["simulate", "out", *argv]))
