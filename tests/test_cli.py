@@ -114,3 +114,16 @@ def test_ingest_with_stack_builds_the_batch_nights_products(tmp_path, capsys):
         catalog.close()
     assert len(products) == 1 and products[0]["n_combined"] == 4 and {products[0]["night"]} == nights
     assert Path(products[0]["path"]).exists() and products[0]["path"] in out
+
+
+def test_a_batch_command_loads_no_more_than_it_needs():
+    """The command's own process plans, records and writes: it goes without matplotlib and
+    astropy.wcs until it draws or a stack is solved (memory, #18), and without photutils (and
+    ~0.7 s of imports) unless [photometry] targets are set."""
+    code = (
+        "import sys, observd.cli.main, observd.cli.batch, observd.pipeline.batch, observd.pipeline.stacking, "
+        "observd.pipeline.deep_stacks; "
+        "print(sorted(m for m in ('matplotlib', 'astropy.wcs', 'photutils', 'distributed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from observd.adapters import plate_solver
 from observd.adapters.catalog import Catalog
@@ -113,6 +112,8 @@ def celestial_cards(header: fits.Header) -> fits.Header:
     """The WCS and plate-solving cards of a solved image's header (empty when it has none)."""
     if not header.get("PLTSOLVD"):
         return fits.Header()
+    from astropy.wcs import WCS  # not at the top: the command's process goes without it until a stack is solved
+
     cards = plate_solver.celestial_header(WCS(header, naxis=2))
     for key in ("PLTSOLVD", "PLTSCALE", "PLTROT", "PLTRESID"):
         if key in header:

@@ -78,7 +78,6 @@ from observd.jobs.pool import call, offload, outcome, worker_count
 from observd.jobs.shares import combine_in_pool
 from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
 from observd.pipeline.composites import build_composites, picture_gains
-from observd.pipeline.light_curves import light_curves_of_night
 
 __all__ = [
     "StackProduct",
@@ -300,7 +299,10 @@ def _record(
     """Build (or take from `whole`) each product of the night, record it, mark the night stacked."""
     products, failures = build_groups(config, catalog, groups, pool, whole)
     build_composites(config, catalog, night)
-    light_curves_of_night(config, catalog, night)  # on the solved stacks; never raises
+    if config.photometry.targets:  # photutils and astropy.coordinates (~0.7 s to import) only when needed
+        from observd.pipeline.light_curves import light_curves_of_night
+
+        light_curves_of_night(config, catalog, night)  # on the solved stacks; never raises
     if failures:
         raise StackError(f"night {night}: {len(failures)} product(s) failed: " + "; ".join(failures))
     if object is None and filter is None:
