@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,25 @@ def test_a_batch_command_loads_no_more_than_it_needs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_simulate_can_put_a_transit_and_a_pulsating_star_in_the_field(tmp_path, capsys):
+    """`observd simulate --variables`: both variables in the first target's field, timed to its
+    lights (mid-transit half-way, contact to contact a third of them, four periods in all), with
+    their truth; on the sky with `--pixel-scale`; refused for a colour camera (mono only)."""
+    out = tmp_path / "night"
+    argv = ["simulate", str(out), "--size", "128", "--n-bias", "0", "--n-dark", "0", "--n-flat", "0"]
+    assert main([*argv, "--target", "KELT:V:12", "--exptime", "30", "--variables", "--pixel-scale", "1.5"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    lights = sorted(f["date_obs"] for f in truth["files"] if f["type"] == "light")
+    target = truth["targets"]["KELT"]
+    first = datetime.fromisoformat(lights[0])
+    span = (datetime.fromisoformat(lights[-1]) - first).total_seconds() + 30.0
+    transit, pulsating = sorted(target["variables"], key=lambda v: v["kind"], reverse=True)
+    assert (transit["kind"], pulsating["kind"]) == ("transit", "pulsating")
+    assert transit["mid_s"] == pytest.approx(span / 2) and transit["duration_s"] == pytest.approx(span / 3)
+    assert lights[0] < transit["mid_utc"] < lights[-1] and 0.005 < transit["depth"] < 0.05
+    assert pulsating["period_s"] == pytest.approx(span / 4)
+    assert "ra" in transit and "CRVAL1" in target["wcs"]
+    assert main([*argv, "--target", "KELT:V:12", "--variables", "--bayer", "RGGB"]) == 2
+    assert "mono cameras only" in capsys.readouterr().err

@@ -254,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prescan", type=int, default=0, metavar="N", help="prescan columns on the left (odd: a shifted mosaic)"
     )
+    p.add_argument(
+        "--variables",
+        action="store_true",
+        help="a transiting planet at the first target's centre and a pulsating star beside it, timed to its "
+        "lights (mono only; their truth in truth.json)",
+    )
+    p.add_argument(
+        "--pixel-scale",
+        type=float,
+        metavar="ARCSEC",
+        help='put the targets on the sky at this many "/px: RA/DEC, OBJCTRA/OBJCTDEC, site cards (nina)',
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each file as it is written")
 
     p = command("demo", cmd_demo, "simulate a night and reduce it on embedded defaults", config=False)

@@ -42,7 +42,7 @@ def simulation_spec(args):
     row_order = {None: None if seestar else "TOP-DOWN", "none": None}.get(args.row_order, args.row_order)
     sensor = {"ccd_temp": 25.0, "dark_temps": (25.0,)} if seestar else {}
     try:
-        return SimSpec(
+        spec = SimSpec(
             seed=args.seed,
             setup_seed=args.setup_seed,
             shape=(args.size, args.size),
@@ -62,7 +62,26 @@ def simulation_spec(args):
             row_order=row_order,
             bayer_offset=tuple(args.bayer_offset),
             prescan=args.prescan,
+            pixel_scale=args.pixel_scale,
             **sensor,
         )
+        return with_variables(spec) if args.variables else spec
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def with_variables(spec):
+    """`spec` with a transiting planet at its first target's centre and a pulsating star beside
+    it, timed to its lights: mid-transit half-way through them, first to last contact over a third
+    of them, and four pulsation periods over the whole span, so that one night shows both."""
+    from dataclasses import replace
+
+    from observd.sim.schedule import plan_night
+    from observd.sim.variables import Pulsator, Transit
+
+    first = spec.targets[0]
+    lights = [f for f in plan_night(spec) if f.frame_type == "light" and f.target == first.name]
+    span = (lights[-1].date_obs - lights[0].date_obs).total_seconds() + lights[-1].exptime
+    transit = Transit(mid_s=span / 2, duration_s=span / 3)
+    pulsator = Pulsator(offset=(0.15 * spec.shape[1], -0.12 * spec.shape[0]), period_s=span / 4)
+    return replace(spec, targets=(replace(first, variables=(transit, pulsator)), *spec.targets[1:]))
