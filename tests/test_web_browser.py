@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,14 +60,14 @@ def base(config):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     _require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="observd-chromium-")
+    profile = tmp_path_factory.mktemp("chromium-profile")  # pytest's: not left in /tmp by every run
     for flag in (
         "--headless",
         "--no-sandbox",
