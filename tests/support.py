@@ -45,6 +45,14 @@ def gunzip_set(folder: Path, dest: Path) -> Path:
     return dest
 
 
+MICROOBSERVATORY = {
+    "site": {"timezone": "America/Phoenix"},  # Whipple Observatory, Amado AZ
+    "classify": {"filename_patterns": {"HATP-*": "light"}},  # its lights say so only in their names
+    "calibrate": {"require": []},  # the set has no calibration frames
+}
+"""The configuration sections that reduce ../shared/data/real/02_microobs_hatp32_lights."""
+
+
 def make_config(tmp_path: Path, **sections) -> Config:
     """A Config whose paths live in tmp_path; `sections` are TOML-like dicts per section."""
     return config_from_dict(_raw_config(tmp_path, **sections), source="test")

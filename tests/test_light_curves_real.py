@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
-from support import make_config, require_real_data
+from support import MICROOBSERVATORY, make_config, require_real_data
 from test_plate_solve_real import require_solver
 
 from observd.adapters import plate_solver
@@ -29,17 +29,13 @@ from observd.service.reports import format_status, status_report
 pytestmark = pytest.mark.slow
 
 WHIPPLE = {"timezone": "America/Phoenix", "latitude": 31.681, "longitude": -110.878, "elevation": 2320.0}
-SECTIONS = {
-    "classify": {"filename_patterns": {"HATP-*": "light"}},
-    "calibrate": {"require": []},
-    "photometry": {"targets": {"HAT-P-32": "02:04:10.26 +46:41:16.3"}},
-}
+SECTIONS = {**MICROOBSERVATORY, "site": WHIPPLE, "photometry": {"targets": {"HAT-P-32": "02:04:10.26 +46:41:16.3"}}}
 
 
 def test_hat_p_32_light_curve_and_bad_inputs(tmp_path, monkeypatch):
     folder = require_real_data("02_microobs_hatp32_lights")
     require_solver()
-    config = make_config(tmp_path, site=WHIPPLE, **SECTIONS)
+    config = make_config(tmp_path, **SECTIONS)
     catalog = Catalog.open(config.paths.database)
     ingest([folder], catalog, config)
     (night,) = catalog.nights_with_lights()
@@ -70,14 +66,14 @@ def test_hat_p_32_light_curve_and_bad_inputs(tmp_path, monkeypatch):
     assert "Light curves:\n  2017-12-19 HAT-P-32 on HATP-32 [Clear]: " in format_status(status_report(catalog))
 
     # no site: the frames have no SITELAT/SITELONG and [site] has no latitude/longitude
-    nowhere = make_config(tmp_path, site={"timezone": "America/Phoenix"}, **SECTIONS)
+    nowhere = make_config(tmp_path, **{**SECTIONS, "site": MICROOBSERVATORY["site"]})
     (record,) = light_curves_of_night(nowhere, catalog, night)
     assert record["state"] == "skipped" and record["reason"].startswith(
         "no site: the lights have no SITELAT/SITELONG and [site] latitude/longitude are not set"
     )
     # a target outside the field
     m42 = {"photometry": {"targets": {"M 42": "05:35:17 -05:23:28"}}}
-    elsewhere = make_config(tmp_path, site=WHIPPLE, **{**SECTIONS, **m42})
+    elsewhere = make_config(tmp_path, **{**SECTIONS, **m42})
     (record,) = light_curves_of_night(elsewhere, catalog, night)
     assert record["state"] == "skipped" and record["object"] is None
     assert record["reason"] == (

@@ -17,7 +17,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
-from support import make_config, require_real_data
+from support import MICROOBSERVATORY, make_config, require_real_data
 
 from observd.adapters import plate_solver
 from observd.adapters.catalog import Catalog
@@ -84,9 +84,7 @@ def test_microobservatory_stack_is_solved_and_hat_p_32_is_on_a_star(tmp_path):
     require_solver()
     config = make_config(
         tmp_path,
-        site={"timezone": "America/Phoenix"},
-        classify={"filename_patterns": {"HATP-*": "light"}},
-        calibrate={"require": []},
+        **MICROOBSERVATORY,
         astrometry={"lights": True},
     )
     catalog = Catalog.open(config.paths.database)
@@ -131,9 +129,7 @@ def test_without_a_working_solver_the_stack_is_still_built_and_status_says_why(t
     folder = require_real_data("02_microobs_hatp32_lights")
     config = make_config(
         tmp_path,
-        site={"timezone": "America/Phoenix"},
-        classify={"filename_patterns": {"HATP-*": "light"}},
-        calibrate={"require": []},
+        **MICROOBSERVATORY,
     )
     catalog = Catalog.open(config.paths.database)
     ingest([folder], catalog, config)
@@ -164,9 +160,7 @@ def test_without_a_working_solver_the_stack_is_still_built_and_status_says_why(t
 
     disabled = make_config(
         tmp_path,
-        site={"timezone": "America/Phoenix"},
-        classify={"filename_patterns": {"HATP-*": "light"}},
-        calibrate={"require": []},
+        **MICROOBSERVATORY,
         astrometry={"enabled": False},
     )
     stack_night(disabled, catalog, night)

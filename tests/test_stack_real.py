@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
-from support import make_config, require_real_data
+from support import MICROOBSERVATORY, make_config, require_real_data
 
 from observd.adapters.catalog import Catalog
 from observd.pipeline.batch import ingest
@@ -28,9 +28,7 @@ def test_microobservatory_lights_stack_into_a_clean_image(tmp_path):
     folder = require_real_data("02_microobs_hatp32_lights")
     config = make_config(
         tmp_path,
-        site={"timezone": "America/Phoenix"},
-        classify={"filename_patterns": {"HATP-*": "light"}},
-        calibrate={"require": []},
+        **MICROOBSERVATORY,
     )
     catalog = Catalog.open(config.paths.database)
     result = ingest([folder], catalog, config)
