@@ -134,16 +134,20 @@ def frame_weights(
 def typical_noise(noises: Sequence[float | None]) -> float:
     """The frames' median measured background noise (0 when none is measured): the floor of
     winsorized clipping's sigma (`observd.core.rejection`)."""
-    v = np.array([np.nan if x is None else float(x) for x in noises], dtype=np.float64)
-    usable = v[np.isfinite(v) & (v > 0)]
-    return float(np.median(usable)) if usable.size else 0.0
+    v, usable = _measured(noises)
+    return float(np.median(v[usable])) if usable.any() else 0.0
 
 
 def _filled(values: Sequence[float | None]) -> np.ndarray:
     """`values` as floats, the unmeasured (None, NaN, ≤ 0) replaced by the median of the rest."""
-    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
-    usable = np.isfinite(v) & (v > 0)
+    v, usable = _measured(values)
     return np.where(usable, v, float(np.median(v[usable])) if usable.any() else 1.0)
+
+
+def _measured(values: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """`values` as floats, and which of them are measured (not None, NaN or ≤ 0)."""
+    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+    return v, np.isfinite(v) & (v > 0)
 
 
 SIGCLIP_MARGIN = 1.2
