@@ -213,6 +213,62 @@ def test_a_noise_floor_stops_winsorized_clipping_from_rejecting_good_values():
     assert np.all(floored.count[hit] <= 8) and np.all(np.abs(floored.data[hit] - 1000.0) < 8.0)
 
 
+def siril_winsorized(values, sigma, maxiters, floor):
+    """The winsorized rule of `observd.core.rejection`, one pixel at a time in plain numpy: the
+    values it keeps."""
+    kept = np.sort(values.astype(np.float64))
+    for _ in range(maxiters):
+        if kept.size < 3:
+            break
+        m = np.median(kept)
+        s = clamp = np.std(kept, ddof=1)
+        for _ in range(50):
+            s_new = 1.134 * np.std(np.clip(kept, m - 1.5 * clamp, m + 1.5 * clamp), ddof=1)
+            settled = abs(s_new - s) <= 5e-4 * s
+            s, clamp = s_new, min(clamp, s_new)
+            if settled:
+                break
+        s = max(s, floor)
+        new = kept[(kept >= m - sigma * s) & (kept <= m + sigma * s)]
+        if new.size < 2 or new.size == kept.size:
+            break
+        kept = new
+        if kept.size <= 3:
+            break
+    return kept
+
+
+@pytest.mark.parametrize("n", [4, 10, 11])
+@pytest.mark.parametrize("floor", [0.0, 5.0])
+def test_weighted_winsorized_mean_equals_the_rule_pixel_by_pixel(n, floor):
+    """Star-like pixels (much wider spread than the sky), cosmic rays, invalid values: every
+    pixel keeps what the rule keeps, and the weighted mean is that of its kept values — so the
+    fast paths (sky pixels screened against the floor, weights not carried through the sort)
+    decide exactly what the rule decides."""
+    rng = np.random.default_rng(n)
+    stack = np.round(rng.normal(1000.0, 5.0, (n, 24, 32))).astype(np.float32)
+    stack[:, :6] += np.round(rng.normal(0.0, 60.0, (n, 6, 32))).astype(np.float32)  # a star's pixels
+    cosmic = rng.random(stack.shape) < 0.03
+    stack[cosmic] += 900.0
+    stack[rng.random(stack.shape) < 0.04] = np.nan
+    weights = rng.uniform(0.5, 2.0, n)
+    res = combine(
+        sources(stack), method="mean", rejection="winsorized", maxiters=10, weights=weights, noise_floor=floor
+    )
+    rejected = 0
+    for j, i in np.ndindex(stack.shape[1:]):
+        values = stack[:, j, i]
+        valid = np.isfinite(values)
+        kept = siril_winsorized(values[valid], 3.0, 10, floor)
+        assert res.count[j, i] == kept.size
+        if kept.size:
+            chosen = valid & (values >= kept[0]) & (values <= kept[-1])
+            expected = np.average(values[chosen].astype(np.float64), weights=weights[chosen])
+            assert res.data[j, i] == pytest.approx(expected, rel=1e-6)
+        rejected += valid.sum() - kept.size
+    assert rejected > 0.02 * stack.size  # the cosmic rays at least
+
+
 def test_winsorized_never_keeps_fewer_than_two():
     stack = np.array([[1.0], [2.0], [100.0], [10000.0]], np.float32)[:, None, :]
     res = combine(sources(stack), rejection="winsorized", sigma_low=0.1, sigma_high=0.1)

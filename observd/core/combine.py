@@ -258,10 +258,11 @@ def band_rows(
 
 def _combine_pixels(stack: np.ndarray, p: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Combine an ``(N, pixels)`` float32 stack (invalid values become +inf in place)."""
-    # sigma clipping and 'none' keep or drop values by value, so equal values are never split
-    # between kept and rejected: a weighted mean can then select its values by the kept range's
-    # bounds, in frame order, and the weights need not follow the sort (a much slower path)
-    by_value = p.weights is not None and p.rejection in ("sigclip", "none")
+    # sigma clipping (plain or winsorized) and 'none' keep or drop values by value, so equal
+    # values are never split between kept and rejected: a weighted mean can then select its
+    # values by the kept range's bounds, in frame order, and the weights need not follow the
+    # sort (a much slower path); only minmax rejects by rank
+    by_value = p.weights is not None and p.rejection != "minmax"
     x, w, nvalid, any_invalid = _sort_values(stack, None if by_value else p.weights)
     lo, hi, stats = _kept_ranges(x, stack, nvalid, any_invalid, p)
 
@@ -303,7 +304,11 @@ def _kept_ranges(
         return lo, nvalid, full_range_stats(x, nvalid, any_invalid)
     if p.rejection == "winsorized":
         lo, hi = winsorized(x, nvalid, p.sigma_low, p.sigma_high, p.maxiters, noise_floor=p.noise_floor)
-        return lo, hi, None
+        # most pixels keep all their values: their statistics in the fast float32 pass, the
+        # others' redone over their kept range
+        stats = full_range_stats(x, nvalid, any_invalid)
+        stats.shift[(lo != 0) | (hi != nvalid)] = np.nan
+        return lo, hi, stats
     lo[:] = p.nlow
     hi = nvalid - p.nhigh
     none_left = hi <= lo

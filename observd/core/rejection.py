@@ -83,16 +83,20 @@ class Stats:
             getattr(self, name)[idx] = getattr(other, name)
 
 
-def gather(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """``x[k[j], j]`` for every pixel j (indices clipped into range)."""
+def gather(x: np.ndarray, k: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """``x[k[j], j]`` for every pixel j, or ``x[k[i], columns[i]]`` for the pixels `columns`
+    (indices clipped into range)."""
     k = np.clip(k, 0, x.shape[0] - 1)
+    if columns is not None:
+        return x[k, columns]
     return np.take_along_axis(x, k[np.newaxis, :], axis=0)[0]
 
 
-def _median(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _median(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Median of each pixel's sorted range [lo, hi) (of the pixels `columns`, default all)."""
     n = hi - lo
-    a = gather(x, lo + (n - 1) // 2).astype(np.float64)
-    b = gather(x, lo + n // 2)
+    a = gather(x, lo + (n - 1) // 2, columns).astype(np.float64)
+    b = gather(x, lo + n // 2, columns)
     with np.errstate(invalid="ignore"):
         return np.where(n > 0, 0.5 * (a + b), np.nan)
 
@@ -247,10 +251,19 @@ def winsorized(x, nvalid, sigma_low, sigma_high, maxiters, *, noise_floor: float
     for _ in range(maxiters):
         if active.size == 0:
             break
-        xa = x[:, active]
         la, ha = lo[active], hi[active]
+        m = _median(x, la, ha, active)
+        if noise_floor > 0:
+            # sigma is never below the floor, so a pixel whose extremes lie within m ± sigma·floor
+            # has nothing to reject, whatever its winsorized sigma: most sky pixels. Exact (float
+            # arithmetic is monotonic), and it spares the iteration below ~97 % of a stack's pixels.
+            doubt = gather(x, la, active) < m - sigma_low * noise_floor
+            doubt |= gather(x, ha - 1, active) > m + sigma_high * noise_floor
+            active, la, ha, m = active[doubt], la[doubt], ha[doubt], m[doubt]
+            if active.size == 0:
+                break
+        xa = x[:, active]
         inside = in_range(x.shape[0], la, ha)
-        m = _median(xa, la, ha)
         s = np.maximum(_winsorized_sigma(xa, inside, m, _std_inside(xa, inside)), noise_floor)
         new_lo = np.maximum(la, _count_below(xa, m - sigma_low * s, inclusive=False))
         new_hi = np.minimum(ha, _count_below(xa, m + sigma_high * s, inclusive=True))
