@@ -143,6 +143,18 @@ def test_nan_outside_footprint_and_nan_holes_do_not_spread():
     np.testing.assert_allclose(out[far], clean[far], atol=0.05)
 
 
+@pytest.mark.parametrize("engine", ["opencv", "scipy"])
+def test_a_plane_given_up_is_resampled_alike_with_its_holes_filled_in_place(engine):
+    t = _transform(similarity(0.3, 1.0, (10.5, -20.0)))
+    frame = np.random.default_rng(8).normal(100.0, 5.0, (N, N)).astype(np.float32)
+    frame[200:210, 300:310] = np.nan
+    expected = apply_transform(frame, t, (N, N), engine=engine)
+    assert np.isnan(frame).sum() == 100  # the caller's plane is left alone by default
+    out = apply_transform(frame, t, (N, N), engine=engine, overwrite=True)
+    np.testing.assert_array_equal(out, expected)
+    assert np.isfinite(frame).all() and np.all(frame[200:210, 300:310] == frame[200, 300])
+
+
 def _expected_mask(bad_rc, shift_xy, grow):
     """Brute force: output pixel is bad when an input pixel in its support is bad."""
     rows, cols = np.indices((N, N), dtype=float)

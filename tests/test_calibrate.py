@@ -177,6 +177,19 @@ def test_the_callers_raw_and_master_arrays_are_not_modified():
         np.testing.assert_array_equal(a, b)
 
 
+def test_overwriting_the_raw_frame_gives_the_same_result_in_its_memory():
+    raw, bias, dark, flat, unc = _masters(shape=(700, 1600), seed=5)  # several blocks of the scaled dark
+    masters = dict(bias=_p(bias, unc["bias"]), dark=_p(dark, unc["dark"]), dark_scale=1.7, flat=_p(flat, unc["flat"]))
+    r = raw.astype(np.float32)
+    copied = calibrate(r, **masters, gain=1.5, read_noise=7.0, saturation=2900.0)
+    in_place = calibrate(r, **masters, gain=1.5, read_noise=7.0, saturation=2900.0, overwrite_raw=True)
+    assert np.shares_memory(in_place.data, r)
+    for a, b in ((copied.data, in_place.data), (copied.uncertainty, in_place.uncertainty)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(copied.bitmask(), in_place.bitmask())
+    assert copied.saturated.any()
+
+
 def test_uint16_raw_is_calibrated_in_float32_without_wrapping():
     raw = np.array([[0, 100, 65535]], dtype=np.uint16)
     bias = _p(np.array([[100.0, 100.0, 100.0]]))

@@ -28,7 +28,7 @@ from astropy.io import fits
 import observd.jobs.light_job
 import observd.pipeline.light_stage
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import write_with
+from observd.adapters.fits_files import image_hdus, write_with
 from observd.core.config import config_from_dict
 from observd.service import arrivals as arrivals_module
 from observd.service.daemon import Daemon
@@ -432,21 +432,21 @@ def test_truncated_empty_nonfits_and_tmp_files(site, running, light_bytes):
 def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_bytes, monkeypatch):
     failures = []
 
-    def full_disk_write(path, hdul, **options):
+    def full_disk_write(path, data, header, **options):
         if len(failures) < 2:  # the first two writes run out of space half-way
 
             def write(fh):
                 buf = io.BytesIO()
-                hdul.writeto(buf)
+                image_hdus(data, header).writeto(buf)
                 fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
                 failures.append(path)
                 raise OSError(errno.ENOSPC, "No space left on device")
 
             return write_with(path, write)
-        return daemon_real_write(path, hdul, **options)
+        return daemon_real_write(path, data, header, **options)
 
-    daemon_real_write = observd.jobs.light_job.write_atomic
-    monkeypatch.setattr(observd.jobs.light_job, "write_atomic", full_disk_write)
+    daemon_real_write = observd.jobs.light_job.write_image
+    monkeypatch.setattr(observd.jobs.light_job, "write_image", full_disk_write)
     running(pool_factory=lambda config: ThreadPoolExecutor(2))
     path = site.put("M42_0011.fits", light_bytes(3))
     failed = site.wait_states({path: ("failed",)})[str(path)]

@@ -21,6 +21,7 @@ from observd.adapters.fits_files import (
     read_planes,
     sha256_file,
     write_atomic,
+    write_image,
     write_with,
 )
 
@@ -44,6 +45,44 @@ def test_an_output_is_written_whole_where_the_file_system_refuses_cache_advice(t
 
 
 # -- atomic writes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mono", "colour", "plain"])
+def test_write_image_writes_what_astropy_writes_byte_for_byte(tmp_path, kind):
+    """Mono planes with uncertainty and mask, a colour cube with its one 2-D mask, data alone; a
+    header with a comment too long for its card (astropy's silent fix truncates it)."""
+    rng = np.random.default_rng(3)
+    shape = {"mono": (301, 517), "colour": (3, 67, 45), "plain": (20, 20)}[kind]
+    data = rng.normal(size=shape).astype(np.float32)
+    uncertainty = np.abs(data) if kind != "plain" else None
+    mask = (rng.random(shape[-2:]) < 0.1).astype(np.uint8) if kind != "plain" else None
+    header = fits.Header()
+    header["OBJECT"] = "M42"
+    header["NOTE"] = ("x" * 50, "a comment far too long to fit on its card beside the value " * 2)
+    header.add_history("calibrated")
+    expected = write_atomic(tmp_path / "a.fits", image_hdus(data, header, uncertainty=uncertainty, mask=mask))
+    consumed = []
+    path = write_image(
+        tmp_path / "b.fits", data, header, uncertainty=uncertainty, mask=mask, consumed=lambda: consumed.append(1)
+    )
+    assert path.read_bytes() == expected.read_bytes()
+    assert consumed == [1]
+    assert CCDData.read(path, unit="adu").data.shape == shape
+
+
+def test_write_image_holds_no_copy_of_the_planes(tmp_path):
+    """Writing a 16 MiB frame (float32 data and uncertainty, a mask) allocates a few MiB (blocks
+    of rows, astropy's header work), where whole big-endian copies would take 36 MiB."""
+    import tracemalloc
+
+    data = np.ones((2048, 2048), np.float32)
+    write_image(tmp_path / "warm.fits", data[:8], fits.Header())  # astropy's first-use allocations
+    tracemalloc.start()
+    write_image(tmp_path / "x.fits", data, fits.Header(), uncertainty=data, mask=np.zeros(data.shape, np.uint8))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20
+    assert read_planes(tmp_path / "x.fits").uncertainty.sum() == data.size
 
 
 def test_a_failing_writer_leaves_the_previous_file_intact_and_no_temporary(tmp_path):

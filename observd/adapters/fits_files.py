@@ -238,17 +238,76 @@ def image_hdus(
     The planes are converted to big-endian copies here, FITS's byte order: astropy writes those
     as they are, whereas native arrays are byte-swapped in place, written and swapped back (two
     passes more, and the caller's array changes under any thread reading it meanwhile).
+    `write_image` writes the same file without whole copies.
     """
-    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=">f4"), header=header)]
+    return _hdus(_layout(data, uncertainty, mask), header, lambda plane, dtype: np.asarray(plane, dtype=dtype))
+
+
+def write_image(
+    path: Path,
+    data: np.ndarray,
+    header: fits.Header,
+    *,
+    uncertainty: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    cache: bool = True,
+    consumed: Callable[[], object] | None = None,
+) -> Path:
+    """`write_atomic(path, image_hdus(...))`, byte for byte, without whole big-endian copies of
+    the planes: each plane is converted and written a few rows at a time, so writing a frame
+    costs a MiB, not another frame (a 61 MP light's planes with uncertainty are ~0.6 GB).
+    `consumed` is called once every plane has been written, before the file is flushed to disk:
+    from then on the caller may change the arrays (`cache`: see `write_with`)."""
+    layout = _layout(data, uncertainty, mask)
+    # headers only: zero-strided stand-ins of the planes' shapes and types, never read
+    hdus = _hdus(layout, header, lambda plane, dtype: np.broadcast_to(np.zeros((), dtype), plane.shape))
+
+    def write(fh):
+        with warnings.catch_warnings():  # long comments are truncated by design; say nothing
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            hdus.verify("silentfix")
+        for hdu, (plane, dtype, _) in zip(hdus, layout):
+            fh.write(hdu.header.tostring().encode("ascii"))
+            for block in _row_blocks(plane, np.dtype(dtype).itemsize):
+                fh.write(np.ascontiguousarray(block, dtype=dtype))
+            fh.write(bytes(-plane.size * np.dtype(dtype).itemsize % 2880))
+        if consumed is not None:
+            consumed()
+
+    return write_with(path, write, cache=cache)
+
+
+def _layout(
+    data: np.ndarray, uncertainty: np.ndarray | None, mask: np.ndarray | None
+) -> list[tuple[np.ndarray, str, str | None]]:
+    """The planes of `image_hdus`'s layout: (array, FITS dtype, EXTNAME) of each HDU."""
+    layout = [(np.asarray(data), ">f4", None)]
     if uncertainty is not None:
-        uh = fits.Header()
-        uh["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
-        hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=">f4"), header=uh, name="UNCERT"))
+        layout.append((np.asarray(uncertainty), ">f4", "UNCERT"))
     if mask is not None:
         # a colour cube's one mask is written once per plane: CCDData wants the data's shape
-        mask = np.broadcast_to(mask, np.shape(data)) if np.ndim(mask) < np.ndim(data) else mask
-        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
+        mask = np.broadcast_to(mask, np.shape(data)) if np.ndim(mask) < np.ndim(data) else np.asarray(mask)
+        layout.append((mask, "u1", "MASK"))
+    return layout
+
+
+def _hdus(layout, header: fits.Header, array: Callable[[np.ndarray, str], np.ndarray]) -> fits.HDUList:
+    """The HDUs of `layout`, each plane's data `array(plane, dtype)`."""
+    hdus = [fits.PrimaryHDU(array(*layout[0][:2]), header=header)]
+    for plane, dtype, name in layout[1:]:
+        h = fits.Header()
+        if name == "UNCERT":
+            h["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
+        hdus.append(fits.ImageHDU(array(plane, dtype), header=h, name=name))
     return fits.HDUList(hdus)
+
+
+def _row_blocks(plane: np.ndarray, itemsize: int) -> Iterator[np.ndarray]:
+    """A plane (or each plane of a cube) in blocks of whole rows of about `_CHUNK` bytes."""
+    for image in plane if plane.ndim > 2 else (plane,):
+        step = max(1, _CHUNK // max(1, image.shape[-1] * itemsize))
+        for y in range(0, image.shape[0], step):
+            yield image[y : y + step]
 
 
 def image_shape(path: Path, hdu_index: int = 0) -> tuple[int, int]:

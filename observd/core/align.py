@@ -191,6 +191,7 @@ def apply_transform(
     kind: str = "data",
     order: int = 3,
     engine: str = "opencv",
+    overwrite: bool = False,
 ) -> np.ndarray:
     """Resample a frame's plane onto the reference grid (`out_shape`, rows x columns).
 
@@ -210,6 +211,8 @@ def apply_transform(
         (4x4 for cubic, 2x2 for bilinear) is bad, and outside the footprint. Pass the order used for the data.
     Data and uncertainty are scaled by the Jacobian (1 / scale^2) to preserve flux.
 
+    overwrite: a float32 `data` the caller needs no more has its NaN holes filled in place
+        rather than in a frame-sized copy.
     engine='opencv' (default, orders 1 and 3): `cv2.warpAffine`, ~15x faster than scipy on a
         2048² frame; its cubic is Keys' convolution kernel (a=-0.75) rather than a B-spline,
         and it loses the outermost ~2 px to NaN. engine='scipy': `ndimage.affine_transform`,
@@ -221,7 +224,7 @@ def apply_transform(
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     inverse = np.linalg.inv(transform.matrix)  # reference (x, y) -> frame (x, y)
     if engine == "opencv" and order in (1, 3):
-        return _warp_opencv(data, inverse, out_shape, kind, order)
+        return _warp_opencv(data, inverse, out_shape, kind, order, overwrite)
     # imported here: only this path needs scipy.ndimage, ~0.2 s of every process's start-up
     from scipy import ndimage
 
@@ -241,13 +244,23 @@ def apply_transform(
         if grow and bad.any():
             bad = ndimage.binary_dilation(bad, np.ones((2 * grow + 1,) * 2, dtype=bool))
         return ndimage.affine_transform(bad.view(np.uint8), order=1, cval=1.0, **resample) > 0
-    image = np.asarray(data, dtype=np.float32)
-    holes = ~np.isfinite(image)
-    if holes.any():
-        image = np.where(holes, _fill_value(image, holes), image)
+    image = _holes_filled(data, overwrite)
     out = ndimage.affine_transform(image, order=order if kind == "data" else 1, cval=np.nan, **resample)
     out *= np.float32(jacobian)
     return out
+
+
+def _holes_filled(data: np.ndarray, overwrite: bool) -> np.ndarray:
+    """`data` as float32 with its NaN (and inf) pixels set to a typical value, so that they
+    cannot spread through the interpolation (they stay masked); in place when `overwrite`."""
+    image = np.asarray(data, dtype=np.float32)
+    holes = ~np.isfinite(image)
+    if holes.any():
+        if overwrite:
+            image[holes] = _fill_value(image, holes)
+        else:
+            image = np.where(holes, _fill_value(image, holes), image)
+    return image
 
 
 def _fill_value(image: np.ndarray, holes: np.ndarray) -> float:
@@ -260,7 +273,7 @@ def _fill_value(image: np.ndarray, holes: np.ndarray) -> float:
 
 
 def _warp_opencv(
-    data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], kind: str, order: int
+    data: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], kind: str, order: int, overwrite: bool
 ) -> np.ndarray:
     """The fast path of `apply_transform`, with the same footprint: OpenCV's border handling
     is replaced by an exact test of where each output pixel falls in the frame."""
@@ -271,7 +284,10 @@ def _warp_opencv(
         bad = np.asarray(data, dtype=bool)
         planes = bad if bad.ndim == 3 else bad[None]
         if np.count_nonzero(planes) <= SPARSE_MASK_FRACTION * bad.size:
-            out = np.stack([_sparse_mask(plane, inverse, tuple(out_shape), order) for plane in planes]) | outside
+            out = np.empty((len(planes), *out_shape), dtype=bool)  # each plane marked in place
+            for plane, marked in zip(planes, out):
+                np.copyto(marked, outside)
+                _mark_sparse_mask(plane, inverse, order, marked)
             return out if bad.ndim == 3 else out[0]
         # uint16 planes (0 or 65535): a bilinear weight as small as 1/1024 still leaves a non-zero
         # result, at half the memory traffic of float32
@@ -285,10 +301,7 @@ def _warp_opencv(
         ).reshape(tuple(out_shape) + (-1,))
         out = np.moveaxis(out > 0, -1, 0) | outside
         return out if bad.ndim == 3 else out[0]
-    image = np.asarray(data, dtype=np.float32)
-    holes = ~np.isfinite(image)
-    if holes.any():
-        image = np.where(holes, _fill_value(image, holes), image)
+    image = _holes_filled(data, overwrite)
     interpolation = cv2.INTER_CUBIC if kind == "data" and order == 3 else cv2.INTER_LINEAR
     out = cv2.warpAffine(
         np.ascontiguousarray(image), inverse[:2], size, flags=flags | interpolation, borderMode=cv2.BORDER_REPLICATE
@@ -303,14 +316,14 @@ SPARSE_MASK_FRACTION = 0.005
 case) are warped pixel by pixel, ~20x faster than warping the whole plane."""
 
 
-def _sparse_mask(bad: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int], order: int) -> np.ndarray:
-    """Output pixels within the interpolation support of a set input pixel, from the set
-    pixels' coordinates: source position s of an output pixel lies less than the kernel's
+def _mark_sparse_mask(bad: np.ndarray, inverse: np.ndarray, order: int, out: np.ndarray) -> None:
+    """Set in `out` the output pixels within the interpolation support of a set input pixel, from
+    the set pixels' coordinates: source position s of an output pixel lies less than the kernel's
     half-width from a bad pixel b on both axes (|s - b| < 2 for cubic, 1 for bilinear)."""
-    out = np.zeros(out_shape, dtype=bool)
+    out_shape = out.shape
     ys, xs = np.nonzero(bad)
     if not len(xs):
-        return out
+        return
     radius = 1 + (order - 1) // 2
     forward = np.linalg.inv(inverse)
     # every output pixel that can qualify lies in a box around the bad pixel's image
@@ -329,16 +342,16 @@ def _sparse_mask(bad: np.ndarray, inverse: np.ndarray, out_shape: tuple[int, int
         & (cy < out_shape[0])
     )
     out[cy[hit], cx[hit]] = True
-    return out
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)
 def _outside(inverse_bytes: bytes, out_shape: tuple[int, int], in_shape: tuple[int, int]) -> np.ndarray:
     """Output pixels whose source position lies outside the frame (0..N-1 on both axes).
 
     The footprint of an affine map is convex, so on each output row the valid columns form
     one interval: it is found from the four bounds analytically, row by row. Cached: the
-    data, its uncertainty and its masks share one transform."""
+    data, its uncertainty and its masks share one transform (one entry: each held is a frame
+    of booleans, kept in a worker until its next light)."""
     inverse = np.frombuffer(inverse_bytes, dtype=np.float64).reshape(3, 3)
     rows, cols = out_shape
     y = np.arange(rows, dtype=np.float64)

@@ -68,8 +68,10 @@ def trim(data: np.ndarray | None, trimsec: str | None) -> np.ndarray | None:
     return np.ascontiguousarray(data[rows, cols])
 
 
-def overscan_and_trim(data: np.ndarray, biassec: str | None, trimsec: str | None) -> np.ndarray:
-    out = data.astype(np.float32, copy=True)
+def overscan_and_trim(data: np.ndarray, biassec: str | None, trimsec: str | None, *, copy: bool = True) -> np.ndarray:
+    """float32 data with its overscan level subtracted, trimmed; `copy=False`: a float32 `data`
+    is changed in place (and returned, when there is no section to trim)."""
+    out = data.astype(np.float32, copy=copy)
     if biassec:
         out -= overscan_model(out, biassec)
     return trim(out, trimsec)
@@ -153,6 +155,14 @@ class Calibrated:
         return None if self.saturated is None else lowest(self.data, self.saturated)
 
 
+def _subtract_scaled(data: np.ndarray, plane: np.ndarray, scale: np.float32) -> None:
+    """``data -= scale * plane``, a block of rows at a time: the same arithmetic without a
+    frame-sized product."""
+    step = max(1, (1 << 20) // max(1, data.shape[-1]))
+    for y in range(0, data.shape[0], step):
+        data[y : y + step] -= scale * plane[y : y + step]
+
+
 def lowest(image: np.ndarray, where: np.ndarray) -> float | None:
     """The lowest value of `image` where `where` holds (None when nowhere): a saturation level."""
     return float(np.nanmin(image[where])) if where.any() else None
@@ -170,16 +180,19 @@ def calibrate(
     saturation: float | None = None,
     biassec: str | None = None,
     trimsec: str | None = None,
+    overwrite_raw: bool = False,
 ) -> Calibrated:
-    """Calibrate one light. `raw` in ADU as read; masters full-frame like the raw (trimmed here)."""
+    """Calibrate one light. `raw` in ADU as read; masters full-frame like the raw (trimmed here).
+    `overwrite_raw`: a float32 `raw` the caller needs no more becomes the calibrated data, rather
+    than a copy of it (a frame's worth of memory less at a light's peak)."""
     saturated = trim(raw >= saturation, trimsec) if saturation is not None else None
-    data = overscan_and_trim(raw, biassec, trimsec)
+    data = overscan_and_trim(raw, biassec, trimsec, copy=not overwrite_raw)
     bias, dark, flat = (p.trimmed(trimsec) if p is not None else None for p in (bias, dark, flat))
     with np.errstate(invalid="ignore", divide="ignore"):
         if bias is not None:
             data -= bias.data
         if dark is not None:
-            data -= np.float32(dark_scale) * dark.data
+            _subtract_scaled(data, dark.data, np.float32(dark_scale))
         variance = None
         if gain and read_noise is not None:
             # Poisson from the signal with the bias removed (ccdproc's create_deviation on

@@ -8,6 +8,8 @@ here touches the catalog. Masters are memory-mapped, one copy per host for all t
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from observd import __version__
-from observd.adapters.fits_files import image_hdus, image_shape, read_image_and_header, read_planes, write_atomic
+from observd.adapters.fits_files import image_shape, read_image_and_header, read_planes, write_image
 from observd.core.align import AlignError, Transform, apply_transform, find_transform
 from observd.core.bayer import develop, luminance, shifted
 from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, lowest, trim_origin
@@ -147,9 +149,10 @@ def reduce_light(job: LightJob) -> LightResult:
         saturation=job.saturation,
         biassec=job.biassec,
         trimsec=job.trimsec,
+        overwrite_raw=True,  # read as float32 for this job alone
     )
     raw_shape = raw.shape
-    del raw  # a frame-sized copy the rest does not need: the job's peak comes later, as it writes and aligns
+    del raw  # the calibrated data now, or (trimmed) a frame-sized copy the rest does not need
     image, uncertainty, bits, saturation = cal.data, cal.uncertainty, cal.bitmask(), cal.saturation_level
     channels = None
     if job.bayer:
@@ -172,15 +175,25 @@ def reduce_light(job: LightJob) -> LightResult:
     star_list = tuple(zip(stars.x.tolist(), stars.y.tolist(), stars.flux.tolist()))
     aligned = None
     # The calibrated frame is written (and fsynced, which releases the GIL) while the frame is
-    # aligned; image_hdus hands the writer big-endian copies, so the planes stay untouched.
+    # aligned; alignment changes the data's bad pixels only once the writer has had them.
+    written_planes = threading.Event()
+
+    def write_calibrated() -> Path:
+        try:  # aligned now, it is not read again: its pages leave the cache (`write_with`)
+            return write_image(
+                Path(job.calibrated_path),
+                image,
+                out_header,
+                uncertainty=uncertainty,
+                mask=bits,
+                cache=job.reference is None or bad is not None,
+                consumed=written_planes.set,
+            )
+        finally:  # a failed write is raised by `written.result()`, not waited for forever
+            written_planes.set()
+
     with ThreadPoolExecutor(max_workers=1) as io:
-        # aligned now, it is not read again: its pages leave the cache (`write_with`)
-        written = io.submit(
-            write_atomic,
-            Path(job.calibrated_path),
-            image_hdus(image, out_header, uncertainty=uncertainty, mask=bits),
-            cache=job.reference is None or bad is not None,
-        )
+        written = io.submit(write_calibrated)
         if job.thumbnail_path:
             # the page shows it instead of decoding FITS per request (imported here: the fork
             # server preloads the previews for the workers; the command's process that imports
@@ -191,7 +204,7 @@ def reduce_light(job: LightJob) -> LightResult:
         if job.reference is not None and bad is None:
             aligned = _align(
                 job.file_id,
-                image,  # given up: the writer has its own copy, and the thumbnail is drawn
+                image,  # given up, once the writer has written it (the thumbnail is drawn)
                 uncertainty,
                 bits,
                 out_header,
@@ -200,6 +213,7 @@ def reduce_light(job: LightJob) -> LightResult:
                 job.aligned_path,
                 job.max_control_points,
                 job.min_matches,
+                data_free=written_planes.wait,
             )
         written.result()
     return LightResult(job.file_id, job.calibrated_path, m, star_list, bad, aligned, channels)
@@ -245,9 +259,11 @@ def _align(
     max_control_points: int,
     min_matches: int,
     matrix: tuple[tuple[float, ...], ...] | None = None,
+    data_free: Callable[[], object] | None = None,
 ) -> AlignResult:
     """Align a calibrated frame to `ref` and write it. `data` is changed (its bad pixels become
-    NaN): the callers pass a frame they need no more, which spares a frame-sized copy at the job's peak."""
+    NaN): the callers pass a frame they need no more, which spares a frame-sized copy at the
+    job's peak; `data_free` returns once nothing else reads it."""
     try:
         if matrix is not None:
             transform = Transform.from_matrix(np.asarray(matrix, dtype=np.float64), 0.0, 0)
@@ -263,13 +279,20 @@ def _align(
     # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
     # `data` itself, which the callers give up, rather than in a frame-sized copy
     bad = (bits & MASK_BAD) != 0
-    data[..., bad] = np.nan
-    aligned = _planewise(data, transform, shape, "data")
-    aligned_unc = _planewise(unc, transform, shape, "uncertainty") if unc is not None else None
+    # the mask first, so that its temporaries are gone before the data's resampled plane exists
     bad_out, saturated_out = apply_transform(
         np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"
     )
-    aligned_mask = bad_out.astype(np.uint8) * MASK_BAD | (saturated_out & ~bad_out).astype(np.uint8) * MASK_SATURATED
+    aligned_mask = np.zeros(shape, np.uint8)  # set in place: no frame-sized temporaries
+    aligned_mask[saturated_out] = MASK_SATURATED
+    aligned_mask[bad_out] = MASK_BAD
+    del bad_out, saturated_out
+    if data_free is not None:
+        data_free()
+    data[..., bad] = np.nan
+    del bad
+    aligned = _planewise(data, transform, shape, "data")
+    aligned_unc = _planewise(unc, transform, shape, "uncertainty") if unc is not None else None
     h = header.copy()
     if matrix is not None:
         h["ALIGNREF"] = (ref.name, "deep reference of this target (all nights)")
@@ -289,7 +312,7 @@ def _align(
         )
     # The stack reads it again, but from disk: keeping every aligned frame of the night in the
     # page cache costs more (new pages for each output) than reading them back once (A/B)
-    write_atomic(Path(out_path), image_hdus(aligned, h, uncertainty=aligned_unc, mask=aligned_mask), cache=False)
+    write_image(Path(out_path), aligned, h, uncertainty=aligned_unc, mask=aligned_mask, cache=False)
     return AlignResult(
         file_id,
         out_path,
@@ -301,10 +324,11 @@ def _align(
 
 
 def _planewise(image: np.ndarray, transform: Transform, shape: tuple[int, int], kind: str) -> np.ndarray:
-    """`apply_transform` of a 2-D image, or of each plane of a colour cube with the same transform."""
+    """`apply_transform` of a 2-D image, or of each plane of a colour cube with the same
+    transform; `image` is given up (its NaN holes are filled in place)."""
     if image.ndim == 2:
-        return apply_transform(image, transform, shape, kind=kind)
-    return np.stack([apply_transform(plane, transform, shape, kind=kind) for plane in image])
+        return apply_transform(image, transform, shape, kind=kind, overwrite=True)
+    return np.stack([apply_transform(plane, transform, shape, kind=kind, overwrite=True) for plane in image])
 
 
 _MOSAIC_CARDS = ("BAYERPAT", "CFAPAT", "BAYERPATN", "COLORTYP", "XBAYROFF", "YBAYROFF", "BAYOFFX", "BAYOFFY")

@@ -64,8 +64,10 @@ def master_plane(path: str, on_host: bool = False) -> Plane:
 def store_normalised(path: str) -> None:
     """Store the normalised plane of the flat at `path`, the plane lights divide by, as soon as the
     flat is written (by the process that wrote it). Otherwise the workers' first lights derive it,
-    each reading the flat's data, whose pages then stay in every worker's memory (4 B/px each)."""
-    master_plane(path).normalised  # noqa: B018  (derived, stored and mapped on first access)
+    each reading the flat's data, whose pages then stay in every worker's memory (4 B/px each).
+    Derived through a map of its own, not the cached one: the flat's data pages it reads leave
+    this process with it, instead of staying in its memory while its next lights run."""
+    master_plane.__wrapped__(path).normalised  # noqa: B018  (derived, stored and mapped on first access)
 
 
 def unmap_masters() -> None:

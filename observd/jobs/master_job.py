@@ -26,7 +26,7 @@ import numpy as np
 from astropy.io import fits
 
 from observd import __version__
-from observd.adapters.fits_files import image_hdus, read_image, read_planes, write_atomic
+from observd.adapters.fits_files import read_image, read_planes, write_image
 from observd.adapters.fits_rows import FitsSource, sample_rows
 from observd.core.bayer import divide_sites, site_levels
 from observd.core.calibrate import overscan_model
@@ -297,7 +297,7 @@ def finish_master(job: MasterJob, combination: MasterDraft) -> MasterResult:
         job, usable, bias_used=_subtracts_bias(job), dark_used=job.kind == "flat" and job.dark is not None
     )
     header["NBADPIX"] = (int(mask.sum()), "pixels flagged in the MASK extension")
-    write_atomic(Path(job.output), image_hdus(data, header, uncertainty=uncertainty, mask=mask))
+    write_image(Path(job.output), data, header, uncertainty=uncertainty, mask=mask)
     if job.kind == "flat":
         store_normalised(job.output)
     return MasterResult(

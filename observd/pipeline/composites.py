@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from observd import __version__
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
+from observd.adapters.fits_files import read_planes, write_image
 from observd.core.colour import Composite, composite_plan, lrgb, signal_gains
 from observd.core.config import Config
 from observd.core.layout import composite_stem
@@ -85,7 +85,7 @@ def _write(config: Config, night: str, obj: str | None, plan: Composite, by_filt
         header.update(celestial_cards(fits.getheader(solved["path"])))
         header.add_history(f"observd: WCS of the {solved['filter']} stack (same reference, same pixel grid)")
     stem = composite_stem(config.paths.output, night, obj, plan.kind)
-    path = write_atomic(stem.with_name(f"{stem.name}.fits"), image_hdus(rgb, header, mask=mask), cache=False)
+    path = write_image(stem.with_name(f"{stem.name}.fits"), rgb, header, mask=mask, cache=False)
     title = f"{obj or 'unknown'} — {plan.kind}"
     lines = [plan.describe(), f"{format_exposure(exposure)}, night {night}"]
     from observd.adapters.previews import write_pictures  # here: only a night with a composite needs matplotlib

@@ -56,7 +56,7 @@ from astropy.io import fits
 
 from observd import __version__
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import image_hdus, write_atomic
+from observd.adapters.fits_files import write_image
 from observd.adapters.fits_rows import FitsSource, MaskedOffset, mask_hdu
 from observd.core.bayer import luminance
 from observd.core.calibrate import MASK_BAD
@@ -472,8 +472,8 @@ def build_stack(config: Config, group: StackGroup, pool: Executor | None) -> Sta
         if group.colour:
             header["CHANNELS"] = ("R,G,B", "planes of this cube: red, green, blue (linear, as the camera saw)")
             header.add_history(f"observd {__version__}: each channel stacked on its own (sky offsets, weights)")
-        path = write_atomic(
-            stem.with_name(f"{stem.name}.fits"), image_hdus(data, header, uncertainty=unc, mask=empty), cache=False
+        path = write_image(
+            stem.with_name(f"{stem.name}.fits"), data, header, uncertainty=unc, mask=empty, cache=False
         )  # observd does not read it again
         preview, thumb = outcome(pictures, *pictures_job)
     return StackProduct(
