@@ -70,6 +70,25 @@ def test_write_image_writes_what_astropy_writes_byte_for_byte(tmp_path, kind):
     assert CCDData.read(path, unit="adu").data.shape == shape
 
 
+def test_read_planes_allocates_the_planes_once(tmp_path):
+    """Each plane read straight into its native array: the peak is the planes themselves (36 MiB
+    at 2048² with uncertainty and mask), not a big-endian buffer beside a native copy."""
+    import tracemalloc
+
+    data = np.random.default_rng(4).normal(size=(2048, 2048)).astype(np.float32)
+    mask = (data > 2).astype(np.uint8)
+    path = write_image(tmp_path / "x.fits", data, fits.Header(), uncertainty=np.abs(data), mask=mask)
+    tracemalloc.start()
+    planes = read_planes(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < (36 << 20) + (2 << 20)
+    np.testing.assert_array_equal(planes.data, data)
+    np.testing.assert_array_equal(planes.uncertainty, np.abs(data))
+    np.testing.assert_array_equal(planes.mask, mask)
+    assert planes.data.dtype.isnative and planes.data.flags.writeable
+
+
 def test_write_image_holds_no_copy_of_the_planes(tmp_path):
     """Writing a 16 MiB frame (float32 data and uncertainty, a mask) allocates a few MiB (blocks
     of rows, astropy's header work), where whole big-endian copies would take 36 MiB."""

@@ -193,3 +193,38 @@ def test_a_flat_stored_with_its_normalised_plane_serves_lights_without_reading_i
     assert _resident_kib(folder / "normalised.npy") >= 1024
     assert _resident_kib(folder / "data.npy") < 256  # the flat's data stays out of the worker's memory
     unmap_masters()
+
+
+def test_a_light_without_a_noise_model_subtracts_bias_and_dark_from_one_stored_plane(tmp_path):
+    """The same calibration as from the bias and the dark apart (to float32 rounding), the two
+    masks combined; stored once, mapped by every later light; the bias's and dark's data pages
+    not held by the process that derived it."""
+    masters = _masters(tmp_path)
+    unmap_masters()
+    plain = {k: v for k, v in SETTINGS.items() if k not in ("gain", "read_noise", "dark_scale")}
+    apart = calibrate(
+        _light(4),
+        bias=_read_per_worker(masters["bias"]),
+        dark=_read_per_worker(masters["dark"]),
+        dark_scale=1.5,
+        flat=_read_per_worker(masters["flat"]),
+        **plain,
+    )
+    offset = mapped_masters.dark_offset(masters["bias"], masters["dark"], 1.5)
+    assert isinstance(offset.data, np.memmap) and isinstance(offset.bad, np.memmap)
+    for kind in ("bias", "dark"):  # read to derive it, and let go
+        assert _resident_kib(mapped_masters.planes_folder(Path(masters[kind])) / "data.npy") == 0
+    together = calibrate(_light(4), bias=offset, flat=master_plane(masters["flat"]), **plain)
+    np.testing.assert_allclose(together.data, apart.data, rtol=1e-6, atol=1e-3)
+    np.testing.assert_array_equal(together.mask, apart.mask)
+    bias_mask, dark_mask = (read_planes(Path(masters[k])).mask.astype(bool) for k in ("bias", "dark"))
+    np.testing.assert_array_equal(offset.bad, bias_mask | dark_mask)
+    stored = sorted(p.name for p in offset.folder.glob("offset-*.npy"))
+    assert len(stored) == 2  # its data and mask, once
+    unmap_masters()
+    again = mapped_masters.dark_offset(masters["bias"], masters["dark"], 1.5)
+    assert sorted(p.name for p in offset.folder.glob("offset-*.npy")) == stored
+    assert again.data.filename == offset.data.filename
+    other = mapped_masters.dark_offset(masters["bias"], masters["dark"], 0.5)  # another exposure
+    assert other.data.filename != offset.data.filename
+    unmap_masters()

@@ -84,3 +84,29 @@ def test_a_broken_pool_falls_back_to_threads():
     pool.shutdown()  # submit now raises RuntimeError
     got = combine_in_pool(sources(stack), workers=2, executor=pool)
     np.testing.assert_array_equal(got.data, combine(sources(stack), workers=1).data)
+
+
+def _described(plane):
+    """What a worker sees of a plane given to it (`with_shared`): its type, flags and content."""
+    return type(plane).__name__, plane.flags.writeable, plane.shape, float(plane.sum())
+
+
+def test_a_shared_plane_reaches_a_worker_as_a_read_only_map_of_one_file(monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from observd.jobs import shares
+    from observd.jobs.shares import SharedPlane, shared, with_shared
+
+    plane = np.random.default_rng(2).normal(size=(3, 40, 50)).astype(np.float32)
+    with shared(plane) as handle, ProcessPoolExecutor(1) as pool:
+        assert isinstance(handle, SharedPlane) and os.path.getsize(handle.path) == plane.nbytes
+        seen = pool.submit(with_shared, _described, handle).result()
+        path = handle.path
+    # a map of the file, not a pickled copy; the very same values
+    assert seen == ("memmap", False, plane.shape, float(plane.sum()))
+    assert not os.path.exists(path)  # removed after the block
+    # no room in shared memory: the array itself, pickled as any argument
+    monkeypatch.setattr(shares, "_shared_file", lambda size: (_ for _ in ()).throw(OSError(28, "No space")))
+    with shared(plane) as handle:
+        assert handle is plane
+        assert with_shared(_described, handle)[0] == "ndarray"

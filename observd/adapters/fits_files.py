@@ -208,25 +208,52 @@ class ImagePlanes:
 def read_planes(path: Path) -> ImagePlanes:
     """Read what `image_hdus` wrote (masters, calibrated lights); absent extensions are None.
 
-    Through a memory map: each plane is converted straight from the page cache into its native
-    float32 copy, instead of being read into a big-endian buffer first and then copied (a
-    worker's first light loads three masters: ~0.2 s less). Safe here, and only here: these are
-    observd's own outputs, written atomically and never truncated in place, so the map cannot
-    lose its pages under the reader (a raw file rewritten by the camera could: `read_image` reads)."""
+    Each plane is read from the file straight into its own native array and byte-swapped there:
+    one frame-sized allocation per plane, and no map of the file (whose pages would count in
+    this process's memory while it converts them), rather than a big-endian buffer and then a
+    native copy. Safe here, and only here: these are observd's own outputs, float32 and uint8
+    planes without scaling, written atomically and never truncated in place (a raw file may be
+    scaled, or rewritten by the camera: `read_image` reads those)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, memmap=True) as hdul:
-            return ImagePlanes(
-                hdul[0].data.astype(np.float32),
-                hdul[0].header.copy(),
-                hdul["UNCERT"].data.astype(np.float32) if "UNCERT" in hdul else None,
-                _one_mask(hdul["MASK"].data) if "MASK" in hdul else None,
-            )
+        with fits.open(path, memmap=True) as hdul:  # headers only: no plane is touched
+            header = hdul[0].header.copy()
+            where = {_extension_name(hdu, i): (i, hdu.header) for i, hdu in enumerate(hdul)}
+            locations = {name: (hdul.fileinfo(i)["datLoc"], h) for name, (i, h) in where.items()}
+    with open(path, "rb") as fh:
+        data, uncertainty, mask = (
+            _read_native(fh, *locations[name]) if name in locations else None for name in ("PRIMARY", "UNCERT", "MASK")
+        )
+    return ImagePlanes(
+        data.astype(np.float32, copy=False),
+        header,
+        None if uncertainty is None else uncertainty.astype(np.float32, copy=False),
+        None if mask is None else _one_mask(mask),
+    )
+
+
+def _extension_name(hdu, index: int) -> str:
+    return "PRIMARY" if index == 0 else str(hdu.header.get("EXTNAME", "")).upper()
+
+
+def _read_native(fh: BinaryIO, offset: int, header: fits.Header) -> np.ndarray:
+    """An unscaled image HDU's data, read at `offset` into a native-endian array."""
+    if header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0:
+        raise ValueError(f"{fh.name}: scaled data (BSCALE/BZERO) is not an observd output plane")
+    dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", -32: ">f4", -64: ">f8"}[header["BITPIX"]])
+    shape = tuple(header[f"NAXIS{k}"] for k in range(header["NAXIS"], 0, -1))
+    out = np.empty(shape, dtype.newbyteorder("="))
+    fh.seek(offset)
+    if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+        raise OSError(f"{fh.name}: truncated plane")
+    if dtype.itemsize > 1 and dtype.byteorder != "=" and np.little_endian:
+        out.byteswap(inplace=True)
+    return out
 
 
 def _one_mask(mask: np.ndarray) -> np.ndarray:
     """A MASK extension as one (rows, cols) plane: a colour cube's per-plane copies combined."""
-    mask = mask.astype(np.uint8)
+    mask = mask.astype(np.uint8, copy=False)
     return np.bitwise_or.reduce(mask, axis=0) if mask.ndim == 3 else mask
 
 

@@ -25,7 +25,7 @@ from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, l
 from observd.core.frames import MasterFile
 from observd.core.measure import Measurement, Stars, judge, measure, sky
 from observd.core.memory import Need, light_need
-from observd.jobs.mapped_masters import master_plane
+from observd.jobs.mapped_masters import dark_offset, master_plane
 
 
 @dataclass(frozen=True)
@@ -127,22 +127,35 @@ def footprint(job: LightJob | AlignJob) -> Need:
     colour light's when its frame is one-shot-colour (the catalog's Bayer pattern, as for a light),
     with a noise model (its calibrated frame may carry uncertainty planes)."""
     if isinstance(job, LightJob):
-        noise = bool(job.gain) and job.read_noise is not None  # as `calibrate` decides
-        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None, noise=noise)
+        return light_need(image_shape(Path(job.path), job.hdu), colour=job.bayer is not None, noise=_noise_model(job))
     return light_need(image_shape(Path(job.calibrated_path)), colour=job.bayer is not None)
+
+
+def _noise_model(job: LightJob) -> bool:
+    """Whether the light gets uncertainty planes: gain and read noise known, as `calibrate` decides."""
+    return bool(job.gain) and job.read_noise is not None
 
 
 def _plane(use: MasterFile | None, on_host: bool) -> Plane | None:
     return None if use is None else master_plane(use.path, on_host)
 
 
+def _bias_and_dark(job: LightJob) -> tuple[Plane | None, Plane | None, float]:
+    """What a light subtracts: (bias, dark, dark scale). Without a noise model, which needs the
+    two apart, one plane for both (`dark_offset`) — the same subtraction, in one step."""
+    if job.bias is not None and job.dark is not None and not _noise_model(job):
+        return dark_offset(job.bias.path, job.dark.path, job.dark_scale, job.planes_on_host), None, 1.0
+    return _plane(job.bias, job.planes_on_host), _plane(job.dark, job.planes_on_host), job.dark_scale
+
+
 def reduce_light(job: LightJob) -> LightResult:
     raw, header = read_image_and_header(Path(job.path), job.hdu)
+    bias, dark, dark_scale = _bias_and_dark(job)
     cal = calibrate(
         raw,
-        bias=_plane(job.bias, job.planes_on_host),
-        dark=_plane(job.dark, job.planes_on_host),
-        dark_scale=job.dark_scale,
+        bias=bias,
+        dark=dark,
+        dark_scale=dark_scale,
         flat=_plane(job.flat, job.planes_on_host),
         gain=job.gain,
         read_noise=job.read_noise,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from observd.jobs.lifeline import alive
 from observd.jobs.mapped_masters import unmap_masters
 from observd.jobs.pool import give_back_freed_memory, offload, outcome
 
-__all__ = ["combine_in_pool"]
+__all__ = ["SharedPlane", "combine_in_pool", "shared", "with_shared"]
 
 _SHARED_PREFIX = "observd-combine-"
 
@@ -78,16 +79,21 @@ def _combine_share(
     """One worker process's share of a combination: rows y0..y1 of every frame, on one
     thread, written into the shared planes. The worker first lets go of what its light jobs
     left: their masters' maps (`unmap_masters`; a flat's share maps its bias and dark again) and
-    the heap they kept (`give_back_freed_memory`), since a share's bands need a few MiB."""
+    the heap they kept (`give_back_freed_memory`), since a share's bands need a few MiB; and
+    after it, the maps it made (a flat's bias and dark), which the lights that follow in this
+    worker may not use (`mapped_masters.dark_offset`)."""
     unmap_masters()
     give_back_freed_memory()
-    combine(
-        [_Rows(src, y0, y1) for src in sources],
-        memory_limit=memory_limit,
-        workers=1,
-        out=output.planes(y0, y1),
-        **options,
-    )
+    try:
+        combine(
+            [_Rows(src, y0, y1) for src in sources],
+            memory_limit=memory_limit,
+            workers=1,
+            out=output.planes(y0, y1),
+            **options,
+        )
+    finally:
+        unmap_masters()
 
 
 @dataclass(frozen=True)
@@ -96,32 +102,14 @@ class _SharedPlanes:
     its worker processes map: each worker writes its rows in place, and the parent's planes
     are the file's pages. Returning the rows through the pool instead pickled, piped,
     unpickled and concatenated them, four frame-sized copies in fresh memory while the workers
-    waited. In /dev/shm where there is one (memory, no disk writes), else the temporary
-    folder. The file is named after the parent's process id, so that one left by a killed
-    process is removed by the next combination."""
+    waited. The file: `_shared_file`."""
 
     path: str
     shape: tuple[int, int]
 
     @classmethod
     def create(cls, shape: tuple[int, int]) -> _SharedPlanes:
-        folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-        _remove_orphans(Path(folder))
-        fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", dir=folder)
-        try:
-            size = cls._bytes(shape)
-            # the space is taken now: a full tmpfs raises here, instead of killing a worker with
-            # SIGBUS when it first writes to a page that cannot be had
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, size)
-            else:
-                os.ftruncate(fd, size)
-        except OSError:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-        return cls(path, shape)
+        return cls(_shared_file(cls._bytes(shape)), shape)
 
     @staticmethod
     def _bytes(shape: tuple[int, int]) -> int:
@@ -137,6 +125,71 @@ class _SharedPlanes:
             for dtype, offset in ((np.float32, 0), (np.float32, 4 * n), (np.uint16, 8 * n))
         )
         return Combined(data, unc, count)
+
+
+@dataclass(frozen=True)
+class SharedPlane:
+    """A frame-sized argument for another process of this host: a file in shared memory that it
+    maps read-only (`with_shared`), instead of a pickled copy of the array in this process and an
+    unpickled one in the worker (a stack's data, measured by one worker and drawn by another)."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def array(self) -> np.ndarray:
+        return np.memmap(self.path, np.dtype(self.dtype), "r", shape=self.shape)
+
+
+@contextmanager
+def shared(array: np.ndarray) -> Iterator[SharedPlane | np.ndarray]:
+    """`array` as a `SharedPlane` for the duration of the block (the file is removed after it;
+    a worker still mapping it keeps its pages), or the array itself when shared memory has no
+    room for it (then it is pickled, as any argument)."""
+    array = np.ascontiguousarray(array)
+    try:
+        path = _shared_file(array.nbytes)
+    except OSError:
+        yield array
+        return
+    try:
+        with open(path, "r+b") as fh:
+            fh.write(array.data)
+        yield SharedPlane(path, array.shape, array.dtype.str)
+    finally:
+        os.unlink(path)
+
+
+def with_shared(func, *args, **kwargs):
+    """`func(*args, **kwargs)` with each `SharedPlane` among them mapped: what a worker runs."""
+
+    def resolved(value):
+        return value.array() if isinstance(value, SharedPlane) else value
+
+    return func(*map(resolved, args), **{key: resolved(value) for key, value in kwargs.items()})
+
+
+def _shared_file(size: int) -> str:
+    """A new file of `size` bytes for this host's processes to map: in /dev/shm where there is one
+    (memory, no disk writes), else the temporary folder; named after this process, so that one
+    left by a killed process is removed by the next (`_remove_orphans`). Raises OSError when there
+    is no room."""
+    folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    _remove_orphans(Path(folder))
+    fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", dir=folder)
+    try:
+        # the space is taken now: a full tmpfs raises here, instead of killing a worker with
+        # SIGBUS when it first writes to a page that cannot be had
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, max(1, size))
+        else:
+            os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
 
 
 def _remove_orphans(folder: Path) -> None:

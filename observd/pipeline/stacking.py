@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ from observd.core.stack_plan import (
 )
 from observd.jobs.cluster import Cluster
 from observd.jobs.pool import call, offload, outcome, worker_count
-from observd.jobs.shares import combine_in_pool
+from observd.jobs.shares import combine_in_pool, shared, with_shared
 from observd.pipeline.astrometry import input_header, solve_stack, wcs_to_lights
 from observd.pipeline.composites import build_composites, picture_gains
 
@@ -452,11 +453,18 @@ def build_stack(config: Config, group: StackGroup, pool: Executor | None) -> Sta
     # matplotlib, SEP and scipy loaded: this process need not import them) while this process
     # writes; without a pool, the pictures are drawn in a thread (numpy, zlib and the writes
     # release the GIL). What a broken pool cannot do is done here.
-    pictures_job = (call, "observd.adapters.previews:write_pictures", data, stem, title, lines, picture_gains(config))
+    # The pool's workers map the planes (`shares.shared`) rather than each unpickling a copy.
+    draw = (call, "observd.adapters.previews:write_pictures")
+    picture_args = (stem, title, lines, picture_gains(config))
     plane = luminance(data) if group.colour else data
-    with ThreadPoolExecutor(max_workers=1) as drawing:
-        pictures = offload(pool or drawing, *pictures_job)
-        measured = offload(pool, measure, plane, mask=empty)
+    share = shared if pool is not None else nullcontext
+    with (
+        ThreadPoolExecutor(max_workers=1) as drawing,
+        share(data) as shared_data,
+        share(plane) if group.colour else nullcontext(shared_data) as shared_plane,
+    ):
+        pictures = offload(pool or drawing, with_shared, *draw, shared_data, *picture_args)
+        measured = offload(pool, with_shared, measure, shared_plane, mask=empty)
         for k in range(len(channels)):
             _floor_uncertainty(unc if unc.ndim == 2 else unc[k], count, group.rows)
         quality, stars = outcome(measured, measure, plane, mask=empty)
@@ -475,7 +483,7 @@ def build_stack(config: Config, group: StackGroup, pool: Executor | None) -> Sta
         path = write_image(
             stem.with_name(f"{stem.name}.fits"), data, header, uncertainty=unc, mask=empty, cache=False
         )  # observd does not read it again
-        preview, thumb = outcome(pictures, *pictures_job)
+        preview, thumb = outcome(pictures, *draw, data, *picture_args)
     return StackProduct(
         group.night,
         group.object,
