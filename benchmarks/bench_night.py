@@ -227,6 +227,11 @@ def relative_noise(a: Quality, b: Quality) -> float:
     return (a.noise / b.noise) / scale
 
 
+def _peaks(runs) -> str:
+    """Each run's peak memory, in MiB."""
+    return ", ".join(f"{r[1] / 2**20:.0f}" for r in runs)
+
+
 def frame_shape(text: str) -> tuple[int, int]:
     """`--size` "2048" (square) or "9576x6388" (width x height) as (rows, columns)."""
     width, _, height = text.lower().partition("x")
@@ -311,7 +316,7 @@ def bench(root: Path, shape: tuple[int, int], n: int, args) -> None:
     ours_stack = next((root / "out").rglob("stacks/*.fits"))
     print(
         f"observd: median {ours_wall:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in ours)}; "
-        f"`observd ingest --stack`), peak PSS {ours_mem / 2**20:.0f} MiB"
+        f"`observd ingest --stack`), peak PSS {ours_mem / 2**20:.0f} MiB (the highest of its runs': {_peaks(ours)})"
     )
     ours_data = read_stack(ours_stack)
     q_ours = stack_quality(ours_data)
@@ -330,7 +335,7 @@ def bench(root: Path, shape: tuple[int, int], n: int, args) -> None:
     q_siril = stack_quality(siril_data)
     print(
         f"Siril 1.0: median {ws:.1f} s of {args.repeats} runs ({', '.join(f'{r[0]:.1f}' for r in theirs)}), "
-        f"peak PSS {ms / 2**20:.0f} MiB"
+        f"peak PSS {ms / 2**20:.0f} MiB ({_peaks(theirs)})"
     )
     print(f"  stack FWHM {q_siril.fwhm:.2f} px")
     paired = statistics.median(a[0] / b[0] for a, b in zip(ours, theirs))

@@ -78,6 +78,11 @@ def test_nan_region_and_mask_are_ignored():
     assert len(x) - hidden(x, y, 5).sum() <= m.n_stars <= len(x) - hidden(x, y, -5).sum()
     assert np.isfinite(m.background) and abs(m.fwhm - 3.08) < 0.2
     assert np.all(np.isfinite(stars.x))
+    # a mask the caller gives up is completed in place (the NaN block added), with the same result
+    given_up = mask.copy()
+    assert measure(image, mask=given_up, reuse_mask=True)[0] == m
+    assert given_up[100:300, 50:200].all() and given_up[400:, 400:].all() and given_up.sum() > mask.sum()
+    assert measure(image, mask=mask)[0] == m and mask.sum() == (SHAPE[0] - 400) * (SHAPE[1] - 400)  # kept
 
 
 def test_big_endian_fits_data_is_accepted():

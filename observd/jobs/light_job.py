@@ -179,7 +179,12 @@ def reduce_light(job: LightJob) -> LightResult:
         saturation = lowest(plane, (bits & MASK_SATURATED) != 0)
     # saturated pixels stay visible to detection (they are star cores) but mark their stars
     m, stars = measure(
-        plane, mask=(bits & MASK_BAD) != 0, saturation=saturation, threshold=job.threshold, max_stars=200
+        plane,
+        mask=(bits & MASK_BAD) != 0,
+        saturation=saturation,
+        threshold=job.threshold,
+        max_stars=200,
+        reuse_mask=True,
     )
     bad = judge(
         m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction, max_elongation=job.max_elongation
@@ -291,15 +296,12 @@ def _align(
     shape = tuple(ref.shape)
     # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
     # `data` itself, which the callers give up, rather than in a frame-sized copy
+    # the mask first, so that its temporaries are gone before the data's resampled plane exists;
+    # one flag at a time, set in place (a bad pixel's flag wins over saturation)
+    aligned_mask = np.zeros(shape, np.uint8)
+    for flag in (MASK_SATURATED, MASK_BAD):
+        aligned_mask[apply_transform((bits & flag) != 0, transform, shape, kind="mask")] = flag
     bad = (bits & MASK_BAD) != 0
-    # the mask first, so that its temporaries are gone before the data's resampled plane exists
-    bad_out, saturated_out = apply_transform(
-        np.stack([bad, (bits & MASK_SATURATED) != 0]), transform, shape, kind="mask"
-    )
-    aligned_mask = np.zeros(shape, np.uint8)  # set in place: no frame-sized temporaries
-    aligned_mask[saturated_out] = MASK_SATURATED
-    aligned_mask[bad_out] = MASK_BAD
-    del bad_out, saturated_out
     if data_free is not None:
         data_free()
     data[..., bad] = np.nan
