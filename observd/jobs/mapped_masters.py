@@ -22,6 +22,7 @@ host over a file another host has mapped leaves that host's map on a deleted fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -75,22 +77,51 @@ def dark_offset(bias_path: str, dark_path: str, dark_scale: float, on_host: bool
     """``bias + dark_scale · dark`` as one mapped plane, its mask the two masters' masks combined:
     what a light without a noise model subtracts, stored once per host beside the dark's planes
     (as `master_plane`'s). Mapping the bias's and the dark's data and masks instead costs every
-    light 10 bytes per pixel of the host's memory, this 5. Derived through maps of their own, so
-    that their pages do not stay in this process."""
-    bias, dark = master_plane.__wrapped__(bias_path, on_host), master_plane.__wrapped__(dark_path, on_host)
-    folder = dark.folder
+    light 10 bytes per pixel of the host's memory, this 5."""
+    bias, dark = (master_plane.__wrapped__(p, on_host).folder for p in (bias_path, dark_path))
     bias_key = (host_planes_folder if on_host else planes_folder)(Path(bias_path)).name
     key = hashlib.sha256(f"{bias_key}:{float(dark_scale)!r}".encode()).hexdigest()[:16]
-    data, mask = folder / f"offset-{key}.npy", folder / f"offset-{key}-mask.npy"
+    data, mask = dark / f"offset-{key}.npy", dark / f"offset-{key}-mask.npy"
     if not data.exists():
-        folder.mkdir(parents=True, exist_ok=True)  # a host's copies removed meanwhile (unused)
-        if bias.mask is not None or dark.mask is not None:
-            masks = [m for m in (bias.mask, dark.mask) if m is not None]
-            save_atomic(mask, np.logical_or.reduce(masks) if len(masks) > 1 else masks[0])
-        save_atomic(data, bias.data + np.float32(dark_scale) * dark.data)  # last: its presence says both are stored
+        dark.mkdir(parents=True, exist_ok=True)  # a host's copies removed meanwhile (unused)
+        masks = [folder / "mask.npy" for folder in (bias, dark) if (folder / "mask.npy").exists()]
+        if masks:
+            _write_once(mask, lambda f: _combine_stored(f, masks, np.logical_or))
+        scaled = np.float32(dark_scale)
+        _write_once(  # last: its presence says both are stored
+            data, lambda f: _combine_stored(f, [bias / "data.npy", dark / "data.npy"], lambda a, b: a + scaled * b)
+        )
     return MappedPlane(
-        np.load(data, mmap_mode="r"), None, np.load(mask, mmap_mode="r") if mask.exists() else None, folder=folder
+        np.load(data, mmap_mode="r"), None, np.load(mask, mmap_mode="r") if mask.exists() else None, folder=dark
     )
+
+
+def _combine_stored(out: BinaryIO, paths: list[Path], combine: Callable) -> None:
+    """``combine`` of stored planes (`.npy`, the same shape and type) written to `out` as a `.npy`,
+    a block of rows at a time, read with plain reads: no map of theirs holds their pages in this
+    process (two frames at once in every worker that derives it, the first lights of a night)."""
+    with contextlib.ExitStack() as files:
+        handles = [files.enter_context(open(p, "rb")) for p in paths]
+        layouts = []
+        for fh in handles:
+            np.lib.format.read_magic(fh)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            layouts.append((shape, dtype))
+        shape, dtype = layouts[0]
+
+        def combined(blocks: list[np.ndarray]) -> np.ndarray:
+            return blocks[0] if len(blocks) == 1 else combine(*blocks)
+
+        probe = combined([np.zeros(0, d) for _, d in layouts])  # the result's type
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(probe.dtype), "fortran_order": False, "shape": tuple(shape)}
+        )
+        row = int(np.prod(shape[1:], dtype=np.int64))
+        step = max(1, (1 << 22) // max(1, row * dtype.itemsize))
+        for y in range(0, shape[0], step):
+            count = min(step, shape[0] - y) * row
+            blocks = [np.fromfile(fh, dtype=d, count=count) for fh, (_, d) in zip(handles, layouts)]
+            out.write(np.ascontiguousarray(combined(blocks)).data)
 
 
 def unmap_masters() -> None:
