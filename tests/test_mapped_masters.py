@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import tempfile
@@ -227,4 +228,11 @@ def test_a_light_without_a_noise_model_subtracts_bias_and_dark_from_one_stored_p
     assert again.data.filename == offset.data.filename
     other = mapped_masters.dark_offset(masters["bias"], masters["dark"], 0.5)  # another exposure
     assert other.data.filename != offset.data.filename
+    # with the flat's mask folded in, the flat is applied without its own (as a light job does)
+    folded = mapped_masters.dark_offset(masters["bias"], masters["dark"], 1.5, flat_path=masters["flat"])
+    flat_mask = read_planes(Path(masters["flat"])).mask.astype(bool)
+    np.testing.assert_array_equal(folded.bad, bias_mask | dark_mask | flat_mask)
+    np.testing.assert_array_equal(folded.data, offset.data)
+    unmasked_flat = dataclasses.replace(master_plane(masters["flat"]), mask=None)
+    np.testing.assert_array_equal(calibrate(_light(4), bias=folded, flat=unmasked_flat, **plain).mask, apart.mask)
     unmap_masters()

@@ -7,6 +7,7 @@ here touches the catalog. Masters are memory-mapped, one copy per host for all t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -140,23 +141,27 @@ def _plane(use: MasterFile | None, on_host: bool) -> Plane | None:
     return None if use is None else master_plane(use.path, on_host)
 
 
-def _bias_and_dark(job: LightJob) -> tuple[Plane | None, Plane | None, float]:
-    """What a light subtracts: (bias, dark, dark scale). Without a noise model, which needs the
-    two apart, one plane for both (`dark_offset`) — the same subtraction, in one step."""
+def _masters(job: LightJob) -> tuple[Plane | None, Plane | None, float, Plane | None]:
+    """What a light is calibrated with: (bias, dark, dark scale, flat). Without a noise model,
+    which needs bias and dark apart, one plane for both (`dark_offset`) — the same subtraction,
+    in one step — carrying the three masters' masks combined, so the flat's own goes unread."""
+    flat = _plane(job.flat, job.planes_on_host)
     if job.bias is not None and job.dark is not None and not _noise_model(job):
-        return dark_offset(job.bias.path, job.dark.path, job.dark_scale, job.planes_on_host), None, 1.0
-    return _plane(job.bias, job.planes_on_host), _plane(job.dark, job.planes_on_host), job.dark_scale
+        flat_path = job.flat.path if job.flat is not None else None
+        offset = dark_offset(job.bias.path, job.dark.path, job.dark_scale, job.planes_on_host, flat_path)
+        return offset, None, 1.0, None if flat is None else dataclasses.replace(flat, mask=None)
+    return _plane(job.bias, job.planes_on_host), _plane(job.dark, job.planes_on_host), job.dark_scale, flat
 
 
 def reduce_light(job: LightJob) -> LightResult:
     raw, header = read_image_and_header(Path(job.path), job.hdu)
-    bias, dark, dark_scale = _bias_and_dark(job)
+    bias, dark, dark_scale, flat = _masters(job)
     cal = calibrate(
         raw,
         bias=bias,
         dark=dark,
         dark_scale=dark_scale,
-        flat=_plane(job.flat, job.planes_on_host),
+        flat=flat,
         gain=job.gain,
         read_noise=job.read_noise,
         saturation=job.saturation,

@@ -73,23 +73,28 @@ def store_normalised(path: str) -> None:
 
 
 @lru_cache(maxsize=16)
-def dark_offset(bias_path: str, dark_path: str, dark_scale: float, on_host: bool = False) -> Plane:
-    """``bias + dark_scale · dark`` as one mapped plane, its mask the two masters' masks combined:
-    what a light without a noise model subtracts, stored once per host beside the dark's planes
-    (as `master_plane`'s). Mapping the bias's and the dark's data and masks instead costs every
-    light 10 bytes per pixel of the host's memory, this 5."""
-    bias, dark = (master_plane.__wrapped__(p, on_host).folder for p in (bias_path, dark_path))
-    bias_key = (host_planes_folder if on_host else planes_folder)(Path(bias_path)).name
-    key = hashlib.sha256(f"{bias_key}:{float(dark_scale)!r}".encode()).hexdigest()[:16]
+def dark_offset(
+    bias_path: str, dark_path: str, dark_scale: float, on_host: bool = False, flat_path: str | None = None
+) -> Plane:
+    """``bias + dark_scale · dark`` as one mapped plane, its mask the masters' masks combined (the
+    flat's too, given `flat_path`): what a light without a noise model subtracts, stored once per
+    host beside the dark's planes (as `master_plane`'s). Mapping the bias's and the dark's data
+    and the three masks instead costs every light 11 bytes per pixel of the host's memory, this 5."""
+    paths = [bias_path, dark_path] + ([flat_path] if flat_path else [])
+    folders = [master_plane.__wrapped__(p, on_host).folder for p in paths]
+    dark = folders[1]
+    others = ":".join((host_planes_folder if on_host else planes_folder)(Path(p)).name for p in paths[::2])
+    key = hashlib.sha256(f"{others}:{float(dark_scale)!r}".encode()).hexdigest()[:16]
     data, mask = dark / f"offset-{key}.npy", dark / f"offset-{key}-mask.npy"
     if not data.exists():
         dark.mkdir(parents=True, exist_ok=True)  # a host's copies removed meanwhile (unused)
-        masks = [folder / "mask.npy" for folder in (bias, dark) if (folder / "mask.npy").exists()]
+        masks = [folder / "mask.npy" for folder in folders if (folder / "mask.npy").exists()]
         if masks:
-            _write_once(mask, lambda f: _combine_stored(f, masks, np.logical_or))
+            _write_once(mask, lambda f: _combine_stored(f, masks, lambda *blocks: np.logical_or.reduce(blocks)))
         scaled = np.float32(dark_scale)
         _write_once(  # last: its presence says both are stored
-            data, lambda f: _combine_stored(f, [bias / "data.npy", dark / "data.npy"], lambda a, b: a + scaled * b)
+            data,
+            lambda f: _combine_stored(f, [folders[0] / "data.npy", dark / "data.npy"], lambda a, b: a + scaled * b),
         )
     return MappedPlane(
         np.load(data, mmap_mode="r"), None, np.load(mask, mmap_mode="r") if mask.exists() else None, folder=dark
