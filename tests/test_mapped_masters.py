@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import tempfile
@@ -233,6 +232,7 @@ def test_a_light_without_a_noise_model_subtracts_bias_and_dark_from_one_stored_p
     flat_mask = read_planes(Path(masters["flat"])).mask.astype(bool)
     np.testing.assert_array_equal(folded.bad, bias_mask | dark_mask | flat_mask)
     np.testing.assert_array_equal(folded.data, offset.data)
-    unmasked_flat = dataclasses.replace(master_plane(masters["flat"]), mask=None)
+    unmasked_flat = mapped_masters.without_mask(masters["flat"])
+    assert unmasked_flat.bad is None and unmasked_flat.data.filename == master_plane(masters["flat"]).data.filename
     np.testing.assert_array_equal(calibrate(_light(4), bias=folded, flat=unmasked_flat, **plain).mask, apart.mask)
     unmap_masters()

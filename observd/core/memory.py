@@ -1,18 +1,19 @@
 """How much memory a job needs, from its frame's shape, and how many jobs fit in `[daemon] memory_limit_mb`.
 
 The coefficients are measured, not guessed: `benchmarks/measure_footprint.py` reduces each light of
-an ingested 2048² night again in a fresh process, as a worker would, and reads its resident size
-after its imports and its peak (VmHWM, reset through /proc/self/clear_refs) while the light is
-calibrated, measured, aligned and written, and how much of that peak is the masters' memory-mapped
-planes (RssFile: page-cache pages every worker shares, `observd.jobs.mapped_masters`). Measured for
-a mono light, per pixel of the raw frame: without a noise model (gain or read noise unknown) its
-own memory 27 bytes and the masters' mapped planes it touches 19.5 (bias and dark data, the flat's
-normalised plane, three masks); with one (uncertainty planes calibrated, aligned and written) 37
-and 35.6. A colour light (three planes after demosaicing) took 84 bytes of its own, measured
-before a light dropped its raw frame early and aligned in place (so an upper bound now). A
-worker's own PSS after its imports is ~40 MiB (the rest is shared with its fork server); the
-command's own process and the fork server ~100 MiB before any frame. The constants below round
-these up.
+an ingested night again in a fresh process, as a worker would, and reads its resident size after its
+imports and its peak (VmHWM, reset through /proc/self/clear_refs) while the light is calibrated,
+measured, aligned and written, and how much of that peak is the masters' memory-mapped planes
+(RssFile: page-cache pages every worker shares, `observd.jobs.mapped_masters`). Measured for a mono
+light, per pixel of the raw frame: without a noise model (gain or read noise unknown) its own memory
+12.5 bytes and the masters' mapped planes it touches 9.8 (one plane of bias and dark,
+`mapped_masters.dark_offset`, and its mask; the flat's normalised plane), at 4800²; with one
+(uncertainty planes calibrated, aligned and written) 37 and 35.6, measured at 2048² before a light's
+temporaries were cut (`light_job`), so upper bounds now. A colour light (three planes after
+demosaicing) took 84 bytes of its own, measured before a light dropped its raw frame early and
+aligned in place (so an upper bound too). A worker's own PSS after its imports is ~40 MiB (the rest
+is shared with its fork server); the command's own process and the fork server ~100 MiB before any
+frame. The constants below round these up.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ TREE_MB = 256
 WORKER_MB = 64
 """A worker's own memory beside its job's frames: its imports (PSS) and the allocator's slack."""
 
-LIGHT_BYTES_PER_PIXEL = 30
-"""A mono light job's own peak, per raw pixel, without a noise model (measured 27)."""
+LIGHT_BYTES_PER_PIXEL = 16
+"""A mono light job's own peak, per raw pixel, without a noise model (measured 12.5)."""
 
 NOISE_LIGHT_BYTES_PER_PIXEL = 40
 """The same with a noise model: uncertainty planes beside the data (measured 37)."""
@@ -42,9 +43,9 @@ per pixel `mapped_masters` stores for bias, dark and flat (float32 data and unce
 bool mask each, the flat's normalised, inverse-square and relative-variance planes, the bias's
 and dark's variances)."""
 
-PLAIN_MASTERS_BYTES_PER_PIXEL = 20
-"""What a mono light without a noise model touches: the bias's and dark's data, the flat's
-normalised plane and the three masks (measured 19.5)."""
+PLAIN_MASTERS_BYTES_PER_PIXEL = 12
+"""What a mono light without a noise model touches: the bias and dark as one plane with the three
+masters' masks combined (`mapped_masters.dark_offset`) and the flat's normalised plane (measured 9.8)."""
 
 MASTER_PLANES_BYTES_PER_PIXEL = 18
 """A master being built, beside its band-by-band combination (capped by `[masters] memory_limit_mb`):

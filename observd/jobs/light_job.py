@@ -7,7 +7,6 @@ here touches the catalog. Masters are memory-mapped, one copy per host for all t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from observd.core.calibrate import MASK_BAD, MASK_SATURATED, Plane, calibrate, l
 from observd.core.frames import MasterFile
 from observd.core.measure import Measurement, Stars, judge, measure, sky
 from observd.core.memory import Need, light_need
-from observd.jobs.mapped_masters import dark_offset, master_plane
+from observd.jobs.mapped_masters import dark_offset, master_plane, without_mask
 
 
 @dataclass(frozen=True)
@@ -145,12 +144,11 @@ def _masters(job: LightJob) -> tuple[Plane | None, Plane | None, float, Plane | 
     """What a light is calibrated with: (bias, dark, dark scale, flat). Without a noise model,
     which needs bias and dark apart, one plane for both (`dark_offset`) — the same subtraction,
     in one step — carrying the three masters' masks combined, so the flat's own goes unread."""
-    flat = _plane(job.flat, job.planes_on_host)
+    on_host, flat = job.planes_on_host, job.flat
     if job.bias is not None and job.dark is not None and not _noise_model(job):
-        flat_path = job.flat.path if job.flat is not None else None
-        offset = dark_offset(job.bias.path, job.dark.path, job.dark_scale, job.planes_on_host, flat_path)
-        return offset, None, 1.0, None if flat is None else dataclasses.replace(flat, mask=None)
-    return _plane(job.bias, job.planes_on_host), _plane(job.dark, job.planes_on_host), job.dark_scale, flat
+        offset = dark_offset(job.bias.path, job.dark.path, job.dark_scale, on_host, flat and flat.path)
+        return offset, None, 1.0, None if flat is None else without_mask(flat.path, on_host)
+    return _plane(job.bias, on_host), _plane(job.dark, on_host), job.dark_scale, _plane(flat, on_host)
 
 
 def reduce_light(job: LightJob) -> LightResult:

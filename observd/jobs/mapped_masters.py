@@ -23,6 +23,7 @@ host over a file another host has mapped leaves that host's map on a deleted fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -101,6 +102,13 @@ def dark_offset(
     )
 
 
+@lru_cache(maxsize=16)
+def without_mask(path: str, on_host: bool = False) -> Plane:
+    """`master_plane(path)` with no mask: a flat applied to lights whose `dark_offset` carries
+    its mask. Kept, like the master's own planes, so that every light maps the same planes."""
+    return dataclasses.replace(master_plane(path, on_host), mask=None)
+
+
 def _combine_stored(out: BinaryIO, paths: list[Path], combine: Callable) -> None:
     """``combine`` of stored planes (`.npy`, the same shape and type) written to `out` as a `.npy`,
     a block of rows at a time, read with plain reads: no map of theirs holds their pages in this
@@ -136,6 +144,7 @@ def unmap_masters() -> None:
     used (10-56 bytes per pixel in all, for bias, dark and flat)."""
     master_plane.cache_clear()
     dark_offset.cache_clear()
+    without_mask.cache_clear()
 
 
 def planes_folder(master: Path) -> Path:
