@@ -80,7 +80,7 @@ def test_nan_region_and_mask_are_ignored():
     assert np.all(np.isfinite(stars.x))
     # a mask the caller gives up is completed in place (the NaN block added), with the same result
     given_up = mask.copy()
-    assert measure(image, mask=given_up, reuse_mask=True)[0] == m
+    assert measure(image, mask=given_up, overwrite_mask=True)[0] == m
     assert given_up[100:300, 50:200].all() and given_up[400:, 400:].all() and given_up.sum() > mask.sum()
     assert measure(image, mask=mask)[0] == m and mask.sum() == (SHAPE[0] - 400) * (SHAPE[1] - 400)  # kept
 

@@ -218,8 +218,9 @@ def read_planes(path: Path) -> ImagePlanes:
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(path, memmap=True) as hdul:  # headers only: no plane is touched
             header = hdul[0].header.copy()
-            where = {_extension_name(hdu, i): (i, hdu.header) for i, hdu in enumerate(hdul)}
-            locations = {name: (hdul.fileinfo(i)["datLoc"], h) for name, (i, h) in where.items()}
+            locations = {
+                _extension_name(hdu, i): (hdul.fileinfo(i)["datLoc"], hdu.header) for i, hdu in enumerate(hdul)
+            }
     with open(path, "rb") as fh:
         data, uncertainty, mask = (
             _read_native(fh, *locations[name]) if name in locations else None for name in ("PRIMARY", "UNCERT", "MASK")

@@ -92,18 +92,18 @@ def measure(
     saturation: float | None = None,
     threshold: float = 5.0,
     max_stars: int = 200,
-    reuse_mask: bool = False,
+    overwrite_mask: bool = False,
 ) -> tuple[Measurement, Stars]:
     """Measure a frame and return its brightest `max_stars` stars for alignment.
 
-    NaN/inf pixels and `mask` (True = bad) are ignored; `reuse_mask`: `mask` is a boolean array
+    NaN/inf pixels and `mask` (True = bad) are ignored; `overwrite_mask`: `mask` is a boolean array
     the caller gives up, completed in place rather than copied. `saturation` is the ADU level at
     which a pixel is saturated in `data`'s units; saturated stars are counted and kept in
     the star list but excluded from FWHM and elongation. A frame without usable sky
     (all bad, or constant) gives n_stars=0 and fwhm/elongation None.
     """
     image = np.ascontiguousarray(data, dtype=np.float32)  # native byte order, as SEP needs
-    if reuse_mask and mask is not None and mask.dtype == bool and mask.shape == image.shape:
+    if overwrite_mask and mask is not None and mask.dtype == bool and mask.shape == image.shape:
         bad = mask
         bad |= ~np.isfinite(image)
     else:

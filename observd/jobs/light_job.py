@@ -187,7 +187,7 @@ def reduce_light(job: LightJob) -> LightResult:
         saturation=saturation,
         threshold=job.threshold,
         max_stars=200,
-        reuse_mask=True,
+        overwrite_mask=True,
     )
     bad = judge(
         m, max(job.best_n_stars, m.n_stars), min_star_fraction=job.min_star_fraction, max_elongation=job.max_elongation
@@ -297,14 +297,14 @@ def _align(
     except AlignError as exc:
         return AlignResult(file_id, None, error=str(exc))
     shape = tuple(ref.shape)
-    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
-    # `data` itself, which the callers give up, rather than in a frame-sized copy
     # the mask first, so that its temporaries are gone before the data's resampled plane exists;
     # one flag at a time, set in place (a bad pixel's flag wins over saturation)
     aligned_mask = np.zeros(shape, np.uint8)
-    for flag in (MASK_SATURATED, MASK_BAD):
-        aligned_mask[apply_transform((bits & flag) != 0, transform, shape, kind="mask")] = flag
+    aligned_mask[apply_transform((bits & MASK_SATURATED) != 0, transform, shape, kind="mask")] = MASK_SATURATED
     bad = (bits & MASK_BAD) != 0
+    aligned_mask[apply_transform(bad, transform, shape, kind="mask")] = MASK_BAD
+    # bad pixels become NaN first, so a hot pixel cannot spill into its resampled neighbours; in
+    # `data` itself, which the callers give up, rather than in a frame-sized copy
     if data_free is not None:
         data_free()
     data[..., bad] = np.nan

@@ -84,7 +84,7 @@ def dark_offset(
     paths = [bias_path, dark_path] + ([flat_path] if flat_path else [])
     folders = [master_plane.__wrapped__(p, on_host).folder for p in paths]
     dark = folders[1]
-    others = ":".join((host_planes_folder if on_host else planes_folder)(Path(p)).name for p in paths[::2])
+    others = ":".join(folder.name for folder in folders[::2])  # the bias's and the flat's
     key = hashlib.sha256(f"{others}:{float(dark_scale)!r}".encode()).hexdigest()[:16]
     data, mask = dark / f"offset-{key}.npy", dark / f"offset-{key}-mask.npy"
     if not data.exists():
