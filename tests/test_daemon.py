@@ -28,7 +28,7 @@ from astropy.io import fits
 import observd.jobs.light_job
 import observd.pipeline.light_stage
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import image_hdus, write_with
+from observd.adapters.fits_files import write_with
 from observd.core.config import config_from_dict
 from observd.service import arrivals as arrivals_module
 from observd.service.daemon import Daemon
@@ -437,7 +437,7 @@ def test_disk_full_leaves_no_partial_output_and_is_retried(site, running, light_
 
             def write(fh):
                 buf = io.BytesIO()
-                image_hdus(data, header).writeto(buf)
+                fits.PrimaryHDU(np.asarray(data, dtype=">f4"), header=header).writeto(buf)
                 fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
                 failures.append(path)
                 raise OSError(errno.ENOSPC, "No space left on device")

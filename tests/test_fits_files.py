@@ -1,5 +1,5 @@
 """FITS files (observd.adapters.fits_files): atomic writes that never leave a partial or temporary
-file, the image_hdus/read_planes layout, raw reads, content hashes."""
+file, the write_image/read_planes layout, raw reads, content hashes."""
 
 import errno
 import hashlib
@@ -15,7 +15,6 @@ from astropy.nddata import CCDData
 import observd.adapters.fits_files
 from observd.adapters.fits_files import (
     FitsReadError,
-    image_hdus,
     read_image,
     read_image_header,
     read_planes,
@@ -39,12 +38,25 @@ def test_an_output_is_written_whole_where_the_file_system_refuses_cache_advice(t
 
     monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise", refuse)
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
-    path = write_atomic(tmp_path / "x.fits", image_hdus(data, fits.Header()), cache=False)
+    path = write_image(tmp_path / "x.fits", data, fits.Header(), cache=False)
     np.testing.assert_array_equal(read_planes(path).data, data)
     assert [p.name for p in tmp_path.iterdir()] == ["x.fits"]
 
 
 # -- atomic writes --------------------------------------------------------------------------------
+
+
+def astropy_layout(data, header, uncertainty=None, mask=None) -> fits.HDUList:
+    """`write_image`'s layout built with astropy alone, the reference it must match byte for byte."""
+    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=">f4"), header=header)]
+    if uncertainty is not None:
+        h = fits.Header()
+        h["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
+        hdus.append(fits.ImageHDU(np.asarray(uncertainty, dtype=">f4"), header=h, name="UNCERT"))
+    if mask is not None:
+        mask = np.broadcast_to(mask, np.shape(data))  # a colour cube's one mask, once per plane
+        hdus.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="MASK"))
+    return fits.HDUList(hdus)
 
 
 @pytest.mark.parametrize("kind", ["mono", "colour", "plain"])
@@ -60,7 +72,7 @@ def test_write_image_writes_what_astropy_writes_byte_for_byte(tmp_path, kind):
     header["OBJECT"] = "M42"
     header["NOTE"] = ("x" * 50, "a comment far too long to fit on its card beside the value " * 2)
     header.add_history("calibrated")
-    expected = write_atomic(tmp_path / "a.fits", image_hdus(data, header, uncertainty=uncertainty, mask=mask))
+    expected = write_atomic(tmp_path / "a.fits", astropy_layout(data, header, uncertainty, mask))
     consumed = []
     path = write_image(
         tmp_path / "b.fits", data, header, uncertainty=uncertainty, mask=mask, consumed=lambda: consumed.append(1)
@@ -106,7 +118,7 @@ def test_write_image_holds_no_copy_of_the_planes(tmp_path):
 
 def test_a_failing_writer_leaves_the_previous_file_intact_and_no_temporary(tmp_path):
     path = tmp_path / "master.fits"
-    write_atomic(path, image_hdus(np.ones((4, 4), np.float32), fits.Header()))
+    write_atomic(path, fits.HDUList([fits.PrimaryHDU(np.ones((4, 4), np.float32))]))
     before = path.read_bytes()
 
     def half_then_disk_full(fh):
@@ -133,7 +145,7 @@ def test_a_failing_first_write_leaves_nothing_under_the_final_name(tmp_path):
 
 
 def test_a_fits_write_that_runs_out_of_space_leaves_no_temporary(tmp_path):
-    hdul = image_hdus(np.zeros((64, 64), np.float32), fits.Header())
+    hdul = fits.HDUList([fits.PrimaryHDU(np.zeros((64, 64), np.float32))])
 
     def disk_full(fh, **kwargs):
         fh.write(b"SIMPLE  =                    T" + b" " * 5000)
@@ -181,8 +193,8 @@ def test_the_data_is_synced_before_the_rename_and_the_folder_after(tmp_path, mon
 
 def test_a_rewrite_replaces_the_whole_file(tmp_path):
     path = tmp_path / "x.fits"
-    write_atomic(path, image_hdus(np.zeros((64, 64), np.float32), fits.Header(), uncertainty=np.ones((64, 64))))
-    write_atomic(path, image_hdus(np.full((8, 8), 3.0, np.float32), fits.Header()))
+    write_image(path, np.zeros((64, 64), np.float32), fits.Header(), uncertainty=np.ones((64, 64)))
+    write_image(path, np.full((8, 8), 3.0, np.float32), fits.Header())
     planes = read_planes(path)
     assert planes.data.shape == (8, 8) and planes.uncertainty is None
     assert _listing(tmp_path) == ["x.fits"]
@@ -198,7 +210,7 @@ def test_cache_advice_is_given_only_when_asked_and_on_the_temporary(tmp_path, mo
         return real(fd, offset, length, advice)
 
     monkeypatch.setattr(observd.adapters.fits_files.os, "posix_fadvise", recording)
-    write_atomic(tmp_path / "a.fits", image_hdus(np.zeros((4, 4), np.float32), fits.Header()), cache=cache)
+    write_atomic(tmp_path / "a.fits", fits.HDUList([fits.PrimaryHDU(np.zeros((4, 4), np.float32))]), cache=cache)
     if cache:
         assert advised == []
     else:
@@ -207,10 +219,10 @@ def test_cache_advice_is_given_only_when_asked_and_on_the_temporary(tmp_path, mo
         assert name.startswith(".a.fits.") and name.endswith(".tmp")
 
 
-# -- image_hdus / read_planes ---------------------------------------------------------------------
+# -- write_image / read_planes --------------------------------------------------------------------
 
 
-def test_read_planes_round_trips_image_hdus(tmp_path):
+def test_read_planes_round_trips_write_image(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.normal(1000, 30, (40, 50)).astype(np.float32)
     unc = rng.uniform(1, 5, (40, 50)).astype(np.float32)
@@ -218,7 +230,7 @@ def test_read_planes_round_trips_image_hdus(tmp_path):
     header = fits.Header()
     header["OBJECT"] = "M42"
     header["HISTORY"] = "bias subtracted"
-    path = write_atomic(tmp_path / "cal.fits", image_hdus(data, header, uncertainty=unc, mask=mask))
+    path = write_image(tmp_path / "cal.fits", data, header, uncertainty=unc, mask=mask)
     planes = read_planes(path)
     np.testing.assert_array_equal(planes.data, data)
     np.testing.assert_array_equal(planes.uncertainty, unc)
@@ -233,22 +245,20 @@ def test_read_planes_round_trips_image_hdus(tmp_path):
 
 def test_absent_extensions_read_as_none(tmp_path):
     data = np.arange(20, dtype=np.float32).reshape(4, 5)
-    only_mask = read_planes(
-        write_atomic(tmp_path / "m.fits", image_hdus(data, fits.Header(), mask=np.ones((4, 5), np.uint8)))
-    )
+    only_mask = read_planes(write_image(tmp_path / "m.fits", data, fits.Header(), mask=np.ones((4, 5), np.uint8)))
     assert only_mask.uncertainty is None and only_mask.mask.sum() == 20
-    bare = read_planes(write_atomic(tmp_path / "b.fits", image_hdus(data, fits.Header())))
+    bare = read_planes(write_image(tmp_path / "b.fits", data, fits.Header()))
     assert bare.uncertainty is None and bare.mask is None
 
 
-def test_image_hdus_write_float32_in_the_layout_ccddata_reads(tmp_path):
+def test_write_image_writes_float32_in_the_layout_ccddata_reads(tmp_path):
     data = np.linspace(0, 1, 30).reshape(5, 6)  # float64 in: float32 on disk
     unc = np.full((5, 6), 0.1)
     mask = np.zeros((5, 6), bool)
     mask[2, 3] = True
     header = fits.Header()
     header["BUNIT"] = "adu"
-    path = write_atomic(tmp_path / "ccd.fits", image_hdus(data, header, uncertainty=unc, mask=mask))
+    path = write_image(tmp_path / "ccd.fits", data, header, uncertainty=unc, mask=mask)
     with fits.open(path) as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "UNCERT", "MASK"]
         assert hdul[0].header["BITPIX"] == -32 and hdul["UNCERT"].header["BITPIX"] == -32
@@ -259,11 +269,11 @@ def test_image_hdus_write_float32_in_the_layout_ccddata_reads(tmp_path):
     assert ccd.mask[2, 3] and ccd.mask.sum() == 1
 
 
-def test_image_hdus_leave_the_callers_arrays_as_they_were(tmp_path):
+def test_write_image_leaves_the_callers_arrays_as_they_were(tmp_path):
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
     unc = np.ones((3, 4), np.float32)
     copies = data.copy(), unc.copy()
-    write_atomic(tmp_path / "x.fits", image_hdus(data, fits.Header(), uncertainty=unc))
+    write_image(tmp_path / "x.fits", data, fits.Header(), uncertainty=unc)
     assert data.dtype.isnative and unc.dtype.isnative
     np.testing.assert_array_equal(data, copies[0])
     np.testing.assert_array_equal(unc, copies[1])

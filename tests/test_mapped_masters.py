@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from observd.adapters.fits_files import image_hdus, read_planes, write_atomic
+from observd.adapters.fits_files import read_planes, write_image
 from observd.core.calibrate import Plane, calibrate
 from observd.jobs import mapped_masters
 from observd.jobs.mapped_masters import PLANES_FOLDER, master_plane, save_atomic, store_normalised, unmap_masters
@@ -28,7 +28,7 @@ def _masters(folder: Path) -> dict[str, str]:
         uncertainty = np.full(SHAPE, noise / 3, np.float32)
         mask = (rng.random(SHAPE) < 0.01).astype(np.uint8)
         path = folder / f"{kind}_v1.fits"
-        write_atomic(path, image_hdus(data, fits.Header(), uncertainty=uncertainty, mask=mask))
+        write_image(path, data, fits.Header(), uncertainty=uncertainty, mask=mask)
         paths[kind] = str(path)
     return paths
 
@@ -86,9 +86,7 @@ def test_a_master_written_again_gets_new_copies(tmp_path):
     masters = _masters(tmp_path)
     first = master_plane(masters["bias"])
     data = np.full(SHAPE, 7.0, np.float32)
-    write_atomic(
-        Path(masters["bias"]), image_hdus(data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
-    )
+    write_image(Path(masters["bias"]), data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
     master_plane.cache_clear()  # a new worker
     again = master_plane(masters["bias"])
     assert again.folder != first.folder
@@ -110,9 +108,7 @@ def test_on_a_cluster_each_host_keeps_its_own_copies_and_only_the_latest(tmp_pat
     assert isinstance(on_host["flat"].inverse_square, np.memmap)  # derived planes kept there too
     # the bias written again: its new copies replace the old ones on this host, the others stay
     data = np.full(SHAPE, 7.0, np.float32)
-    write_atomic(
-        Path(masters["bias"]), image_hdus(data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
-    )
+    write_image(Path(masters["bias"]), data, fits.Header(), uncertainty=data, mask=np.zeros(SHAPE, np.uint8))
     master_plane.cache_clear()
     again = master_plane(masters["bias"], True)
     np.testing.assert_array_equal(again.data, data)
@@ -184,7 +180,7 @@ def test_a_flat_stored_with_its_normalised_plane_serves_lights_without_reading_i
     shape = (512, 512)  # 1 MiB planes: far more than the kernel maps around the header's page
     flat = (1.0 + 0.01 * np.random.default_rng(5).standard_normal(shape)).astype(np.float32)
     path = tmp_path / "flat_v1.fits"
-    write_atomic(path, image_hdus(flat, fits.Header(), uncertainty=flat / 100, mask=np.zeros(shape, np.uint8)))
+    write_image(path, flat, fits.Header(), uncertainty=flat / 100, mask=np.zeros(shape, np.uint8))
     store_normalised(str(path))  # as the flat is written
     unmap_masters()  # a worker's first light
     normalised = np.array(master_plane(str(path)).normalised)

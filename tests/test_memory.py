@@ -13,7 +13,7 @@ from astropy.io import fits
 from support import make_config
 
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import image_hdus, write_atomic
+from observd.adapters.fits_files import write_image
 from observd.cli.main import main
 from observd.core.memory import TREE_MB, WORKER_MB, Budget, Need, light_need, master_need, stack_need
 from observd.jobs.light_job import AlignJob, LightJob, Reference, footprint
@@ -229,7 +229,7 @@ def test_an_alignment_counts_as_a_mono_or_colour_light_by_its_frames_bayer_patte
     for planes, bayer in ((1, None), (3, "RGGB")):
         path = tmp_path / f"calibrated_{planes}.fits"
         data = np.zeros((planes, 40, 60) if bayer else (40, 60), np.float32)
-        write_atomic(path, image_hdus(data, fits.Header()))
+        write_image(path, data, fits.Header())
         ref = Reference(1, "ref", (40, 60), (), (), ())
         job = AlignJob(1, str(path), str(tmp_path / "aligned.fits"), (), ref, bayer=bayer)
         assert footprint(job) == light_need((40, 60), colour=bayer is not None)

@@ -19,7 +19,7 @@ from astropy.stats import sigma_clipped_stats
 from support import make_config, single_frame_noise
 
 from observd.adapters.catalog import Catalog
-from observd.adapters.fits_files import image_hdus
+from observd.adapters.fits_files import write_image
 from observd.core.stack_plan import StackGroup, frame_weights, plan_stacks, rejection_for
 from observd.pipeline.batch import ingest
 from observd.pipeline.stacking import stack_frames, stack_night
@@ -31,10 +31,13 @@ from observd.sim.writer import write_night
 
 
 def write_frame(path: Path, data: np.ndarray, mask: np.ndarray | None = None) -> Path:
-    image_hdus(
-        data, fits.Header(), uncertainty=np.ones_like(data), mask=np.zeros(data.shape, bool) if mask is None else mask
-    ).writeto(path)
-    return path
+    return write_image(
+        path,
+        data,
+        fits.Header(),
+        uncertainty=np.ones_like(data),
+        mask=np.zeros(data.shape, bool) if mask is None else mask,
+    )
 
 
 def test_weights_are_inverse_variance_and_unmeasured_noise_gets_the_median():

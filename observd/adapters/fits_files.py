@@ -197,7 +197,7 @@ def _fsync_dir(folder: Path) -> None:
 
 @dataclass(frozen=True)
 class ImagePlanes:
-    """A file in `image_hdus`'s layout, read back: float32 data and uncertainty, uint8 mask."""
+    """A file in `write_image`'s layout, read back: float32 data and uncertainty, uint8 mask."""
 
     data: np.ndarray
     header: fits.Header
@@ -206,7 +206,7 @@ class ImagePlanes:
 
 
 def read_planes(path: Path) -> ImagePlanes:
-    """Read what `image_hdus` wrote (masters, calibrated lights); absent extensions are None.
+    """Read what `write_image` wrote (masters, calibrated lights); absent extensions are None.
 
     Each plane is read from the file straight into its own native array and byte-swapped there:
     one frame-sized allocation per plane, and no map of the file (whose pages would count in
@@ -258,19 +258,6 @@ def _one_mask(mask: np.ndarray) -> np.ndarray:
     return np.bitwise_or.reduce(mask, axis=0) if mask.ndim == 3 else mask
 
 
-def image_hdus(
-    data: np.ndarray, header: fits.Header, *, uncertainty: np.ndarray | None = None, mask: np.ndarray | None = None
-) -> fits.HDUList:
-    """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read` understands.
-
-    The planes are converted to big-endian copies here, FITS's byte order: astropy writes those
-    as they are, whereas native arrays are byte-swapped in place, written and swapped back (two
-    passes more, and the caller's array changes under any thread reading it meanwhile).
-    `write_image` writes the same file without whole copies.
-    """
-    return _hdus(_layout(data, uncertainty, mask), header, lambda plane, dtype: np.asarray(plane, dtype=dtype))
-
-
 def write_image(
     path: Path,
     data: np.ndarray,
@@ -281,14 +268,15 @@ def write_image(
     cache: bool = True,
     consumed: Callable[[], object] | None = None,
 ) -> Path:
-    """`write_atomic(path, image_hdus(...))`, byte for byte, without whole big-endian copies of
-    the planes: each plane is converted and written a few rows at a time, so writing a frame
-    costs a MiB, not another frame (a 61 MP light's planes with uncertainty are ~0.6 GB).
+    """float32 primary + UNCERT (std-dev) + MASK extensions, the layout `CCDData.read`
+    understands, written atomically (`write_with`): the bytes astropy's `HDUList.writeto` writes
+    of the same planes, without whole big-endian copies of them. Each plane is converted and
+    written a few rows at a time, so writing a frame costs a MiB, not another frame (a 61 MP
+    light's planes with uncertainty are ~0.6 GB); the callers' arrays are left as they are.
     `consumed` is called once every plane has been written, before the file is flushed to disk:
     from then on the caller may change the arrays (`cache`: see `write_with`)."""
     layout = _layout(data, uncertainty, mask)
-    # headers only: zero-strided stand-ins of the planes' shapes and types, never read
-    hdus = _hdus(layout, header, lambda plane, dtype: np.broadcast_to(np.zeros((), dtype), plane.shape))
+    hdus = _headers(layout, header)
 
     def write(fh):
         with warnings.catch_warnings():  # long comments are truncated by design; say nothing
@@ -308,7 +296,7 @@ def write_image(
 def _layout(
     data: np.ndarray, uncertainty: np.ndarray | None, mask: np.ndarray | None
 ) -> list[tuple[np.ndarray, str, str | None]]:
-    """The planes of `image_hdus`'s layout: (array, FITS dtype, EXTNAME) of each HDU."""
+    """The planes of `write_image`'s layout: (array, FITS dtype, EXTNAME) of each HDU."""
     layout = [(np.asarray(data), ">f4", None)]
     if uncertainty is not None:
         layout.append((np.asarray(uncertainty), ">f4", "UNCERT"))
@@ -319,14 +307,19 @@ def _layout(
     return layout
 
 
-def _hdus(layout, header: fits.Header, array: Callable[[np.ndarray, str], np.ndarray]) -> fits.HDUList:
-    """The HDUs of `layout`, each plane's data `array(plane, dtype)`."""
-    hdus = [fits.PrimaryHDU(array(*layout[0][:2]), header=header)]
+def _headers(layout, header: fits.Header) -> fits.HDUList:
+    """The HDUs of `layout` for their headers only: each plane's data a zero-strided stand-in of
+    its shape and type, never read."""
+
+    def stand_in(plane: np.ndarray, dtype: str) -> np.ndarray:
+        return np.broadcast_to(np.zeros((), dtype), plane.shape)
+
+    hdus = [fits.PrimaryHDU(stand_in(*layout[0][:2]), header=header)]
     for plane, dtype, name in layout[1:]:
         h = fits.Header()
         if name == "UNCERT":
             h["UTYPE"] = ("StdDevUncertainty", "astropy.nddata uncertainty class")
-        hdus.append(fits.ImageHDU(array(plane, dtype), header=h, name=name))
+        hdus.append(fits.ImageHDU(stand_in(plane, dtype), header=h, name=name))
     return fits.HDUList(hdus)
 
 
